@@ -1,0 +1,1 @@
+"""galaxai.diagnose."""
