@@ -1,1 +1,38 @@
-"""galaxai.viz."""
+"""galaxai.viz: figures (:mod:`galaxai.viz.render`) and the static HTML report (:mod:`galaxai.viz.report`)."""
+from galaxai.viz.render import (
+    DISPLAY_SIZE,
+    animated_gif,
+    asinh_stretch,
+    blend_grid,
+    curve_plot,
+    deblend_panel,
+    enlarge,
+    explanation_panel,
+    heatmap,
+    lupton_rgb,
+    montage,
+    save_png,
+    signed_heatmap,
+    stretch_image,
+    symmetric_vmax,
+    to_uint8,
+)
+
+__all__ = [
+    "DISPLAY_SIZE",
+    "animated_gif",
+    "asinh_stretch",
+    "blend_grid",
+    "curve_plot",
+    "deblend_panel",
+    "enlarge",
+    "explanation_panel",
+    "heatmap",
+    "lupton_rgb",
+    "montage",
+    "save_png",
+    "signed_heatmap",
+    "stretch_image",
+    "symmetric_vmax",
+    "to_uint8",
+]
