@@ -1,0 +1,644 @@
+"""Training loop of the Galaxy Deblender GAN (Reiman & Göhre 2019), resumable bit-exactly.
+
+Schedule (``specs/deblender_gan.md``): ``burn_in`` generator-only steps on a perceptual loss
+``MSE(φ(A), φ(G₁)) + MSE(φ(B), φ(G₂))``, then ``iterations`` adversarial iterations, each one
+discriminator step followed by one generator step, each on a fresh mini-batch:
+
+- D loss ½·[BCE(D(A),1) + BCE(D(B),1) + BCE(D(G₁),0) + BCE(D(G₂),0)], D called on each tensor
+  separately (BatchNorm statistics per call);
+- G loss ½·(pixel + 10⁻³·adv), pixel = MSE(A,G₁) + MSE(B,G₂) on the [−1, 1] scale (plus the
+  perceptual term with ``content="vgg+pixel"``), adv = BCE(D(G₁),1) + BCE(D(G₂),1).
+
+Branch 1 is always the centred galaxy A. Targets arrive in [0, 1] and are mapped to 2v−1; the blend
+stays in [0, 1]. Three Adam optimisers (D, G adversarial, G burn-in); the learning rate drops from
+``lr`` to ``lr_late`` after ``lr_drop`` adversarial iterations (half of them by default).
+
+A run directory holds ``config.toml``, ``stats.jsonl`` (one JSON object per logged iteration),
+``checkpoints/<iteration>/`` every ``checkpoint_every`` iterations (all kept) and ``resume.pt``.
+Calling :func:`train` again on a run directory with ``resume.pt`` continues from it; the data order
+comes from a seeded sampler whose position is saved, so an interrupted and resumed run ends with
+the same weights, bit for bit, as one never interrupted (on the same device and thread count).
+
+Examples
+--------
+>>> from galaxai.train.gan import TrainConfig, train
+>>> result = train(dataset, "runs/00001-small-deblender", TrainConfig.preset("small"),
+...                eval_dataset=held_out, progress=True)            # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+
+from galaxai._atomic import atomic_write_text
+from galaxai.config import config_to_dict, read_config, write_config
+from galaxai.models.deblender import (
+    DeblenderConfig,
+    build_discriminator,
+    build_generator,
+    config_hash,
+)
+from galaxai.models.perceptual import PERCEPTUAL_BACKENDS, build_perceptual
+from galaxai.train.checkpoints import (
+    capture_rng_state,
+    checkpoint_dir,
+    load_resume,
+    load_state,
+    restore_rng_state,
+    save_checkpoint,
+    save_resume,
+)
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "CONTENT_LOSSES",
+    "ResumableBatchSampler",
+    "train",
+    "evaluate",
+    "data_fingerprint",
+    "new_run_dir",
+]
+
+#: Accepted values of ``TrainConfig.content``.
+CONTENT_LOSSES = ("pixel", "vgg+pixel")
+_KEYS = ("blend", "target_a", "target_b")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings of the deblender GAN.
+
+    Parameters
+    ----------
+    model : DeblenderConfig
+        Architecture of both networks.
+    batch_size : int
+        Mini-batch size (16; the original code used 1).
+    burn_in : int
+        Generator-only perceptual steps before the adversarial phase (2,000).
+    iterations : int
+        Adversarial iterations after burn-in (200,000).
+    lr, lr_late : float
+        Learning rate before and after the drop (1e-4, 1e-5).
+    lr_drop : int, optional
+        Adversarial iteration from which ``lr_late`` applies; ``None`` means ``iterations // 2``.
+    betas, adam_eps : Adam settings.
+    adv_weight : float
+        Weight of the adversarial term in the generator loss (1e-3).
+    content : {"pixel", "vgg+pixel"}
+        Content term of the adversarial-phase generator loss.
+    content_weight : float
+        Weight of the perceptual term when ``content="vgg+pixel"``.
+    perceptual : {"auto", "vgg19", "multiscale", "pixel"}
+        Burn-in feature extractor (see :func:`galaxai.models.perceptual.build_perceptual`).
+    perceptual_weights : str, optional
+        Local VGG19 weights file.
+    perceptual_resize : bool
+        Resize to 224² before VGG19 (the paper); ``False`` is far cheaper on CPU.
+    checkpoint_every : int
+        Iterations (burn-in included) between checkpoints; a checkpoint is also written at the end.
+    eval_every : int, optional
+        Iterations between held-out evaluations; ``None`` means ``checkpoint_every``.
+    eval_size : int
+        Held-out examples used per evaluation (the first ones of ``eval_dataset``).
+    log_every : int
+        Iterations between lines of ``stats.jsonl`` (losses are averaged over the interval).
+    seed : int
+        Seed of weight initialisation, data order and DataLoader workers.
+    num_workers : int
+        DataLoader worker processes (0: load in the training process).
+    amp : bool
+        Mixed precision on CUDA (bfloat16 if supported, else float16 with loss scaling). Ignored
+        on CPU.
+    """
+
+    model: DeblenderConfig = field(default_factory=DeblenderConfig)
+    batch_size: int = 16
+    burn_in: int = 2_000
+    iterations: int = 200_000
+    lr: float = 1e-4
+    lr_late: float = 1e-5
+    lr_drop: int | None = None
+    betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    adv_weight: float = 1e-3
+    content: str = "pixel"
+    content_weight: float = 1.0
+    perceptual: str = "auto"
+    perceptual_weights: str | None = None
+    perceptual_resize: bool = True
+    checkpoint_every: int = 1_000
+    eval_every: int | None = None
+    eval_size: int = 1_024
+    log_every: int = 100
+    seed: int = 0
+    num_workers: int = 0
+    amp: bool = True
+
+    PRESETS: ClassVar[tuple[str, ...]] = ("paper", "small", "tiny")
+
+    def __post_init__(self) -> None:
+        if self.content not in CONTENT_LOSSES:
+            raise ValueError(f"content={self.content!r} is not one of {CONTENT_LOSSES}")
+        if self.perceptual not in PERCEPTUAL_BACKENDS:
+            raise ValueError(f"perceptual={self.perceptual!r} is not one of {PERCEPTUAL_BACKENDS}")
+        for name in ("batch_size", "checkpoint_every", "log_every", "eval_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.burn_in < 0 or self.iterations < 0 or self.num_workers < 0:
+            raise ValueError("burn_in, iterations and num_workers must be >= 0")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise ValueError(f"eval_every must be >= 1 or None, got {self.eval_every}")
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "TrainConfig":
+        """Return the named preset (``paper``, ``small`` or ``tiny``), optionally overridden.
+
+        ``paper``: batch 16, 2,000 burn-in + 200,000 adversarial iterations, lr 1e-4 → 1e-5 at
+        half, checkpoint every 1,000, logging every 100. ``small``: the ``small`` network and a
+        schedule a 2-core CPU completes in about an hour. ``tiny``: seconds, for tests.
+        """
+        presets = {
+            "paper": cls(),
+            "small": cls(
+                model=DeblenderConfig.preset("small"),
+                batch_size=16,
+                burn_in=100,
+                iterations=1_500,
+                checkpoint_every=100,
+                eval_size=256,
+                log_every=10,
+                perceptual_resize=False,
+            ),
+            "tiny": cls(
+                model=DeblenderConfig.preset("tiny"),
+                batch_size=4,
+                burn_in=4,
+                iterations=8,
+                checkpoint_every=4,
+                eval_size=16,
+                log_every=1,
+                perceptual="multiscale",
+                perceptual_resize=False,
+            ),
+        }
+        if name not in presets:
+            raise ValueError(f"unknown TrainConfig preset {name!r}; choose one of {cls.PRESETS}")
+        return dataclasses.replace(presets[name], **overrides)
+
+    @property
+    def total_iterations(self) -> int:
+        """Burn-in plus adversarial iterations."""
+        return self.burn_in + self.iterations
+
+    def lr_at(self, iteration: int) -> float:
+        """Learning rate used at global ``iteration`` (0-based, burn-in included)."""
+        drop = self.iterations // 2 if self.lr_drop is None else self.lr_drop
+        adversarial = iteration - self.burn_in
+        return self.lr_late if adversarial >= drop else self.lr
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train` returns: where the run stands after the call."""
+
+    run_dir: Path
+    iteration: int
+    checkpoint: Path | None
+    stats: dict[str, Any]
+    metrics: dict[str, float]
+    perceptual_backend: str | None
+
+
+class ResumableBatchSampler(Sampler[list[int]]):
+    """Endless shuffled mini-batches whose position can be saved and restored exactly.
+
+    Epoch ``e`` is the permutation ``numpy.random.default_rng([seed, e]).permutation(n)`` cut into
+    ``n // batch_size`` batches (the remainder is dropped). Iteration starts at batch ``start``
+    counted from the first batch of epoch 0, so the state is the single integer of batches consumed.
+
+    Parameters
+    ----------
+    n : int
+        Dataset length.
+    batch_size : int
+        Batch size (``<= n``).
+    seed : int
+        Seed of the permutations.
+    start : int
+        Batches already consumed.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, start: int = 0) -> None:
+        if batch_size > n:
+            raise ValueError(f"batch_size {batch_size} is larger than the dataset ({n} examples)")
+        self.n, self.batch_size, self.seed, self.start = int(n), int(batch_size), int(seed), int(start)
+        self.per_epoch = self.n // self.batch_size
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        """The example order of ``epoch``."""
+        return np.random.default_rng([self.seed, int(epoch)]).permutation(self.n)
+
+    def __iter__(self) -> Iterator[list[int]]:  # noqa: D105
+        batch = self.start
+        epoch, perm = -1, np.empty(0, dtype=np.int64)
+        while True:
+            e, pos = divmod(batch, self.per_epoch)
+            if e != epoch:
+                epoch, perm = e, self.permutation(e)
+            yield perm[pos * self.batch_size:(pos + 1) * self.batch_size].tolist()
+            batch += 1
+
+
+def data_fingerprint(dataset: Dataset) -> str:
+    """A short hash identifying a dataset.
+
+    Uses ``dataset.data_hash`` when the dataset provides one (e.g. a stamp store's manifest hash);
+    otherwise hashes the length and the first, middle and last examples' tensors.
+    """
+    own = getattr(dataset, "data_hash", None)
+    if callable(own):
+        own = own()
+    if own:
+        return str(own)
+    n = len(dataset)  # type: ignore[arg-type]
+    digest = hashlib.sha256(str(n).encode())
+    for i in sorted({0, n // 2, n - 1}):
+        item = dataset[i]
+        for key in _KEYS:
+            digest.update(np.ascontiguousarray(torch.as_tensor(item[key]).float().numpy()).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def new_run_dir(root: str | Path, description: str) -> Path:
+    """Create ``root/<next 5-digit id>-<description>`` (never reuses an existing id)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    ids = [int(m.group(1)) for p in root.iterdir() if (m := re.match(r"^(\d{5})-", p.name))]
+    path = root / f"{max(ids, default=-1) + 1:05d}-{description}"
+    path.mkdir()
+    return path
+
+
+def _check_dataset(dataset: Dataset, cfg: TrainConfig, label: str) -> None:
+    try:
+        n = len(dataset)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{label} must be a map-style torch Dataset with __len__") from None
+    if n == 0:
+        raise ValueError(f"{label} is empty")
+    item = dataset[0]
+    if not isinstance(item, Mapping) or any(k not in item for k in _KEYS):
+        got = sorted(item) if isinstance(item, Mapping) else type(item).__name__
+        raise ValueError(f"{label} items must be dicts with keys {_KEYS}; got {got}")
+    size = cfg.model.image_size
+    want = (cfg.model.channels, size, size)
+    for key in _KEYS:
+        shape = tuple(torch.as_tensor(item[key]).shape)
+        if shape != want:
+            raise ValueError(
+                f"{label}[0][{key!r}] has shape {shape}, but the model config expects {want}; "
+                "set TrainConfig.model.image_size/channels to match the data"
+            )
+
+
+def _config_diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:
+    diff = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, Mapping) and isinstance(vb, Mapping):
+            diff += _config_diff(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            diff.append(f"{prefix}{key}: {va!r} -> {vb!r}")
+    return diff
+
+
+def _batch(batch: Mapping[str, torch.Tensor], device: torch.device) -> tuple[torch.Tensor, ...]:
+    blend, ta, tb = (batch[k].to(device, non_blocking=True).float() for k in _KEYS)
+    return blend, ta, tb
+
+
+def _psnr_per_image(pred01: torch.Tensor, target01: torch.Tensor) -> torch.Tensor:
+    # MSE jointly over C×H×W, data_range 1 (specs/deblender_gan.md, Evaluation).
+    mse = (pred01.float() - target01.float()).pow(2).flatten(1).mean(dim=1)
+    return 10.0 * torch.log10(1.0 / mse.clamp_min(1e-12))
+
+
+@torch.no_grad()
+def evaluate(
+    generator: torch.nn.Module,
+    dataset: Dataset,
+    *,
+    limit: int | None = None,
+    batch_size: int = 32,
+    device: str | torch.device | None = None,
+) -> dict[str, float]:
+    """Mean per-image PSNR (data_range 1) of each branch against its own target, in eval mode.
+
+    Returns ``psnr_a``, ``psnr_b``, ``psnr`` (pooled) and ``mse_a``, ``mse_b`` on the [0, 1] scale.
+    The generator's train/eval mode is restored afterwards.
+    """
+    device = torch.device(device) if device is not None else next(generator.parameters()).device
+    n = len(dataset) if limit is None else min(limit, len(dataset))  # type: ignore[arg-type]
+    loader = DataLoader(
+        torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size, shuffle=False,
+        generator=torch.Generator(),  # a private generator: never draws from the global RNG
+    )
+    was_training = generator.training
+    generator.eval()
+    psnr_a, psnr_b, mse_a, mse_b = [], [], [], []
+    try:
+        for batch in loader:
+            blend, ta, tb = _batch(batch, device)
+            g1, g2 = generator(blend)
+            pa, pb = (g1 + 1) / 2, (g2 + 1) / 2
+            psnr_a.append(_psnr_per_image(pa, ta).cpu())
+            psnr_b.append(_psnr_per_image(pb, tb).cpu())
+            mse_a.append((pa - ta).pow(2).flatten(1).mean(1).cpu())
+            mse_b.append((pb - tb).pow(2).flatten(1).mean(1).cpu())
+    finally:
+        generator.train(was_training)
+    a, b = torch.cat(psnr_a), torch.cat(psnr_b)
+    return {
+        "psnr_a": float(a.mean()),
+        "psnr_b": float(b.mean()),
+        "psnr": float(torch.cat([a, b]).mean()),
+        "mse_a": float(torch.cat(mse_a).mean()),
+        "mse_b": float(torch.cat(mse_b).mean()),
+    }
+
+
+def _resolve_config(config: TrainConfig | str | None, run_dir: Path) -> TrainConfig:
+    if isinstance(config, TrainConfig):
+        return config
+    if isinstance(config, str):
+        return TrainConfig.preset(config)
+    if config is None and (run_dir / "config.toml").is_file():
+        return read_config(TrainConfig, run_dir / "config.toml")
+    raise ValueError(
+        f"no config given and {run_dir / 'config.toml'} does not exist; pass a TrainConfig or a "
+        f"preset name ({', '.join(TrainConfig.PRESETS)})"
+    )
+
+
+def _rewrite_stats(path: Path, up_to: int) -> None:
+    if not path.is_file():
+        return
+    keep = [
+        line for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip() and json.loads(line).get("iteration", 0) <= up_to
+    ]
+    atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+
+def train(
+    dataset: Dataset,
+    run_dir: str | Path,
+    config: TrainConfig | str | None = None,
+    eval_dataset: Dataset | None = None,
+    progress: bool = False,
+    device: str | torch.device | None = None,
+    max_iterations: int | None = None,
+) -> TrainResult:
+    """Train (or resume training) the deblender GAN in ``run_dir``.
+
+    Parameters
+    ----------
+    dataset : torch.utils.data.Dataset
+        Map-style dataset whose items are dicts with ``blend``, ``target_a``, ``target_b``
+        ``(3, S, S)`` float tensors in [0, 1] (extra keys are ignored).
+    run_dir : path-like
+        Run directory. If it holds ``resume.pt`` training continues from there (the config must
+        be the same as the run's; the data must have the same fingerprint).
+    config : TrainConfig or str, optional
+        Settings or a preset name; ``None`` reads ``run_dir/config.toml``.
+    eval_dataset : Dataset, optional
+        Held-out data scored every ``eval_every`` iterations (PSNR per branch).
+    progress : bool
+        Show a tqdm progress bar.
+    device : str or torch.device, optional
+        ``"cuda"`` when available, else ``"cpu"``.
+    max_iterations : int, optional
+        Stop once this many iterations (burn-in included, counted from the start of the run)
+        are done, writing a checkpoint and ``resume.pt`` there; a later call continues.
+
+    Returns
+    -------
+    TrainResult
+    """
+    run_dir = Path(run_dir)
+    cfg = _resolve_config(config, run_dir)
+    dev = torch.device(device) if device is not None else torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu"
+    )
+    _check_dataset(dataset, cfg, "dataset")
+    if eval_dataset is not None:
+        _check_dataset(eval_dataset, cfg, "eval_dataset")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    digest = config_hash(cfg)
+    data_hash = data_fingerprint(dataset)
+    state = load_resume(run_dir)
+    if state is not None and state.get("config_hash") != digest:
+        old = read_config(TrainConfig, run_dir / "config.toml") if (run_dir / "config.toml").is_file() else None
+        diff = _config_diff(config_to_dict(old), config_to_dict(cfg)) if old else ["(config.toml missing)"]
+        raise ValueError(
+            f"{run_dir} holds a run with a different config ({'; '.join(diff)}); resume with the "
+            "same config (config=None reads it) or start a new run directory"
+        )
+    if state is not None and state.get("data_hash") != data_hash:
+        raise ValueError(
+            f"{run_dir} was trained on data with fingerprint {state.get('data_hash')}, but this "
+            f"dataset has {data_hash}; resume with the same data or start a new run directory"
+        )
+    write_config(run_dir / "config.toml", cfg)
+
+    G = build_generator(cfg.model, seed=cfg.seed).to(dev).train()
+    D = build_discriminator(cfg.model, seed=cfg.seed + 1).to(dev).train()
+    phi = None
+    if cfg.burn_in > 0 or cfg.content == "vgg+pixel":
+        phi = build_perceptual(
+            cfg.perceptual, cfg.perceptual_weights, resize=cfg.perceptual_resize,
+            channels=cfg.model.channels, seed=cfg.seed,
+        ).to(dev)
+    backend = getattr(phi, "backend", None)
+    adam = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps)
+    opt = {
+        "D": torch.optim.Adam(D.parameters(), **adam),
+        "G": torch.optim.Adam(G.parameters(), **adam),
+        "G_burnin": torch.optim.Adam(G.parameters(), **adam),
+    }
+    use_amp = cfg.amp and dev.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    start, consumed, elapsed = 0, 0, 0.0
+    stats_path = run_dir / "stats.jsonl"
+    if state is not None:
+        ckpt = checkpoint_dir(run_dir, state["iteration"])
+        load_state(G, ckpt / "G.safetensors")
+        load_state(D, ckpt / "D.safetensors")
+        for name, o in opt.items():
+            o.load_state_dict(state["optimizers"][name])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        restore_rng_state(state["rng"])
+        start, consumed, elapsed = state["iteration"], state["sampler"]["consumed"], state["elapsed"]
+        _rewrite_stats(stats_path, start)
+    else:
+        atomic_write_text(stats_path, "")
+
+    total = cfg.total_iterations
+    stop = total if max_iterations is None else min(total, int(max_iterations))
+    eval_every = cfg.eval_every or cfg.checkpoint_every
+    last_ckpt = checkpoint_dir(run_dir, start) if state is not None else None
+    last_stats: dict[str, Any] = {}
+    metrics: dict[str, float] = {}
+    if start >= stop:
+        return TrainResult(run_dir, start, last_ckpt, last_stats, metrics, backend)
+
+    sampler = ResumableBatchSampler(len(dataset), cfg.batch_size, cfg.seed, start=consumed)  # type: ignore[arg-type]
+    loader = DataLoader(
+        dataset, batch_sampler=sampler, num_workers=cfg.num_workers, pin_memory=dev.type == "cuda",
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    batches = iter(loader)
+
+    def next_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        nonlocal consumed
+        consumed += 1
+        blend, ta, tb = _batch(next(batches), dev)
+        return blend, ta, tb
+
+    def autocast() -> contextlib.AbstractContextManager:
+        return torch.autocast("cuda", dtype=amp_dtype) if use_amp else contextlib.nullcontext()
+
+    def step(name: str, loss: torch.Tensor) -> None:
+        opt[name].zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt[name])
+        scaler.update()
+
+    def features_loss(g1: torch.Tensor, g2: torch.Tensor, ta: torch.Tensor, tb: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            fa, fb = phi(ta), phi(tb)
+        return F.mse_loss(phi((g1 + 1) / 2), fa) + F.mse_loss(phi((g2 + 1) / 2), fb)
+
+    def bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
+        target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+        return F.binary_cross_entropy_with_logits(logits.float(), target)
+
+    sums: dict[str, torch.Tensor] = {}
+    count = 0
+    bar = tqdm(total=stop, initial=start, disable=not progress, desc="deblender", unit="it")
+    t0 = time.perf_counter()
+    it = start
+    try:
+        while it < stop:
+            lr = cfg.lr_at(it)
+            losses: dict[str, torch.Tensor] = {}
+            if it < cfg.burn_in:
+                blend, ta, tb = next_batch()
+                with autocast():
+                    g1, g2 = G(blend)
+                    losses["g_burnin"] = features_loss(g1, g2, ta, tb)
+                step("G_burnin", losses["g_burnin"])
+            else:
+                for name in ("D", "G"):
+                    for group in opt[name].param_groups:
+                        group["lr"] = lr
+                # discriminator step
+                blend, ta, tb = next_batch()
+                a, b = 2 * ta - 1, 2 * tb - 1
+                with autocast():
+                    with torch.no_grad():
+                        g1, g2 = G(blend)
+                    d_loss = 0.5 * (bce(D(a), True) + bce(D(b), True) + bce(D(g1), False) + bce(D(g2), False))
+                step("D", d_loss)
+                # generator step on a fresh mini-batch
+                blend, ta, tb = next_batch()
+                a, b = 2 * ta - 1, 2 * tb - 1
+                D.requires_grad_(False)
+                with autocast():
+                    g1, g2 = G(blend)
+                    pixel = F.mse_loss(g1.float(), a) + F.mse_loss(g2.float(), b)
+                    adv = bce(D(g1), True) + bce(D(g2), True)
+                    content = pixel
+                    if cfg.content == "vgg+pixel":
+                        losses["g_perceptual"] = features_loss(g1, g2, ta, tb)
+                        content = pixel + cfg.content_weight * losses["g_perceptual"]
+                    g_loss = 0.5 * (content + cfg.adv_weight * adv)
+                step("G", g_loss)
+                D.requires_grad_(True)
+                losses.update(d=d_loss, g=g_loss, g_pixel=pixel, g_adv=adv)
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v.detach().float()
+            count += 1
+            it += 1
+            bar.update(1)
+
+            evaluated = eval_dataset is not None and (it % eval_every == 0 or it == stop)
+            if evaluated:
+                metrics = evaluate(G, eval_dataset, limit=cfg.eval_size, batch_size=max(cfg.batch_size, 32), device=dev)
+            checkpoint_now = it % cfg.checkpoint_every == 0 or it == stop
+            if it % cfg.log_every == 0 or evaluated or checkpoint_now:
+                now = time.perf_counter()
+                elapsed += now - t0
+                t0 = now
+                last_stats = {
+                    "iteration": it,
+                    "phase": "burn-in" if it <= cfg.burn_in else "adversarial",
+                    "time": time.time(),
+                    "elapsed": round(elapsed, 3),
+                    "lr": lr,
+                    "n": count,
+                    **{f"loss_{k}": float(v) / count for k, v in sums.items()},
+                }
+                if evaluated:
+                    last_stats["eval"] = metrics
+                with stats_path.open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(last_stats) + "\n")
+                bad = [k for k, v in last_stats.items() if k.startswith("loss_") and not math.isfinite(v)]
+                if bad:
+                    raise FloatingPointError(
+                        f"training in {run_dir} diverged at iteration {it}: non-finite {bad}; lower "
+                        "the learning rate or check the data for NaNs (see stats.jsonl)"
+                    )
+                sums, count = {}, 0
+                if progress:
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in last_stats.items() if k.startswith("loss_")})
+            if checkpoint_now:
+                last_ckpt = save_checkpoint(
+                    run_dir, it, G, D, config=config_to_dict(cfg), config_digest=digest,
+                    data_hash=data_hash, metrics=metrics if evaluated else {},
+                    perceptual_backend=backend,
+                    extra={"phase": "burn-in" if it <= cfg.burn_in else "adversarial", "elapsed": elapsed},
+                )
+                save_resume(run_dir, {
+                    "iteration": it,
+                    "config_hash": digest,
+                    "data_hash": data_hash,
+                    "optimizers": {k: o.state_dict() for k, o in opt.items()},
+                    "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+                    "rng": capture_rng_state(),
+                    "sampler": {"seed": cfg.seed, "consumed": consumed, "batch_size": cfg.batch_size},
+                    "elapsed": elapsed,
+                    "perceptual_backend": backend,
+                })
+    finally:
+        bar.close()
+    return TrainResult(run_dir, it, last_ckpt, last_stats, metrics, backend)
