@@ -79,6 +79,16 @@ def test_ssim_float32_close_to_skimage(pair):
     np.testing.assert_allclose(ssim(pred, target), ref, atol=1e-5)
 
 
+def test_large_batches_are_scored_in_chunks_identically():
+    rng = np.random.default_rng(9)
+    target = rng.random((300, 3, 8, 8)).astype(np.float32)
+    pred = np.clip(target + 0.1 * rng.standard_normal(target.shape), 0, 1).astype(np.float32)
+    values = ssim(pred, target)
+    for i in (0, 150, 299):
+        assert values[i] == pytest.approx(ssim(pred[i : i + 1], target[i : i + 1])[0], abs=1e-12)
+    np.testing.assert_allclose(psnr(pred, target)[[0, 299]], _psnr_reference(pred[[0, 299]], target[[0, 299]], 1.0))
+
+
 def test_ssim_range_two_inflates(pair):
     pred, target = pair
     assert np.all(ssim(pred, target, 2.0) > ssim(pred, target, 1.0))

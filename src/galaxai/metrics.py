@@ -62,23 +62,27 @@ SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 """SSIM contrast stabiliser constant, ``C2 = (K2 * data_range)**2``."""
 
+_CHUNK = 128
 _BRANCHES = ("a", "b")
 _DATA_RANGES = (1.0, 2.0)
 
 
 def _to_numpy(x: Any, name: str) -> np.ndarray:
-    """Return ``x`` as a float64 NumPy array (torch tensors are detached and moved to the CPU)."""
+    """Return ``x`` as a numeric NumPy array without copying when possible.
+
+    Torch tensors are detached and moved to the CPU; the dtype is kept (scores are computed in
+    float64 chunk by chunk, so large float32 batches are never converted as a whole).
+    """
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor without importing torch
         x = x.detach().cpu().numpy()
-    try:
-        arr = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name}: expected a numeric NumPy array or torch tensor ({exc})") from None
+    arr = np.asarray(x)
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(f"{name}: expected a numeric NumPy array or torch tensor, got dtype {arr.dtype}")
     return arr
 
 
 def _prepare(pred: Any, target: Any, channel_axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """Validate a pred/target pair and return both as float64 ``(N, C, H, W)`` arrays."""
+    """Validate a pred/target pair and return both as ``(N, C, H, W)`` arrays (views if possible)."""
     p = _to_numpy(pred, "pred")
     t = _to_numpy(target, "target")
     if p.shape != t.shape:
@@ -87,8 +91,13 @@ def _prepare(pred: Any, target: Any, channel_axis: int) -> tuple[np.ndarray, np.
             "score each branch against its own target of the same size"
         )
     if p.ndim == 3:
+        if channel_axis not in (0, 2, -1):
+            raise ValueError(
+                f"a single image (no batch axis) of shape {p.shape} needs channel_axis=0 for "
+                f"(C, H, W) or channel_axis=-1 for (H, W, C), got {channel_axis}"
+            )
         p, t = p[None], t[None]
-        channel_axis = channel_axis if channel_axis < 0 else channel_axis + 1
+        channel_axis = 1 if channel_axis == 0 else -1
     if p.ndim != 4:
         raise ValueError(
             f"expected images of shape (N, C, H, W) or (N, H, W, C) (or one image without N), "
@@ -102,15 +111,21 @@ def _prepare(pred: Any, target: Any, channel_axis: int) -> tuple[np.ndarray, np.
     if p.shape[0] == 0:
         raise ValueError("pred and target are empty (N = 0); pass at least one image")
     for name, arr in (("pred", p), ("target", t)):
-        if not np.all(np.isfinite(arr)):
-            n_bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        finite = np.isfinite(arr)
+        if not finite.all():
             raise ValueError(
-                f"{name} contains {n_bad} NaN or infinite value(s); clean or mask the images first"
+                f"{name} contains {int(finite.size - np.count_nonzero(finite))} NaN or infinite "
+                "value(s); clean or mask the images first"
             )
     if channel_axis != 1:
         p = np.moveaxis(p, -1, 1)
         t = np.moveaxis(t, -1, 1)
     return p, t
+
+
+def _chunks(n: int) -> list[slice]:
+    """Slices of at most ``_CHUNK`` images, to bound float64 temporaries."""
+    return [slice(i, min(i + _CHUNK, n)) for i in range(0, n, _CHUNK)]
 
 
 def _check_range(data_range: float) -> float:
@@ -150,7 +165,10 @@ def psnr(pred: Any, target: Any, data_range: float = 1.0, *, channel_axis: int =
     """
     data_range = _check_range(data_range)
     p, t = _prepare(pred, target, channel_axis)
-    mse = np.mean((p - t) ** 2, axis=(1, 2, 3))
+    mse = np.concatenate([
+        np.mean((p[c].astype(np.float64) - t[c].astype(np.float64)) ** 2, axis=(1, 2, 3))
+        for c in _chunks(p.shape[0])
+    ])
     with np.errstate(divide="ignore"):
         return 10.0 * np.log10(data_range**2 / mse)
 
@@ -163,7 +181,7 @@ def ssim(pred: Any, target: Any, data_range: float = 1.0, *, channel_axis: int =
     ``R = data_range``; the SSIM map is averaged over the interior pixels where the window fits
     (3 pixels are cropped at each border). The per-channel values are averaged over channels.
     This equals ``skimage.metrics.structural_similarity(p, t, data_range=R, channel_axis=...)``
-    for every image, computed here for the whole batch at once in float64.
+    for every image; computed here in float64, vectorised over chunks of the batch.
 
     Parameters
     ----------
@@ -201,11 +219,20 @@ def ssim(pred: Any, target: Any, data_range: float = 1.0, *, channel_axis: int =
             f"size {h}x{w} with channel_axis={channel_axis}; pass channel_axis=-1 for "
             "(N, H, W, C) images or channel_axis=1 for (N, C, H, W)"
         )
+    return np.concatenate([
+        _ssim_chunk(p[c].astype(np.float64), t[c].astype(np.float64), data_range)
+        for c in _chunks(p.shape[0])
+    ])
+
+
+def _ssim_chunk(p: np.ndarray, t: np.ndarray, data_range: float) -> np.ndarray:
+    """SSIM of float64 ``(n, C, H, W)`` batches, averaged over the interior and the channels."""
 
     def box(x: np.ndarray) -> np.ndarray:
         x = uniform_filter1d(x, SSIM_WIN_SIZE, axis=-1, mode="reflect")
         return uniform_filter1d(x, SSIM_WIN_SIZE, axis=-2, mode="reflect")
 
+    h, w = p.shape[-2:]
     n_win = SSIM_WIN_SIZE**2
     cov_norm = n_win / (n_win - 1.0)
     ux, uy = box(p), box(t)

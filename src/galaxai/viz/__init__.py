@@ -17,9 +17,11 @@ from galaxai.viz.render import (
     symmetric_vmax,
     to_uint8,
 )
+from galaxai.viz.report import Report
 
 __all__ = [
     "DISPLAY_SIZE",
+    "Report",
     "animated_gif",
     "asinh_stretch",
     "blend_grid",
