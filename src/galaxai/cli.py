@@ -1,0 +1,182 @@
+"""The ``galaxai`` command: one click group, one subcommand per job.
+
+Every subcommand is a thin layer over the Python API: it parses options, turns on progress bars
+and prints where results went. Heavy imports happen inside the commands so ``galaxai --help``
+stays fast.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+__all__ = ["main"]
+
+PRESETS = ("paper", "small", "tiny")
+
+
+@click.group()
+@click.version_option(package_name="galaxai")
+def main() -> None:
+    """galaxai: train a galaxy deblender GAN and ask its discriminator why."""
+
+
+# --------------------------------------------------------------------------------------- data
+@main.group()
+def data() -> None:
+    """Simulate galaxies, load real ones, and build blend stores."""
+
+
+@data.command("simulate")
+@click.option("--n", "n", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Number of galaxies.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--preset", type=click.Choice(PRESETS), default="small", show_default=True)
+@click.option("--mode", type=click.Choice(["parametric", "cosmos"]), default="parametric",
+              show_default=True, help="Parametric GalSim profiles or real HST COSMOS galaxies.")
+@click.option("--cosmos-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of the GalSim COSMOS sample (mode=cosmos).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Output folder: one g,r,i FITS cube per galaxy plus catalogue.parquet.")
+def data_simulate(n, seed, preset, mode, cosmos_dir, out):
+    """Simulate N galaxies and write them as FITS cubes with a Parquet catalogue."""
+    from galaxai._atomic import atomic_write
+    from galaxai.data.fits_export import write_fits_stamps
+    from galaxai.data.simulate import SimConfig, simulate
+
+    sample = simulate(n, seed=seed, config=SimConfig.preset(preset), mode=mode,
+                      cosmos_dir=cosmos_dir, progress=True)
+    names = [f"galaxy_{seed:04d}_{i:06d}" for i in range(n)]
+    write_fits_stamps(out, sample.flux, names,
+                      [{"GXSEED": seed, "GXINDEX": i, "GXMODE": mode, "BUNIT": "ADU"} for i in range(n)])
+    catalogue = sample.catalogue.assign(file=[f"{name}.fits" for name in names])
+    atomic_write(out / "catalogue.parquet", lambda tmp: catalogue.to_parquet(tmp, index=False))
+    click.echo(f"wrote {n} galaxies to {out}")
+
+
+@data.command("blend")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Store folder (blends.zarr + catalogue.parquet).")
+@click.option("--n", "n", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Number of blends.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--preset", type=click.Choice(PRESETS), default="small", show_default=True)
+@click.option("--padding", type=click.Choice(["noise", "zero", "reflect"]), default=None,
+              help="Fill of pixels warped in from outside B's frame (default: the preset's; "
+                   "'zero' reproduces the paper's phantom boundary).")
+@click.option("--merge", type=click.Choice(["max", "sum"]), default=None,
+              help="'max' of display images (paper) or 'sum' of fluxes with noise added once.")
+@click.option("--mode", type=click.Choice(["parametric", "cosmos"]), default="parametric",
+              show_default=True)
+@click.option("--chunk", type=click.IntRange(min=1), default=128, show_default=True)
+def data_blend(out, n, seed, preset, padding, merge, mode, chunk):
+    """Simulate galaxy pairs and blend them into a resumable Zarr + Parquet store."""
+    import dataclasses
+
+    from galaxai.data.blend import BlendConfig
+    from galaxai.data.simulate import SimConfig
+    from galaxai.data.store import build_store
+
+    blend_cfg = BlendConfig.preset(preset)
+    overrides = {k: v for k, v in {"padding": padding, "merge": merge}.items() if v is not None}
+    blend_cfg = dataclasses.replace(blend_cfg, **overrides)
+    path = build_store(out, n, seed, sim_config=SimConfig.preset(preset), blend_config=blend_cfg,
+                       chunk=chunk, progress=True, mode=mode)
+    click.echo(f"store ready: {path}")
+
+
+@data.command("pool")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Pool folder (galaxies.zarr + catalogue.parquet).")
+@click.option("--n", "n", type=click.IntRange(min=2), default=2000, show_default=True,
+              help="Number of galaxies.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--preset", type=click.Choice(PRESETS), default="small", show_default=True)
+@click.option("--cosmos-fraction", type=click.FloatRange(0, 1), default=0.25, show_default=True,
+              help="Share of real HST (COSMOS) galaxies re-observed through GalSim.")
+@click.option("--chunk", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
+def data_pool(out, n, seed, preset, cosmos_fraction, chunk, workers):
+    """Simulate a resumable pool of galaxies that training blends are drawn from on the fly."""
+    from galaxai.data.pool import build_galaxy_pool
+    from galaxai.data.simulate import SimConfig
+
+    path = build_galaxy_pool(out, n, seed, SimConfig.preset(preset), cosmos_fraction=cosmos_fraction,
+                             chunk=chunk, workers=workers, progress=True)
+    click.echo(f"pool ready: {path}")
+
+
+# --------------------------------------------------------------------------------------- train
+def _training_data(data_path: Path, length: int, seed: int, padding: str | None):
+    """A store (blends.zarr) or a galaxy pool (galaxies.zarr) as a training dataset."""
+    import dataclasses
+
+    from galaxai.data.blend import BlendConfig
+    from galaxai.data.pool import BlendStream, GalaxyPool
+    from galaxai.data.store import BlendStore
+
+    if (data_path / "galaxies.zarr").exists():
+        cfg = BlendConfig.preset("small")
+        if padding:
+            cfg = dataclasses.replace(cfg, padding=padding)
+        return BlendStream(GalaxyPool(data_path), length, seed, cfg)
+    return BlendStore(data_path, split="train")
+
+
+@main.command()
+@click.option("--data", "data_path", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              required=True, help="A blend store or a galaxy pool.")
+@click.option("--eval-data", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Held-out blend store (its test split is scored).")
+@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run directory; an existing one is resumed. Default: runs/<id>-<preset>-deblender.")
+@click.option("--preset", type=click.Choice(PRESETS), default="small", show_default=True)
+@click.option("--iterations", type=click.IntRange(min=0), default=None,
+              help="Adversarial iterations (default: the preset's).")
+@click.option("--burn-in", type=click.IntRange(min=0), default=None,
+              help="Perceptual burn-in steps (default: the preset's).")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=None)
+@click.option("--padding", type=click.Choice(["noise", "zero", "reflect"]), default=None,
+              help="Padding of on-the-fly blends from a pool (default noise).")
+@click.option("--stream-length", type=click.IntRange(min=1), default=1_000_000, show_default=True,
+              help="Distinct blends a pool exposes.")
+@click.option("--vgg19-weights", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Local torchvision VGG19 weights for the perceptual burn-in (never downloaded).")
+@click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
+@click.option("--seed", type=int, default=0, show_default=True)
+def train(data_path, eval_data, run_dir, preset, iterations, burn_in, checkpoint_every, padding,
+          stream_length, vgg19_weights, device, seed):
+    """Train (or resume) the Galaxy Deblender GAN with checkpoints, stats.jsonl and evaluation."""
+    from galaxai.data.store import BlendStore
+    from galaxai.train.gan import TrainConfig, new_run_dir
+    from galaxai.train.gan import train as run_training
+
+    overrides = {k: v for k, v in {"iterations": iterations, "burn_in": burn_in,
+                                   "checkpoint_every": checkpoint_every,
+                                   "perceptual_weights": vgg19_weights}.items() if v is not None}
+    cfg = TrainConfig.preset(preset, seed=seed, **overrides)
+    dataset = _training_data(data_path, stream_length, seed, padding)
+    held_out = BlendStore(eval_data, split="test") if eval_data else None
+    if run_dir is None:
+        run_dir = new_run_dir("runs", f"{preset}-deblender")
+    result = run_training(dataset, run_dir, cfg if not (run_dir / "resume.pt").exists() else None,
+                          eval_dataset=held_out, progress=True, device=device)
+    click.echo(f"run {result.run_dir}: iteration {result.iteration}, metrics {result.metrics}")
+
+
+# --------------------------------------------------------------------------------------- demo
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_output"),
+              show_default=True)
+@click.option("--quick", is_flag=True, help="Fewer galaxies and iterations (used by the tests).")
+def demo(out, quick):
+    """Run the end-to-end demo and write its HTML report; the last line is the report's path."""
+    from galaxai.demo import run_demo
+
+    report = run_demo(out, quick=quick, progress=True)
+    click.echo(str(report.resolve()))
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m galaxai.cli`
+    sys.exit(main())

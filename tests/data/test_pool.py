@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+import torch
+
+from galaxai.data import pool as pool_mod
+from galaxai.data.blend import BlendConfig
+from galaxai.data.pool import BlendStream, GalaxyPool, build_galaxy_pool, chunk_mode
+from galaxai.data.simulate import SimConfig, simulate
+from galaxai.data.store import StoreError
+
+TINY = SimConfig.preset("tiny")
+
+
+@pytest.fixture(scope="module")
+def tiny_pool(tmp_path_factory):
+    return build_galaxy_pool(tmp_path_factory.mktemp("pool") / "p", 6, seed=3, sim_config=TINY, chunk=4)
+
+
+def test_pool_holds_the_simulator_galaxies(tiny_pool):
+    pool = GalaxyPool(tiny_pool)
+    ref = simulate(6, seed=3, config=TINY)
+    np.testing.assert_array_equal(pool.display, ref.display)
+    np.testing.assert_array_equal(pool.noiseless, ref.noiseless)
+    assert list(pool.catalogue["pool_index"]) == list(range(6))
+
+
+def test_interrupted_build_resumes_to_same_bytes(tmp_path, tiny_pool, monkeypatch):
+    real = pool_mod._simulate_chunk
+    calls = []
+
+    def fail_on_second(args):
+        calls.append(args[0])
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return real(args)
+
+    monkeypatch.setattr(pool_mod, "_simulate_chunk", fail_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        build_galaxy_pool(tmp_path / "p", 6, seed=3, sim_config=TINY, chunk=4)
+    with pytest.raises(StoreError, match="not a finished galaxy pool"):
+        GalaxyPool(tmp_path / "p")
+    monkeypatch.setattr(pool_mod, "_simulate_chunk", real)
+    build_galaxy_pool(tmp_path / "p", 6, seed=3, sim_config=TINY, chunk=4)
+    np.testing.assert_array_equal(GalaxyPool(tmp_path / "p").display, GalaxyPool(tiny_pool).display)
+
+
+def test_changed_settings_refused(tmp_path, tiny_pool):
+    with pytest.raises(StoreError, match="different settings"):
+        build_galaxy_pool(tiny_pool, 6, seed=4, sim_config=TINY, chunk=4)
+
+
+def test_stream_is_deterministic_and_pairs_differ(tiny_pool):
+    pool = GalaxyPool(tiny_pool)
+    cfg = BlendConfig.preset("tiny")
+    s1, s2 = BlendStream(pool, 50, seed=1, blend_config=cfg), BlendStream(pool, 50, seed=1, blend_config=cfg)
+    for i in (0, 7, 49):
+        a, b = s1.pair(i)
+        assert a != b
+        x, y = s1[i], s2[i]
+        for key in ("blend", "target_a", "target_b", "fill_mask_b"):
+            assert torch.equal(x[key], y[key])
+    assert not torch.equal(s1[0]["blend"], s1[1]["blend"])
+    item = s1[3]
+    # max merge: the blend is the per-channel maximum of the two targets
+    torch.testing.assert_close(item["blend"], torch.maximum(item["target_a"], item["target_b"]))
+    with pytest.raises(IndexError):
+        s1[50]
+
+
+def test_chunk_mode_share():
+    modes = [chunk_mode(c, 0.25) for c in range(40)]
+    assert modes.count("cosmos") == 10
+    assert all(chunk_mode(c, 0.0) == "parametric" for c in range(10))
