@@ -70,7 +70,9 @@ def data_simulate(n, seed, preset, mode, cosmos_dir, out):
 @click.option("--mode", type=click.Choice(["parametric", "cosmos"]), default="parametric",
               show_default=True)
 @click.option("--chunk", type=click.IntRange(min=1), default=128, show_default=True)
-def data_blend(out, n, seed, preset, padding, merge, mode, chunk):
+@click.option("--test-fraction", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+              help="Share of blends labelled 'test' (1 for a held-out store).")
+def data_blend(out, n, seed, preset, padding, merge, mode, chunk, test_fraction):
     """Simulate galaxy pairs and blend them into a resumable Zarr + Parquet store."""
     import dataclasses
 
@@ -82,7 +84,7 @@ def data_blend(out, n, seed, preset, padding, merge, mode, chunk):
     overrides = {k: v for k, v in {"padding": padding, "merge": merge}.items() if v is not None}
     blend_cfg = dataclasses.replace(blend_cfg, **overrides)
     path = build_store(out, n, seed, sim_config=SimConfig.preset(preset), blend_config=blend_cfg,
-                       chunk=chunk, progress=True, mode=mode)
+                       chunk=chunk, progress=True, mode=mode, test_fraction=test_fraction)
     click.echo(f"store ready: {path}")
 
 
