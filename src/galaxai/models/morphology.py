@@ -1,0 +1,551 @@
+"""Galaxy Zoo morphology classifiers: VGG16-, ResNet50V2- and Xception-style CNNs with 37 outputs.
+
+Bhambra, Joachimi & Lahav (2022) train three Keras ImageNet architectures on the Kaggle Galaxy
+Zoo challenge (37 weighted vote fractions, sigmoid outputs, MSE loss) and explain the
+``Class3.1`` (bar) logit with SmoothGrad. This module rebuilds the three networks in PyTorch
+following the Keras application code (``tf.keras.applications``), with a width multiplier so that
+a CPU can train them:
+
+* ``vgg16``: VGG16 without top (torchvision's layer layout, no batch norm) → Flatten →
+  Dense 16·37 → Dense 8·37 → Dense 37, sigmoid (the authors' head, swish on both hidden layers).
+* ``resnet50v2``: pre-activation ResNet50V2 as in Keras (stride on the last block of a stage,
+  biased stem and expansion convolutions, ``BN eps = 1.001e-5``) → global average pool →
+  Dense 37, sigmoid.
+* ``xception``: Xception as in Keras (valid stem convolutions, bias-free separable convolutions,
+  ``BN eps = 1e-3``, TensorFlow "same" max-pooling) → global average pool → Dense 37, sigmoid.
+
+At ``width=1`` and the full depth (preset ``paper``) the backbones have the Keras parameter
+counts (counting batch-norm running statistics as Keras does): 14,714,688 (VGG16),
+23,564,800 (ResNet50V2) and 20,861,480 (Xception).
+
+The authors' code turns **every ReLU into swish** (``x·sigmoid(x)``); ``activation="swish"`` is
+therefore the faithful default, ``"relu"`` the architectures as published. Every activation is
+its own ``nn.Module`` and the network ends in an ``nn.Sigmoid`` module, so explanation code
+(``galaxai.explain``) can hook every layer and differentiate the pre-sigmoid logit.
+
+Weights are never downloaded. :func:`load_weights` reads a user-supplied local file only:
+``.safetensors``, or a PyTorch file read with ``torch.load(weights_only=True)`` (no arbitrary
+unpickling). ``backbone_only=True`` initialises just the convolutional backbone (keys under
+``features.``), e.g. from torchvision's ImageNet ``vgg16`` state dict at ``width=1``.
+
+References
+----------
+P. Bhambra, B. Joachimi, O. Lahav, MNRAS 511, 5032 (2022), arXiv:2110.08288 (``train_models.py``).
+K. Simonyan & A. Zisserman (2015), arXiv:1409.1556 (VGG16).
+K. He, X. Zhang, S. Ren, J. Sun (2016), "Identity mappings in deep residual networks",
+arXiv:1603.05027 (ResNetV2).
+F. Chollet (2017), "Xception", arXiv:1610.02357.
+P. Ramachandran, B. Zoph, Q. V. Le (2017), arXiv:1710.05941 (swish).
+S. Dieleman, K. W. Willett, J. Dambre (2015), MNRAS 450, 1441 (the Kaggle Galaxy Zoo challenge).
+"""
+from __future__ import annotations
+
+import math
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file as load_safetensors
+from torch import nn
+from torchvision.models.vgg import cfgs as _VGG_CFGS
+from torchvision.models.vgg import make_layers as _vgg_make_layers
+
+__all__ = [
+    "GZ_COLUMNS",
+    "GZ_QUESTIONS",
+    "ARCHITECTURES",
+    "ACTIVATIONS",
+    "gz_column_index",
+    "MorphologyConfig",
+    "MorphologyClassifier",
+    "MorphologyEnsemble",
+    "build_classifier",
+    "build_ensemble",
+    "load_weights",
+]
+
+#: Galaxy Zoo decision-tree questions and their number of answers (Willett et al. 2013).
+GZ_QUESTIONS: dict[str, int] = {
+    "Class1": 3, "Class2": 2, "Class3": 2, "Class4": 2, "Class5": 4, "Class6": 2,
+    "Class7": 3, "Class8": 7, "Class9": 3, "Class10": 3, "Class11": 6,
+}
+#: The 37 Kaggle Galaxy Zoo columns, ``Class1.1`` … ``Class11.6``, in the output order.
+GZ_COLUMNS: tuple[str, ...] = tuple(
+    f"{q}.{a}" for q, n in GZ_QUESTIONS.items() for a in range(1, n + 1)
+)
+#: Supported backbones.
+ARCHITECTURES: tuple[str, ...] = ("vgg16", "resnet50v2", "xception")
+#: Supported activations: ``swish`` (the authors' code) or ``relu`` (the Keras architectures).
+ACTIVATIONS: tuple[str, ...] = ("swish", "relu")
+
+_RESNET_FILTERS = (64, 128, 256, 512)
+_RESNET_EPS = 1.001e-5
+_XCEPTION_EPS = 1e-3
+_BN_MOMENTUM = 0.01  # Keras momentum 0.99
+
+
+def gz_column_index(name: str) -> int:
+    """Output index of a Galaxy Zoo column, e.g. ``gz_column_index("Class3.1") == 5``."""
+    try:
+        return GZ_COLUMNS.index(name)
+    except ValueError:
+        raise ValueError(f"{name!r} is not a Galaxy Zoo column; valid: {GZ_COLUMNS[0]} … "
+                         f"{GZ_COLUMNS[-1]} (see GZ_COLUMNS)") from None
+
+
+@dataclass(frozen=True)
+class MorphologyConfig:
+    """Architecture of one morphology classifier.
+
+    Parameters
+    ----------
+    architecture : {"vgg16", "resnet50v2", "xception"}
+    width : float
+        Channel multiplier of every convolution and hidden dense layer (1 = the published width).
+    activation : {"swish", "relu"}
+        ``swish`` replaces every ReLU as the authors' code does (faithful); ``relu`` is the
+        architecture as published.
+    image_size : int
+        Input height and width; VGG16's flatten layer depends on it (224 in the paper).
+    in_channels : int
+        Input channels (3: RGB ÷ 255, no ImageNet normalisation).
+    n_outputs : int
+        Outputs (37 Galaxy Zoo vote fractions).
+    resnet_blocks : tuple of int
+        Bottleneck blocks per ResNet50V2 stage, each at least 2 (``(3, 4, 6, 3)``).
+    xception_middle : int
+        Repeats of Xception's middle-flow block (8).
+    vgg_head : tuple of int
+        Hidden dense widths of the VGG16 head before the width multiplier (``(16·37, 8·37)``).
+    """
+
+    architecture: str = "vgg16"
+    width: float = 1.0
+    activation: str = "swish"
+    image_size: int = 224
+    in_channels: int = 3
+    n_outputs: int = len(GZ_COLUMNS)
+    resnet_blocks: tuple[int, ...] = (3, 4, 6, 3)
+    xception_middle: int = 8
+    vgg_head: tuple[int, ...] = (16 * 37, 8 * 37)
+
+    PRESETS: ClassVar[tuple[str, ...]] = ("paper", "small", "tiny")
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture={self.architecture!r}; choose one of {ARCHITECTURES}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation={self.activation!r}; choose one of {ACTIVATIONS}")
+        if not (isinstance(self.width, (int, float)) and 0 < self.width <= 4):
+            raise ValueError(f"width must be a multiplier in (0, 4], got {self.width!r}")
+        for name in ("image_size", "in_channels", "n_outputs"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.architecture == "vgg16" and self.image_size < 32:
+            raise ValueError(f"vgg16 needs image_size >= 32 (five 2x poolings), got {self.image_size}")
+        if len(self.resnet_blocks) != 4 or min(self.resnet_blocks) < 2:
+            raise ValueError(f"resnet_blocks needs 4 stages of >= 2 blocks, got {self.resnet_blocks}")
+        if self.xception_middle < 0:
+            raise ValueError(f"xception_middle must be >= 0, got {self.xception_middle}")
+        if len(self.vgg_head) < 1 or min(self.vgg_head) < 1:
+            raise ValueError(f"vgg_head must list positive widths, got {self.vgg_head}")
+
+    @classmethod
+    def preset(cls, name: str, architecture: str = "vgg16", **overrides: Any) -> "MorphologyConfig":
+        """The named preset for one architecture, optionally overridden.
+
+        ``paper``: published width and depth at 224². ``small``: width 1/4, shallower
+        ResNet/Xception, 128² inputs — sized for CPU training. ``tiny``: width 1/16, minimal
+        depth, 64² inputs — for tests.
+        """
+        presets = {
+            "paper": dict(),
+            "small": dict(width=0.25, image_size=128, resnet_blocks=(2, 2, 2, 2),
+                          xception_middle=2),
+            "tiny": dict(width=0.0625, image_size=64, resnet_blocks=(2, 2, 2, 2),
+                         xception_middle=1),
+        }
+        if name not in presets:
+            raise ValueError(f"unknown MorphologyConfig preset {name!r}; choose one of {cls.PRESETS}")
+        return cls(architecture=architecture, **{**presets[name], **overrides})
+
+    def channels(self, c: int) -> int:
+        """Width-scaled channel count (at least 1)."""
+        return max(1, int(round(c * self.width)))
+
+
+def _act(cfg: MorphologyConfig) -> nn.Module:
+    return nn.SiLU() if cfg.activation == "swish" else nn.ReLU()
+
+
+def _bn(c: int, eps: float) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(c, eps=eps, momentum=_BN_MOMENTUM)
+
+
+# ----------------------------------------------------------------------------------------------
+# VGG16
+
+
+def _vgg16_features(cfg: MorphologyConfig) -> nn.Sequential:
+    layout = [v if v == "M" else cfg.channels(v) for v in _VGG_CFGS["D"]]
+    features = _vgg_make_layers(layout, batch_norm=False)  # torchvision's layer indices
+    for i, layer in enumerate(features):
+        if isinstance(layer, nn.ReLU):
+            features[i] = _act(cfg)
+    return features
+
+
+def _vgg16_head(cfg: MorphologyConfig, c_out: int) -> nn.Sequential:
+    size = cfg.image_size
+    for _ in range(5):
+        size //= 2
+    layers: list[nn.Module] = []
+    width_in = c_out * size * size
+    for hidden in cfg.vgg_head:
+        h = max(cfg.n_outputs, int(round(hidden * cfg.width)))
+        layers += [nn.Linear(width_in, h), _act(cfg)]
+        width_in = h
+    layers.append(nn.Linear(width_in, cfg.n_outputs))
+    return nn.Sequential(*layers)
+
+
+# ----------------------------------------------------------------------------------------------
+# ResNet50V2 (Keras resnet.py: stack2 / block2)
+
+
+class PreActBottleneck(nn.Module):
+    """Keras ResNetV2 ``block2``: BN-act pre-activation, 1×1, 3×3 (stride), 1×1 expansion.
+
+    The shortcut is a biased 1×1 convolution of the pre-activation (first block of a stage), a
+    1×1 max-pool with the stride (strided last block) or the identity.
+    """
+
+    def __init__(self, c_in: int, filters: int, stride: int, conv_shortcut: bool,
+                 cfg: MorphologyConfig) -> None:
+        super().__init__()
+        c_out = 4 * filters
+        self.preact_bn = _bn(c_in, _RESNET_EPS)
+        self.preact_act = _act(cfg)
+        if conv_shortcut:
+            self.shortcut: nn.Module = nn.Conv2d(c_in, c_out, 1, stride=stride)
+        elif stride > 1:
+            self.shortcut = nn.MaxPool2d(1, stride=stride)
+        else:
+            self.shortcut = nn.Identity()
+        self.conv_shortcut = conv_shortcut
+        self.conv1 = nn.Conv2d(c_in, filters, 1, bias=False)
+        self.bn1 = _bn(filters, _RESNET_EPS)
+        self.act1 = _act(cfg)
+        self.conv2 = nn.Conv2d(filters, filters, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = _bn(filters, _RESNET_EPS)
+        self.act2 = _act(cfg)
+        self.conv3 = nn.Conv2d(filters, c_out, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        pre = self.preact_act(self.preact_bn(x))
+        short = self.shortcut(pre if self.conv_shortcut else x)
+        y = self.act1(self.bn1(self.conv1(pre)))
+        y = self.act2(self.bn2(self.conv2(y)))
+        return short + self.conv3(y)
+
+
+def _resnet50v2_features(cfg: MorphologyConfig) -> tuple[nn.Sequential, int]:
+    stem = cfg.channels(64)
+    layers: list[nn.Module] = [
+        nn.ZeroPad2d(3), nn.Conv2d(cfg.in_channels, stem, 7, stride=2),
+        nn.ZeroPad2d(1), nn.MaxPool2d(3, stride=2),
+    ]
+    c_in = stem
+    for stage, (filters, blocks) in enumerate(zip(_RESNET_FILTERS, cfg.resnet_blocks)):
+        f = cfg.channels(filters)
+        last_stride = 1 if stage == len(_RESNET_FILTERS) - 1 else 2
+        for b in range(blocks):
+            stride = last_stride if b == blocks - 1 else 1
+            layers.append(PreActBottleneck(c_in, f, stride, conv_shortcut=(b == 0), cfg=cfg))
+            c_in = 4 * f
+    layers += [_bn(c_in, _RESNET_EPS), _act(cfg)]
+    return nn.Sequential(*layers), c_in
+
+
+# ----------------------------------------------------------------------------------------------
+# Xception (Keras xception.py)
+
+
+class SeparableConv2d(nn.Module):
+    """Keras ``SeparableConv2D(k=3, padding="same", use_bias=False)``: depthwise then 1×1."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(c_in, c_in, 3, padding=1, groups=c_in, bias=False)
+        self.pointwise = nn.Conv2d(c_in, c_out, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.pointwise(self.depthwise(x))
+
+
+class SameMaxPool2d(nn.Module):
+    """TensorFlow ``MaxPooling2D(3, strides=2, padding="same")``: pads ``-inf``, extra at the end."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        pads = []
+        for n in (x.shape[-1], x.shape[-2]):
+            total = max((math.ceil(n / 2) - 1) * 2 + 3 - n, 0)
+            pads += [total // 2, total - total // 2]
+        return F.max_pool2d(F.pad(x, pads, value=-math.inf), 3, stride=2)
+
+
+class XceptionBlock(nn.Module):
+    """Entry/exit-flow block: [act] sep BN act sep BN max-pool, plus a strided 1×1 conv + BN."""
+
+    def __init__(self, c_in: int, c_mid: int, c_out: int, pre_act: bool,
+                 cfg: MorphologyConfig) -> None:
+        super().__init__()
+        self.residual = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=2, bias=False),
+                                      _bn(c_out, _XCEPTION_EPS))
+        layers: list[nn.Module] = [_act(cfg)] if pre_act else []
+        layers += [SeparableConv2d(c_in, c_mid), _bn(c_mid, _XCEPTION_EPS), _act(cfg),
+                   SeparableConv2d(c_mid, c_out), _bn(c_out, _XCEPTION_EPS), SameMaxPool2d()]
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.main(x) + self.residual(x)
+
+
+class XceptionMiddleBlock(nn.Module):
+    """Middle-flow block: three (act, separable conv, BN) plus the identity."""
+
+    def __init__(self, c: int, cfg: MorphologyConfig) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for _ in range(3):
+            layers += [_act(cfg), SeparableConv2d(c, c), _bn(c, _XCEPTION_EPS)]
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.main(x) + x
+
+
+def _xception_features(cfg: MorphologyConfig) -> tuple[nn.Sequential, int]:
+    ch = cfg.channels
+    c728 = ch(728)
+    layers: list[nn.Module] = [
+        nn.Conv2d(cfg.in_channels, ch(32), 3, stride=2, bias=False), _bn(ch(32), _XCEPTION_EPS),
+        _act(cfg),
+        nn.Conv2d(ch(32), ch(64), 3, bias=False), _bn(ch(64), _XCEPTION_EPS), _act(cfg),
+        XceptionBlock(ch(64), ch(128), ch(128), pre_act=False, cfg=cfg),
+        XceptionBlock(ch(128), ch(256), ch(256), pre_act=True, cfg=cfg),
+        XceptionBlock(ch(256), c728, c728, pre_act=True, cfg=cfg),
+    ]
+    layers += [XceptionMiddleBlock(c728, cfg) for _ in range(cfg.xception_middle)]
+    layers += [
+        XceptionBlock(c728, c728, ch(1024), pre_act=True, cfg=cfg),
+        SeparableConv2d(ch(1024), ch(1536)), _bn(ch(1536), _XCEPTION_EPS), _act(cfg),
+        SeparableConv2d(ch(1536), ch(2048)), _bn(ch(2048), _XCEPTION_EPS), _act(cfg),
+    ]
+    return nn.Sequential(*layers), ch(2048)
+
+
+# ----------------------------------------------------------------------------------------------
+# classifier, ensemble, weights
+
+
+def _keras_init(module: nn.Module) -> None:
+    """Keras defaults: Glorot-uniform kernels, zero biases (batch norm keeps 1 and 0)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+class MorphologyClassifier(nn.Module):
+    """A Galaxy Zoo classifier: ``features`` → ``pool`` → ``head`` → ``sigmoid``.
+
+    Input ``(B, C, H, W)`` images in [0, 1] (RGB ÷ 255, no ImageNet normalisation); output
+    ``(B, n_outputs)`` vote fractions in [0, 1], columns :data:`GZ_COLUMNS`. :meth:`logits`
+    returns the pre-sigmoid scores that SmoothGrad differentiates.
+
+    Parameters
+    ----------
+    config : MorphologyConfig
+    """
+
+    def __init__(self, config: MorphologyConfig) -> None:
+        super().__init__()
+        self.config = config
+        if config.architecture == "vgg16":
+            self.features = _vgg16_features(config)
+            self.pool: nn.Module = nn.Flatten()
+            self.head = _vgg16_head(config, config.channels(512))
+        else:
+            build = _resnet50v2_features if config.architecture == "resnet50v2" else _xception_features
+            self.features, c_out = build(config)
+            self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            self.head = nn.Sequential(nn.Linear(c_out, config.n_outputs))
+        self.sigmoid = nn.Sigmoid()  # registered last: the final leaf module
+        _keras_init(self)
+
+    def _check(self, x: torch.Tensor) -> None:
+        cfg = self.config
+        if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != cfg.in_channels:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"expected a (B, {cfg.in_channels}, H, W) tensor, got {shape}; "
+                             "channel-last images need x.permute(0, 3, 1, 2)")
+        if cfg.architecture == "vgg16" and tuple(x.shape[-2:]) != (cfg.image_size,) * 2:
+            raise ValueError(f"this vgg16 classifier takes {cfg.image_size}² inputs (its flatten "
+                             f"layer is sized for them), got {tuple(x.shape[-2:])}; resize first")
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Pre-sigmoid scores ``(B, n_outputs)``."""
+        self._check(x)
+        return self.head(self.pool(self.features(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.sigmoid(self.logits(x))
+
+
+class MorphologyEnsemble(nn.Module):
+    """Mean of the members' 37 outputs (the authors' ensemble of VGG16, ResNet50V2, Xception).
+
+    Saliency for the ensemble is computed per member and averaged as maps (spec §2), not by
+    differentiating this mean; :attr:`members` gives the individual models.
+    """
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if len(members) == 0:
+            raise ValueError("an ensemble needs at least one member model")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return torch.stack([m(x) for m in self.members]).mean(0)
+
+
+def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist; pass the path of a local "
+                                "state-dict file (galaxai never downloads weights)")
+    fix = ("save it with torch.save(model.state_dict(), path) or as .safetensors; "
+           "pickled modules and other formats are not loaded")
+    try:
+        if path.suffix == ".safetensors":
+            state: Any = load_safetensors(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(f"weights file {path} is not a plain state dict of tensors (a pickled "
+                         f"module or an unknown format); {fix}") from None
+    except (SafetensorError, RuntimeError, EOFError, OSError, ValueError,
+            zipfile.BadZipFile) as exc:
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise ValueError(f"cannot read weights file {path} ({reason}); {fix}") from None
+    if isinstance(state, Mapping) and len(state) == 1 and next(iter(state)) in ("state_dict", "model"):
+        state = next(iter(state.values()))
+    if not isinstance(state, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise ValueError(f"weights file {path} does not hold a state dict of named tensors; {fix}")
+    return state
+
+
+def load_weights(model: nn.Module, path: str | Path, *, backbone_only: bool = False) -> nn.Module:
+    """Load weights into ``model`` from a local file; never downloads.
+
+    Parameters
+    ----------
+    model : MorphologyClassifier or torch.nn.Module
+    path : str or Path
+        ``.safetensors`` file, or a ``torch.save`` file of a state dict (optionally wrapped as
+        ``{"state_dict": ...}`` or ``{"model": ...}``), read with ``weights_only=True``.
+    backbone_only : bool
+        Load only the keys under ``features.`` (e.g. ImageNet initialisation from torchvision's
+        ``vgg16`` state dict at width 1) and leave the head as initialised.
+
+    Returns
+    -------
+    torch.nn.Module
+        ``model``, in place.
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    ValueError
+        The file is unreadable or not a state dict, or keys/shapes do not match the model (the
+        message names the file, the offending keys and the fix).
+    """
+    path = Path(path)
+    state = dict(_read_state_dict(path))
+    own = model.state_dict()
+    if backbone_only:
+        state = {k: v for k, v in state.items() if k.startswith("features.")}
+        own = {k: v for k, v in own.items() if k.startswith("features.")}
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing key(s), e.g. {missing[:3]}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[:3]}")
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatch(es), e.g. {shapes[:3]}")
+        raise ValueError(f"weights file {path} does not fit the model: {'; '.join(parts)}; "
+                         "build the model with the same architecture, preset and width as the "
+                         "file (or pass backbone_only=True to load only the backbone)")
+    model.load_state_dict(state, strict=not backbone_only)
+    return model
+
+
+def build_classifier(architecture: str = "vgg16", preset: str = "paper", *,
+                     weights: str | Path | None = None, backbone_only: bool = False,
+                     **overrides: Any) -> MorphologyClassifier:
+    """Build one classifier from a preset, optionally loading local weights.
+
+    Parameters
+    ----------
+    architecture : {"vgg16", "resnet50v2", "xception"}
+    preset : {"paper", "small", "tiny"}
+        See :meth:`MorphologyConfig.preset`.
+    weights : str or Path, optional
+        Local weights file (:func:`load_weights`). Without it the network is initialised from
+        scratch (Keras defaults); record that in the run, as the spec asks.
+    backbone_only : bool
+        Passed to :func:`load_weights`.
+    **overrides
+        :class:`MorphologyConfig` fields, e.g. ``activation="relu"`` or ``width=0.5``.
+
+    Examples
+    --------
+    >>> model = build_classifier("xception", "tiny")
+    >>> model(torch.rand(2, 3, 64, 64)).shape
+    torch.Size([2, 37])
+    """
+    model = MorphologyClassifier(MorphologyConfig.preset(preset, architecture, **overrides))
+    if weights is not None:
+        load_weights(model, weights, backbone_only=backbone_only)
+    return model
+
+
+def build_ensemble(preset: str = "paper", *, weights: Mapping[str, str | Path] | None = None,
+                   architectures: Sequence[str] = ARCHITECTURES,
+                   **overrides: Any) -> MorphologyEnsemble:
+    """The authors' three-model ensemble (mean of the 37 outputs).
+
+    ``weights`` maps an architecture name to its local weights file; architectures without an
+    entry are initialised from scratch.
+    """
+    weights = dict(weights or {})
+    unknown = sorted(set(weights) - set(architectures))
+    if unknown:
+        raise ValueError(f"weights given for {unknown}, which are not in {tuple(architectures)}")
+    return MorphologyEnsemble([
+        build_classifier(arch, preset, weights=weights.get(arch), **overrides)
+        for arch in architectures
+    ])
