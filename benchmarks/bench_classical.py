@@ -26,8 +26,8 @@ def simulated_blends(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.
     from galaxai.data.simulate import SimConfig, simulate
 
     sample = simulate(2 * n, seed=seed, config=SimConfig.preset("small"))
-    batch = make_blends(sample.display[:n], sample.display[n:], seed, BlendConfig.preset("small"))
-    return batch.blend, batch.target_a, batch.target_b, "galaxai.data.simulate + galaxai.data.blend"
+    batch = make_blends(sample.display[:n], sample.display[n:], seed, BlendConfig.preset("paper"))
+    return batch.blend, batch.target_a, batch.target_b, "galaxai.data.simulate + galaxai.data.blend (paper recipe)"
 
 
 def gaussian_blends(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:

@@ -45,6 +45,7 @@ from PIL import Image
 from skimage.transform import resize
 
 from galaxai._atomic import atomic_write, atomic_write_bytes
+from galaxai.metrics import psnr
 
 __all__ = [
     "DISPLAY_SIZE",
@@ -449,8 +450,6 @@ class _Grid:
 
 
 def _psnr_one(pred: np.ndarray, target: np.ndarray) -> float:
-    from galaxai.metrics import psnr
-
     return float(psnr(pred[None], target[None], 1.0, channel_axis=-1)[0])
 
 
