@@ -459,10 +459,18 @@ def _arms(x: np.ndarray, y: np.ndarray, p: Mapping[str, Any]) -> np.ndarray:
     return envelope * (0.5 * (1.0 + np.cos(psi))) ** p["arms_sharpness"]
 
 
-def _interpolated(sb: np.ndarray, cfg: SimConfig) -> galsim.InterpolatedImage:
-    """Unit-flux GalSim profile of an oversampled NumPy surface-brightness map."""
-    image = galsim.Image(np.ascontiguousarray(sb), scale=cfg.pixel_scale / cfg.oversample)
+def _interpolated(sb: np.ndarray, cfg: SimConfig, oversample: int) -> galsim.InterpolatedImage:
+    """Unit-flux GalSim profile of a NumPy surface-brightness map sampled ``oversample``× finer
+    than the pixels."""
+    image = galsim.Image(np.ascontiguousarray(sb), scale=cfg.pixel_scale / oversample)
     return galsim.InterpolatedImage(image, flux=1.0, pad_factor=cfg.pad_factor)
+
+
+def _bar_oversample(p: Mapping[str, Any], cfg: SimConfig) -> int:
+    """Sampling of the bar map: ``cfg.oversample``, finer (≤ 16) for bars so thin that fewer
+    than ~3 samples would span their projected width (≥ 2 q a cos i)."""
+    width = p["bar_q"] * p["bar_a_px"] * p["disk_cos_i"]
+    return int(max(cfg.oversample, min(16, math.ceil(1.5 / width))))
 
 
 # ------------------------------------------------------------------------- parametric mode
@@ -486,6 +494,9 @@ def _draw_parametric(rng: np.random.Generator, cfg: SimConfig) -> dict[str, Any]
 
     is_disk = bt < 0.6
     has_bar = bool(is_disk and cos_i >= 0.5 and rng.uniform() < cfg.bar_fraction)
+    ls = _quantile_draw(rng, _HOYLE_LENGTH_SCALED_Q, cfg.bar_length_scaled_max) if has_bar else 0.0
+    # A bar shorter than one pixel (semi-major axis) is no bar at this scale: dropped.
+    has_bar = has_bar and ls * _EXP_R90_OVER_H * h >= 1.0
     has_arms = bool(is_disk and cos_i >= math.cos(math.radians(75)) and
                     rng.uniform() < cfg.arms_fraction)
     has_knots = bool(is_disk and rng.uniform() < cfg.knots_fraction)
@@ -497,7 +508,6 @@ def _draw_parametric(rng: np.random.Generator, cfg: SimConfig) -> dict[str, Any]
                bar_n=nan, bar_resolved=False)
     frac_bar = 0.0
     if has_bar:
-        ls = _quantile_draw(rng, _HOYLE_LENGTH_SCALED_Q, cfg.bar_length_scaled_max)
         a = ls * p["disk_r90_px"]
         q = float(np.clip(_quantile_draw(rng, _HOYLE_WIDTH_RATIO_Q), 0.15, 0.5))
         c = float(rng.uniform(2.0, 3.0))
@@ -564,11 +574,12 @@ def _profiles_parametric(p: Mapping[str, Any], cfg: SimConfig, gs_seed: int):
             scale_h_over_r=p["disk_hz_over_h"]).rotate(disk_pa),
     }
     if p["has_bar"]:
+        os_bar = _bar_oversample(p, cfg)
         profiles["bar"] = _interpolated(bar_image(p, 2 * math.ceil(p["bar_a_px"]) + 4,
-                                                  oversample=cfg.oversample), cfg)
+                                                  oversample=os_bar), cfg, os_bar)
     if p["has_arms"]:
         x, y = _grid(cfg.frame, cfg.oversample)
-        profiles["arms"] = _interpolated(_arms(x, y, p), cfg)
+        profiles["arms"] = _interpolated(_arms(x, y, p), cfg, cfg.oversample)
     if p["has_knots"]:
         cos_i = p["disk_cos_i"]
         knots = galsim.RandomKnots(
@@ -886,11 +897,15 @@ def to_display(flux, *, stretch: float = DISPLAY_STRETCH, Q: float = DISPLAY_Q,
         raise ValueError(f"flux must have shape (N, 3, H, W) or (3, H, W), got {x.shape}")
     if not np.isfinite(x).all():
         raise ValueError("flux contains NaN or inf; cannot map it to display values")
+    if x.size == 0:
+        return np.zeros(x.shape[:-3] + x.shape[-2:] + (3,), np.float32)
     w = np.asarray(weights, dtype=np.float64)
     mapping = RGBImageMappingLupton(interval=ManualInterval(vmin=0, vmax=None),
                                     stretch=LuptonAsinhStretch(stretch=stretch, Q=Q))
-    rgb = mapping.apply_mappings(w[0] * x[..., 2, :, :], w[1] * x[..., 1, :, :],
-                                 w[2] * x[..., 0, :, :])
+    # astropy evaluates f(I)/I also where I = 0 before discarding it: silence that 0/0.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rgb = mapping.apply_mappings(w[0] * x[..., 2, :, :], w[1] * x[..., 1, :, :],
+                                     w[2] * x[..., 0, :, :])
     return np.clip(np.moveaxis(rgb, 0, -1), 0.0, 1.0).astype(np.float32)
 
 

@@ -1,0 +1,405 @@
+"""Tests of galaxai.data.simulate: determinism, truth, noise, display, COSMOS mode, bad input."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from galaxai.config import read_config, write_config
+from galaxai.data import simulate as sim
+from galaxai.data.simulate import (COMPONENTS, GalaxySample, SimConfig, bar_image, find_cosmos_dir,
+                                   observe, simulate, to_display)
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+TINY = SimConfig.preset("tiny")
+BARRED = dataclasses.replace(TINY, bar_fraction=1.0, arms_fraction=1.0, knots_fraction=1.0)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> GalaxySample:
+    return simulate(10, seed=7, config=TINY)
+
+
+@pytest.fixture(scope="module")
+def barred() -> GalaxySample:
+    sample = simulate(16, seed=3, config=BARRED)
+    assert sample.catalogue["has_bar"].sum() >= 3, "fixture should contain several bars"
+    return sample
+
+
+def _cosmos_dir() -> Path | None:
+    for cand in (os.environ.get("GALAXAI_COSMOS_DIR"), SHARED / "cosmos"):
+        if cand and Path(cand).is_dir():
+            return Path(cand)
+    return None
+
+
+# ------------------------------------------------------------------------ shapes and truth
+def test_shapes_dtypes_and_ranges(tiny):
+    n, f = 10, TINY.frame
+    assert len(tiny) == n
+    for arr in (tiny.flux, tiny.noiseless, *tiny.components.values()):
+        assert arr.shape == (n, 3, f, f) and arr.dtype == np.float32
+        assert np.isfinite(arr).all()
+    assert set(tiny.components) == set(COMPONENTS)
+    assert tiny.sky_sigma.shape == (n, 3) and tiny.sky_sigma.dtype == np.float32
+    assert (tiny.sky_sigma > 0).all()
+    assert tiny.display.shape == (n, f, f, 3) and tiny.display.dtype == np.float32
+    assert tiny.display.min() >= 0 and tiny.display.max() <= 1
+    cat = tiny.catalogue
+    assert isinstance(cat, pd.DataFrame) and len(cat) == n
+    assert list(cat["index"]) == list(range(n)) and (cat["seed"] == 7).all()
+    for col in ("mag_g", "mag_r", "mag_i", "r50_px", "bt", "psf_fwhm_r_arcsec", "bar_length_px",
+                "bar_length_proj_px", "bar_pa_deg", "sky_sigma_r", "disk_incl_deg"):
+        assert col in cat.columns, col
+    # sky_sigma in the catalogue is the array's.
+    np.testing.assert_allclose(cat[["sky_sigma_g", "sky_sigma_r", "sky_sigma_i"]].to_numpy(),
+                               tiny.sky_sigma, rtol=1e-6)
+
+
+def test_components_sum_to_noiseless_and_absent_are_zero(tiny, barred):
+    for sample in (tiny, barred):
+        total = sum(c.astype(np.float64) for c in sample.components.values())
+        scale = np.abs(sample.noiseless).max()
+        np.testing.assert_allclose(total, sample.noiseless, rtol=0, atol=1e-6 * scale)
+        cat = sample.catalogue
+        for name in ("bar", "arms", "knots"):
+            absent = ~cat[f"has_{name}"].to_numpy()
+            assert not sample.components[name][absent].any()
+            if (~absent).any():
+                assert (sample.components[name][~absent].sum(axis=(1, 2, 3)) > 0).all()
+
+
+def test_component_fluxes_match_catalogue(barred):
+    """Drawn flux of each component ≈ the catalogue's (little light falls outside 48 px)."""
+    cat = barred.catalogue
+    for name in ("bulge", "bar"):
+        rows = cat.index[cat[f"frac_{name}"] > 0]
+        for i in rows:
+            want = cat.loc[i, f"flux_r_{name}"]
+            got = barred.components[name][i, 1].sum(dtype=np.float64)
+            assert got == pytest.approx(want, rel=0.1), (name, i)
+
+
+def test_colours_bulges_red_disks_and_knots_blue():
+    rng = np.random.default_rng(1)
+    cfg = SimConfig.preset("paper")
+    draws = pd.DataFrame([sim._draw_parametric(rng, cfg) for _ in range(1500)])
+    assert draws["gr_bulge"].mean() > draws["gr_disk"].mean() + 0.1
+    assert draws["gr_knots"].mean() < draws["gr_disk"].mean() - 0.1
+    # Sizes that are interesting for deblending at 142 px.
+    assert 4 <= draws["r50_px"].median() <= 15
+    assert draws["r50_px"].between(*cfg.r50_px_range).all()
+    # Bar fraction among eligible disks (B/T < 0.6, i ≤ 60°) ≈ bar_fraction.
+    eligible = (draws["bt"] < 0.6) & (draws["disk_cos_i"] >= 0.5)
+    assert draws.loc[eligible, "has_bar"].mean() == pytest.approx(cfg.bar_fraction, abs=0.06)
+    assert not draws.loc[~eligible, "has_bar"].any()
+    bars = draws[draws["has_bar"]]
+    assert (bars["bar_length_scaled"] <= cfg.bar_length_scaled_max).all()
+    np.testing.assert_allclose(bars["bar_a_px"], bars["bar_length_scaled"] * bars["disk_r90_px"])
+    assert draws["mag_r_drawn"].between(*cfg.mag_range).all()
+
+
+def test_embedded_hoyle_quantiles_match_the_catalogue():
+    path = SHARED / "hoyle_barlengths.csv"
+    if not path.exists():
+        pytest.skip(f"{path} absent: cannot compare the embedded Hoyle et al. 2011 quantiles")
+    cat = pd.read_csv(path)
+    q = np.percentile(cat["length_scaled"], np.linspace(0, 100, sim._HOYLE_LENGTH_SCALED_Q.size))
+    np.testing.assert_allclose(sim._HOYLE_LENGTH_SCALED_Q, q, atol=6e-5)
+    ratio = cat["width_avg"] / cat["length_avg"]
+    q = np.percentile(ratio, np.linspace(0, 100, sim._HOYLE_WIDTH_RATIO_Q.size))
+    np.testing.assert_allclose(sim._HOYLE_WIDTH_RATIO_Q, q, atol=6e-5)
+
+
+# ------------------------------------------------------------------------------------ bars
+def _forward_bar_points(row, k: int = 801):
+    """Points of the in-plane Ferrers region m < 1 mapped forward to the sky (test's own
+    projection: bar frame -> disk plane -> inclined, rotated sky)."""
+    a, q, c = row["bar_a_px"], row["bar_q"], row["bar_c"]
+    u, v = np.meshgrid(np.linspace(-a, a, k), np.linspace(-q * a, q * a, k // 2))
+    inside = (np.abs(u / a) ** c + np.abs(v / (q * a)) ** c) < 1
+    u, v = u[inside], v[inside]
+    phi, inc, pa = (math.radians(row["bar_phi_deg"]), math.radians(row["disk_incl_deg"]),
+                    math.radians(row["disk_pa_deg"]))
+    xd, yd = u * math.cos(phi) - v * math.sin(phi), u * math.sin(phi) + v * math.cos(phi)
+    yd = yd * math.cos(inc)
+    return xd * math.cos(pa) - yd * math.sin(pa), xd * math.sin(pa) + yd * math.cos(pa)
+
+
+def test_bar_truth_matches_independent_ferrers_geometry(barred):
+    cat = barred.catalogue[barred.catalogue["has_bar"]]
+    for _, row in cat.iterrows():
+        x, y = _forward_bar_points(row)
+        r = np.hypot(x, y)
+        # Point-symmetric region: diameter = 2 max radius; brute force on a subsample agrees.
+        assert row["bar_extent_px"] == pytest.approx(2 * r.max(), rel=2e-3)
+        assert row["bar_length_px"] == pytest.approx(2 * row["bar_a_px"])
+        phi, inc = math.radians(row["bar_phi_deg"]), math.radians(row["disk_incl_deg"])
+        tip = np.array([math.cos(phi), math.sin(phi) * math.cos(inc)]) * row["bar_a_px"]
+        assert row["bar_length_proj_px"] == pytest.approx(2 * np.hypot(*tip), rel=1e-9)
+        assert row["bar_extent_px"] >= row["bar_length_proj_px"] - 1e-9
+        # Sky PA of the projected major axis: direction of the tip point.
+        pa = math.radians(row["disk_pa_deg"])
+        tx = tip[0] * math.cos(pa) - tip[1] * math.sin(pa)
+        ty = tip[0] * math.sin(pa) + tip[1] * math.cos(pa)
+        d = (math.degrees(math.atan2(ty, tx)) - row["bar_pa_deg"]) % 180
+        assert min(d, 180 - d) < 1e-6
+        assert row["bar_resolved"] == (row["bar_length_proj_px"] / 2 >= 2 * row["psf_fwhm_r_px"])
+
+
+def test_bar_image_nonzero_extent_matches_catalogue(barred):
+    f, os_ = BARRED.frame, 4
+    cat = barred.catalogue[barred.catalogue["has_bar"]]
+    for _, row in cat.iterrows():
+        img = bar_image(row, f, oversample=os_)
+        assert img.shape == (f * os_, f * os_) and img.max() <= 1.0
+        rows, cols = np.nonzero(img > 0)
+        centre = (f * os_ - 1) / 2
+        x, y = (cols - centre) / os_, (rows - centre) / os_
+        pts = np.stack([x, y], 1)[:: max(1, len(x) // 1500)]
+        diam = np.sqrt(((pts[:, None] - pts[None]) ** 2).sum(-1)).max()
+        # Sub-pixel centres: the sampled diameter is within two sample steps of the exact one.
+        assert diam == pytest.approx(row["bar_extent_px"], abs=2.0 / os_ + 0.05)
+        # The projected tips of the major axis: inside just before a, outside just after.
+        phi, inc, pa = (math.radians(row["bar_phi_deg"]), math.radians(row["disk_incl_deg"]),
+                        math.radians(row["disk_pa_deg"]))
+        for frac, expect in ((0.9, True), (1.1, False)):
+            u = frac * row["bar_a_px"]
+            xd, yd = u * math.cos(phi), u * math.sin(phi) * math.cos(inc)
+            sx, sy = xd * math.cos(pa) - yd * math.sin(pa), xd * math.sin(pa) + yd * math.cos(pa)
+            j, i = int(round(sx * os_ + centre)), int(round(sy * os_ + centre))
+            if 0 <= i < f * os_ and 0 <= j < f * os_:
+                assert (img[i, j] > 0) == expect
+
+
+def test_bar_component_light_follows_the_bar(barred):
+    cat = barred.catalogue
+    f = BARRED.frame
+    t = np.arange(f) - (f - 1) / 2
+    xx, yy = np.meshgrid(t, t)
+    for i in cat.index[cat["has_bar"]]:
+        row = cat.loc[i]
+        img = barred.components["bar"][i, 1].astype(np.float64)
+        total = img.sum()
+        r = np.hypot(xx, yy)
+        reach = row["bar_extent_px"] / 2 + 2 * row["psf_fwhm_r_px"]
+        assert img[r > reach].sum() < 0.02 * total
+        # Second moments: orientation of the PSF-convolved bar = catalogue PA (elongated cases).
+        mxx, myy, mxy = [(img * w).sum() / total for w in (xx * xx, yy * yy, xx * yy)]
+        elong = math.hypot(mxx - myy, 2 * mxy) / (mxx + myy)
+        if elong > 0.2:
+            angle = 0.5 * math.degrees(math.atan2(2 * mxy, mxx - myy)) % 180
+            d = abs(angle - row["bar_pa_deg"]) % 180
+            assert min(d, 180 - d) < 8.0
+
+
+def test_bar_image_rejects_unbarred_rows(tiny):
+    row = tiny.catalogue.iloc[0].copy()
+    row["has_bar"] = False
+    with pytest.raises(ValueError, match="no bar"):
+        bar_image(row, 48)
+
+
+# ------------------------------------------------------------------------- determinism
+def test_same_seed_identical_bytes_other_seed_differs(tiny):
+    again = simulate(10, seed=7, config=TINY)
+    assert again.flux.tobytes() == tiny.flux.tobytes()
+    assert again.noiseless.tobytes() == tiny.noiseless.tobytes()
+    assert again.display.tobytes() == tiny.display.tobytes()
+    for name in COMPONENTS:
+        assert again.components[name].tobytes() == tiny.components[name].tobytes()
+    pd.testing.assert_frame_equal(again.catalogue, tiny.catalogue)
+    other = simulate(10, seed=8, config=TINY)
+    assert not np.array_equal(other.flux, tiny.flux)
+    assert not np.array_equal(other.catalogue["mag_r"], tiny.catalogue["mag_r"])
+
+
+def test_galaxy_i_independent_of_n_and_chunking(tiny):
+    head = simulate(4, seed=7, config=TINY)
+    tail = simulate(3, seed=7, config=TINY, start=7)
+    assert head.flux.tobytes() == tiny.flux[:4].tobytes()
+    assert tail.flux.tobytes() == tiny.flux[7:].tobytes()
+    assert list(tail.catalogue["index"]) == [7, 8, 9]
+    cols = [c for c in tiny.catalogue.columns if c != "r50_measured_px"]
+    pd.testing.assert_frame_equal(tail.catalogue[cols].reset_index(drop=True),
+                                  tiny.catalogue[cols].iloc[7:].reset_index(drop=True))
+
+
+def test_zero_galaxies():
+    empty = simulate(0, seed=1, config=TINY)
+    assert empty.flux.shape == (0, 3, 48, 48) and empty.display.shape == (0, 48, 48, 3)
+    assert len(empty.catalogue) == 0
+
+
+# --------------------------------------------------------------------------------- noise
+def test_noise_is_sky_plus_poisson(tiny):
+    cat = tiny.catalogue
+    gain = np.asarray(TINY.gain)[None, :, None, None]
+    sigma = tiny.sky_sigma.astype(np.float64)[:, :, None, None]
+    resid = tiny.flux.astype(np.float64) - tiny.noiseless
+    expected_var = sigma**2 + np.clip(tiny.noiseless, 0, None) / gain
+    z = resid / np.sqrt(expected_var)
+    assert abs(z.mean()) < 0.02
+    assert z.std() == pytest.approx(1.0, abs=0.02)
+    # Empty sky: std = sky_sigma per band.
+    empty = tiny.noiseless < 0.02 * sigma
+    for k in range(3):
+        ratio = resid[:, k][empty[:, k]].std() / np.sqrt((sigma[:, k, 0, 0] ** 2).mean())
+        assert ratio == pytest.approx(1.0, abs=0.04)
+    # Bright pixels are noisier than the sky (Poisson term present).
+    bright = tiny.noiseless > 20 * sigma
+    assert bright.sum() > 50
+    assert resid[bright].std() > 2 * sigma.mean()
+    assert cat["sky_r"].to_numpy() == pytest.approx(
+        (tiny.sky_sigma[:, 1].astype(np.float64) ** 2 * TINY.gain[1]), rel=1e-5)
+
+
+def test_observe_variance_and_shapes():
+    rng = np.random.default_rng(0)
+    signal = np.full((3, 200, 200), 400.0, np.float32)
+    sigma = np.array([3.0, 4.0, 5.0])
+    noisy = observe(signal, sigma, rng, gain=(4.0, 4.0, 4.0))
+    assert noisy.shape == signal.shape and noisy.dtype == np.float32
+    var = (noisy - signal).reshape(3, -1).var(axis=1)
+    np.testing.assert_allclose(var, sigma**2 + 400.0 / 4.0, rtol=0.03)
+    batch = observe(np.zeros((2, 3, 8, 8)), np.ones((2, 3)), 1)
+    assert batch.shape == (2, 3, 8, 8)
+    same = observe(np.zeros((2, 3, 8, 8)), np.ones((2, 3)), 1)
+    assert batch.tobytes() == same.tobytes()
+
+
+@pytest.mark.parametrize("args, match", [
+    ((np.zeros((4, 8, 8)), np.ones(3)), "shape"),
+    ((np.zeros((3, 8, 8)), np.ones(2)), "sky_sigma"),
+    ((np.zeros((3, 8, 8)), -np.ones(3)), "≥ 0"),
+    ((np.full((3, 8, 8), np.nan), np.ones(3)), "NaN"),
+])
+def test_observe_bad_input(args, match):
+    with pytest.raises(ValueError, match=match):
+        observe(*args, np.random.default_rng(0))
+
+
+# ------------------------------------------------------------------------------- display
+def test_to_display_fixed_stretch_and_channel_order(tiny):
+    assert to_display(tiny.flux).tobytes() == tiny.display.tobytes()
+    # Dataset-wide: one image maps the same alone or in a batch.
+    np.testing.assert_array_equal(to_display(tiny.flux[3:4])[0], tiny.display[3])
+    np.testing.assert_array_equal(to_display(tiny.flux[3]), tiny.display[3])
+    only_i = np.zeros((1, 3, 4, 4), np.float32)
+    only_i[0, 2] = 50.0
+    rgb = to_display(only_i)[0]
+    assert (rgb[..., 0] > 0).all() and not rgb[..., 1:].any()  # i -> R
+    only_g = np.zeros((1, 3, 4, 4), np.float32)
+    only_g[0, 0] = 50.0
+    assert not to_display(only_g)[0][..., :2].any()  # g -> B
+    # Brighter flux -> brighter display, saturating at 1; negative sky -> 0.
+    levels = np.array([-10.0, 0.0, 10.0, 100.0, 1e3, 1e6])
+    rgb = to_display(np.broadcast_to(levels[None, None, None, :], (1, 3, 1, 6)))[0, 0]
+    ramp = rgb.max(axis=-1)  # Lupton keeps the hue: the largest channel saturates at 1
+    assert ramp[0] == 0 and ramp[1] == 0 and np.all(np.diff(ramp[1:]) > 0) and ramp[-1] == 1.0
+    assert np.all(rgb[2:, 2] >= rgb[2:, 1])  # weights: g (blue) × 1.5 ≥ r (green) × 1.1
+
+
+def test_to_display_bad_input():
+    with pytest.raises(ValueError, match="shape"):
+        to_display(np.zeros((2, 4, 5, 5)))
+    with pytest.raises(ValueError, match="NaN"):
+        to_display(np.full((1, 3, 2, 2), np.nan))
+
+
+# -------------------------------------------------------------------------------- config
+def test_presets_and_toml_round_trip(tmp_path):
+    assert SimConfig.preset("paper").frame == 142
+    assert SimConfig.preset("small").frame == 142
+    assert SimConfig.preset("tiny").frame == 48
+    with pytest.raises(ValueError, match="unknown SimConfig preset 'huge'"):
+        SimConfig.preset("huge")
+    path = write_config(tmp_path / "sim.toml", BARRED)
+    assert read_config(SimConfig, path) == BARRED
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        TINY.frame = 10  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("field, value", [
+    ("frame", 8), ("frame", 48.0), ("bar_fraction", 1.5), ("psf", "gaussian"),
+    ("seeing_range", (2.0, 1.0)), ("gain", (1.0, 2.0)), ("oversample", 0), ("moffat_beta", ()),
+])
+def test_config_rejects_bad_values(field, value):
+    with pytest.raises(ValueError, match=f"SimConfig.{field}"):
+        dataclasses.replace(TINY, **{field: value})
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(n=-1), ValueError, "n must be an integer"),
+    (dict(n=2.5), ValueError, "n must be an integer"),
+    (dict(n=True), ValueError, "n must be an integer"),
+    (dict(n=1, seed=-3), ValueError, "seed must be an integer"),
+    (dict(n=1, start=-1), ValueError, "start must be an integer"),
+    (dict(n=1, mode="hst"), ValueError, "mode must be"),
+    (dict(n=1, config="tiny"), TypeError, "SimConfig"),
+])
+def test_simulate_bad_input(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        simulate(**kwargs)
+
+
+def test_kolmogorov_psf_and_progress_bar(capsys):
+    cfg = dataclasses.replace(TINY, psf="kolmogorov")
+    out = simulate(2, seed=1, config=cfg, progress=True)
+    assert np.isnan(out.catalogue["psf_beta"]).all() and (out.catalogue["psf_model"] == "kolmogorov").all()
+    assert "simulate" in capsys.readouterr().err
+    # Only the PSF differs from the Moffat run: same drawn magnitudes.
+    moffat = simulate(2, seed=1, config=TINY)
+    np.testing.assert_allclose(out.catalogue["mag_r"], moffat.catalogue["mag_r"])
+
+
+# -------------------------------------------------------------------------------- cosmos
+def test_cosmos_missing_directory_is_a_clear_error(tmp_path, monkeypatch):
+    missing = tmp_path / "no_such_dir"
+    with pytest.raises(FileNotFoundError, match="GALAXAI_COSMOS_DIR") as info:
+        find_cosmos_dir(missing)
+    assert str(missing) in str(info.value)
+    monkeypatch.delenv("GALAXAI_COSMOS_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="cosmos_dir="):
+        simulate(1, config=TINY, mode="cosmos")
+
+
+def test_cosmos_dir_from_environment(monkeypatch, tmp_path):
+    found = _cosmos_dir()
+    if found is None:
+        pytest.skip("COSMOS sample absent (../shared/data/cosmos or $GALAXAI_COSMOS_DIR)")
+    monkeypatch.setenv("GALAXAI_COSMOS_DIR", str(found))
+    monkeypatch.chdir(tmp_path)
+    assert find_cosmos_dir() == found.resolve()
+
+
+def test_cosmos_mode_draws_real_galaxies():
+    found = _cosmos_dir()
+    if found is None:
+        pytest.skip("COSMOS sample absent (../shared/data/cosmos or $GALAXAI_COSMOS_DIR)")
+    out = simulate(3, seed=5, config=TINY, mode="cosmos", cosmos_dir=found)
+    again = simulate(3, seed=5, config=TINY, mode="cosmos", cosmos_dir=found)
+    assert out.flux.tobytes() == again.flux.tobytes()
+    assert set(out.components) == {"galaxy"}
+    assert out.components["galaxy"].tobytes() == out.noiseless.tobytes()
+    cat = out.catalogue
+    assert cat["cosmos_index"].between(0, 99).all() and (cat["mode"] == "cosmos").all()
+    for i in range(3):
+        want = cat.loc[i, "flux_r_galaxy"]
+        assert out.noiseless[i, 1].sum(dtype=np.float64) == pytest.approx(want, rel=0.15)
+        # Colours come from the drawn g-r, r-i: flux ratio across bands.
+        got = -2.5 * np.log10(cat.loc[i, "flux_g_galaxy"] / cat.loc[i, "flux_r_galaxy"])
+        assert got + TINY.zeropoint[0] - TINY.zeropoint[1] == pytest.approx(cat.loc[i, "gr_galaxy"])
+    # The flux cap keeps the re-observed HST noise below the requested share of the sky.
+    for b in "gri":
+        assert (cat[f"hst_noise_var_{b}"] <= TINY.cosmos_max_noise_frac
+                * cat[f"sky_sigma_{b}"] ** 2 * (1 + 1e-9)).all()
+    resid = out.flux.astype(np.float64) - out.noiseless
+    assert resid.std() == pytest.approx(out.sky_sigma.mean(), rel=0.15)
