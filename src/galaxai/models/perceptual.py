@@ -104,8 +104,10 @@ class VGG19Features(nn.Module):
 
         self.weights_path = Path(weights)
         self.resize = bool(resize)
-        self.features = vgg19(weights=None).features[:_VGG19_RELU5_4]
-        self.features.load_state_dict(_read_vgg_state(self.weights_path, self.features))
+        with torch.device("meta"):  # architecture only: no init cost, no weights, no download
+            self.features = vgg19(weights=None).features[:_VGG19_RELU5_4]
+        state = _read_vgg_state(self.weights_path, self.features)
+        self.features.load_state_dict(state, assign=True)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False)

@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 
 from galaxai._atomic import atomic_write_text
 from galaxai.config import config_to_dict, read_config, write_config
+from galaxai.metrics import psnr
 from galaxai.models.deblender import (
     DeblenderConfig,
     build_discriminator,
@@ -333,12 +334,6 @@ def _batch(batch: Mapping[str, torch.Tensor], device: torch.device) -> tuple[tor
     return blend, ta, tb
 
 
-def _psnr_per_image(pred01: torch.Tensor, target01: torch.Tensor) -> torch.Tensor:
-    # MSE jointly over C×H×W, data_range 1 (specs/deblender_gan.md, Evaluation).
-    mse = (pred01.float() - target01.float()).pow(2).flatten(1).mean(dim=1)
-    return 10.0 * torch.log10(1.0 / mse.clamp_min(1e-12))
-
-
 @torch.no_grad()
 def evaluate(
     generator: torch.nn.Module,
@@ -350,7 +345,8 @@ def evaluate(
 ) -> dict[str, float]:
     """Mean per-image PSNR (data_range 1) of each branch against its own target, in eval mode.
 
-    Returns ``psnr_a``, ``psnr_b``, ``psnr`` (pooled) and ``mse_a``, ``mse_b`` on the [0, 1] scale.
+    PSNR comes from :func:`galaxai.metrics.psnr` (MSE jointly over C×H×W of one image, data
+    range 1, outputs mapped to [0, 1] by (v+1)/2). Returns ``psnr_a``, ``psnr_b``, ``psnr`` (pooled) and ``mse_a``, ``mse_b`` on the [0, 1] scale.
     The generator's train/eval mode is restored afterwards.
     """
     device = torch.device(device) if device is not None else next(generator.parameters()).device
@@ -367,19 +363,19 @@ def evaluate(
             blend, ta, tb = _batch(batch, device)
             g1, g2 = generator(blend)
             pa, pb = (g1 + 1) / 2, (g2 + 1) / 2
-            psnr_a.append(_psnr_per_image(pa, ta).cpu())
-            psnr_b.append(_psnr_per_image(pb, tb).cpu())
-            mse_a.append((pa - ta).pow(2).flatten(1).mean(1).cpu())
-            mse_b.append((pb - tb).pow(2).flatten(1).mean(1).cpu())
+            psnr_a.append(psnr(pa.float(), ta, data_range=1.0))
+            psnr_b.append(psnr(pb.float(), tb, data_range=1.0))
+            mse_a.append((pa - ta).pow(2).flatten(1).mean(1).cpu().numpy())
+            mse_b.append((pb - tb).pow(2).flatten(1).mean(1).cpu().numpy())
     finally:
         generator.train(was_training)
-    a, b = torch.cat(psnr_a), torch.cat(psnr_b)
+    a, b = np.concatenate(psnr_a), np.concatenate(psnr_b)
     return {
         "psnr_a": float(a.mean()),
         "psnr_b": float(b.mean()),
-        "psnr": float(torch.cat([a, b]).mean()),
-        "mse_a": float(torch.cat(mse_a).mean()),
-        "mse_b": float(torch.cat(mse_b).mean()),
+        "psnr": float(np.concatenate([a, b]).mean()),
+        "mse_a": float(np.concatenate(mse_a).mean()),
+        "mse_b": float(np.concatenate(mse_b).mean()),
     }
 
 

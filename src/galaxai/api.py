@@ -1,0 +1,161 @@
+"""The public deblending call: ``deblend(blends) -> (a, b)``.
+
+``a`` is the output of branch 1, trained on the centred galaxy, and ``b`` that of branch 2 (the
+other galaxy), both mapped from tanh's [−1, 1] to [0, 1] by (v+1)/2. The generator runs in eval
+mode (BatchNorm running statistics).
+
+With ``checkpoint=None`` the shipped default model ``galaxai/weights/deblender_small.safetensors``
+(with its sidecar ``deblender_small.json``) is used. It is produced by a ``small`` training run::
+
+    from galaxai.train.gan import TrainConfig, train
+    from galaxai.train.checkpoints import export_generator, latest_checkpoint
+    train(dataset, "runs/00001-small", TrainConfig.preset("small"))
+    export_generator(latest_checkpoint("runs/00001-small").path,
+                     "src/galaxai/weights/deblender_small")
+"""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from galaxai.train.checkpoints import load_generator
+
+__all__ = ["DEFAULT_WEIGHTS", "deblend"]
+
+#: The shipped default generator (written by a ``small`` training run, see the module docstring).
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "deblender_small.safetensors"
+
+
+@lru_cache(maxsize=4)
+def _cached_generator(path: str, stamp: tuple[int, int], device: str) -> torch.nn.Module:
+    del stamp  # part of the cache key only: a rewritten file is reloaded
+    return load_generator(path, device=device)[0]
+
+
+def _generator(checkpoint: str | os.PathLike | None, device: torch.device) -> torch.nn.Module:
+    if checkpoint is None:
+        if not DEFAULT_WEIGHTS.is_file():
+            raise FileNotFoundError(
+                f"the shipped default model {DEFAULT_WEIGHTS} is not present in this installation "
+                "(it is produced by a 'small' training run). Pass checkpoint=<a checkpoint "
+                "directory or G.safetensors>, or train one: galaxai.train.gan.train(dataset, run_dir, "
+                "TrainConfig.preset('small')) and then galaxai.train.checkpoints.export_generator("
+                "<run_dir>/checkpoints/<iteration>, '<package>/weights/deblender_small')"
+            )
+        checkpoint = DEFAULT_WEIGHTS
+    path = Path(checkpoint).expanduser().resolve()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"checkpoint {path} does not exist; pass a checkpoint directory "
+            "(run/checkpoints/000001000) or a G.safetensors file"
+        )
+    weights = path / "G.safetensors" if path.is_dir() else path
+    st = weights.stat() if weights.is_file() else None
+    stamp = (st.st_mtime_ns, st.st_size) if st else (0, 0)
+    return _cached_generator(str(path), stamp, str(device))
+
+
+def _as_batch(blends: Any) -> tuple[torch.Tensor, bool, torch.device | None]:
+    """Validate ``blends`` and return a float32 (N, 3, H, W) tensor, whether it was single, device."""
+    is_torch = isinstance(blends, torch.Tensor)
+    if is_torch:
+        x = blends.detach()
+        if not x.is_floating_point():
+            raise ValueError(
+                f"blends must be floating point in [0, 1], got dtype {x.dtype}; "
+                "divide 8-bit images by 255 first"
+            )
+        src_device = x.device
+    else:
+        arr = np.asarray(blends)
+        if arr.dtype == object or not np.issubdtype(arr.dtype, np.floating):
+            raise ValueError(
+                f"blends must be a floating-point array in [0, 1], got dtype {arr.dtype}; "
+                "divide 8-bit images by 255 first"
+            )
+        x = torch.from_numpy(np.ascontiguousarray(arr))
+        src_device = None
+    single = x.ndim == 3
+    if single:
+        x = x.unsqueeze(0)
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(
+            f"blends must have shape (N, H, W, 3) or (H, W, 3) (channel-last RGB), got "
+            f"{tuple(blends.shape)}"
+        )
+    if x.numel():
+        if not bool(torch.isfinite(x).all()):
+            bad = int((~torch.isfinite(x)).flatten(1).any(dim=1).sum())
+            raise ValueError(f"blends contain NaN or inf values (in {bad} image(s))")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(
+                f"blends must lie in [0, 1] (display space), got values in [{lo:.4g}, {hi:.4g}]"
+            )
+    return x.float().permute(0, 3, 1, 2), single, src_device
+
+
+def deblend(
+    blends: Any,
+    checkpoint: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    batch_size: int = 64,
+) -> tuple[Any, Any]:
+    """Separate blended galaxy pairs into the centred galaxy and its neighbour.
+
+    Parameters
+    ----------
+    blends : numpy.ndarray or torch.Tensor
+        ``(N, H, W, 3)`` or a single ``(H, W, 3)`` float image in [0, 1] (display space), channel
+        last. The networks were trained on 80×80 stamps.
+    checkpoint : path-like, optional
+        A checkpoint directory (``run/checkpoints/000001000``), a ``G.safetensors`` file, or an
+        exported ``<name>.safetensors`` with ``<name>.json`` beside it. ``None`` uses the shipped
+        default model.
+    device : str or torch.device, optional
+        ``"cuda"`` when available, else ``"cpu"``.
+    batch_size : int
+        Images per forward pass (bounds memory).
+
+    Returns
+    -------
+    a, b : same type and shape as ``blends``
+        The centred galaxy (branch 1) and the other galaxy (branch 2), float32 in [0, 1]. NumPy
+        in gives NumPy out; a tensor in gives tensors on its device.
+
+    Raises
+    ------
+    ValueError
+        Wrong shape, dtype or range, NaN/inf values, or a bad ``batch_size``.
+    FileNotFoundError
+        Missing checkpoint (or no shipped default model).
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    x, single, src_device = _as_batch(blends)
+    dev = torch.device(device) if device is not None else torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu"
+    )
+    model = _generator(checkpoint, dev)
+    channels = model.config.channels
+    if x.shape[1] != channels:
+        raise ValueError(f"blends have {x.shape[1]} channels, the model expects {channels}")
+    outs_a, outs_b = [], []
+    with torch.inference_mode():
+        for chunk in x.split(batch_size):
+            g1, g2 = model(chunk.to(dev))
+            outs_a.append(((g1 + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu())
+            outs_b.append(((g2 + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu())
+    shape = (0, x.shape[2], x.shape[3], x.shape[1])
+    a = torch.cat(outs_a) if outs_a else torch.empty(shape)
+    b = torch.cat(outs_b) if outs_b else torch.empty(shape)
+    if single:
+        a, b = a[0], b[0]
+    if src_device is None:
+        return a.numpy().copy(), b.numpy().copy()
+    return a.to(src_device).clone(), b.to(src_device).clone()

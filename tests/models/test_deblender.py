@@ -1,0 +1,193 @@
+"""Tests of the deblender generator and discriminator against the layer tables of the spec."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from galaxai.models.deblender import (
+    DeblenderConfig,
+    build_discriminator,
+    build_generator,
+    config_hash,
+    count_parameters,
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread: small convolutions on a shared CPU run faster without OpenMP spinning."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def conv(k: int, cin: int, cout: int) -> int:
+    return k * k * cin * cout + cout
+
+
+def bn(c: int) -> int:
+    return 2 * c  # gamma and beta; running statistics are buffers
+
+
+def res_block(c: int) -> int:
+    return 2 * conv(3, c, c) + 2 * bn(c) + c  # + per-channel PReLU
+
+
+def test_paper_generator_parameter_count_matches_spec_table():
+    head = conv(9, 3, 64) + 64
+    assert head == 15_616 + 64
+    assert res_block(64) == 74_176  # spec: 74.2k each
+    tail = conv(3, 64, 64) + bn(64)
+    branch = 6 * res_block(64) + conv(9, 64, 3)
+    assert round(branch / 1e3, 1) == 460.6
+    expected = head + 10 * res_block(64) + tail + 2 * branch
+    g = build_generator("paper")
+    assert count_parameters(g) == expected
+    assert round(expected / 1e6, 3) == 1.716
+
+
+def test_paper_discriminator_parameter_count_matches_spec_table():
+    filters = [64, 64, 128, 128, 256, 256, 512, 512]
+    blocks = sum(conv(3, a, b) + bn(b) for a, b in zip(filters[:-1], filters[1:]))
+    dense1 = 512 * 5 * 5 * 1024 + 1024
+    expected = conv(3, 3, 64) + blocks + dense1 + 1024 + 1
+    d = build_discriminator("paper")
+    assert count_parameters(d) == expected
+    assert count_parameters(d.classifier[1]) == dense1
+    assert round(dense1 / 1e6, 1) == 13.1
+    assert round(expected / 1e6, 1) == 17.8
+
+
+@pytest.mark.parametrize("preset", DeblenderConfig.PRESETS)
+def test_forward_shapes_all_presets(preset):
+    cfg = DeblenderConfig.preset(preset)
+    g, d = build_generator(cfg).eval(), build_discriminator(cfg).eval()
+    n = 1 if preset == "paper" else 2  # keep the paper forward cheap on a shared CPU
+    x = torch.rand(n, 3, cfg.image_size, cfg.image_size)
+    with torch.no_grad():
+        a, b = g(x)
+        logits = d(a)
+    assert a.shape == b.shape == x.shape
+    assert a.abs().max() <= 1 and b.abs().max() <= 1
+    assert logits.shape == (n, 1)
+    assert not torch.equal(a, b)  # unshared branches
+
+
+def test_small_and_tiny_are_smaller_than_paper():
+    n = {p: count_parameters(build_generator(p)) for p in DeblenderConfig.PRESETS}
+    assert n["tiny"] < n["small"] < n["paper"]
+
+
+@pytest.mark.parametrize("size,feature", [(32, 2), (48, 3), (80, 5), (81, 6)])
+def test_discriminator_dense_input_follows_image_size(size, feature):
+    cfg = DeblenderConfig.preset("tiny", image_size=size)
+    assert cfg.d_feature_size() == feature
+    d = build_discriminator(cfg)
+    assert d.classifier[1].in_features == cfg.d_filters[-1] * feature**2
+    assert d(torch.rand(3, 3, size, size)).shape == (3, 1)
+    g = build_generator(cfg)
+    assert g(torch.rand(1, 3, size, size))[0].shape == (1, 3, size, size)
+
+
+def test_discriminator_strides_give_spec_sizes():
+    d = build_discriminator("paper")
+    sizes = []
+    x = torch.zeros(1, 3, 80, 80)
+    for layer in d.features:
+        x = layer(x)
+        sizes.append(x.shape[-1])
+    assert sizes[2:] == [40, 40, 20, 20, 10, 10, 5]
+
+
+@pytest.mark.parametrize(
+    "order,types",
+    [
+        ("conv-bn-act", (nn.Conv2d, nn.BatchNorm2d, nn.LeakyReLU)),
+        ("conv-act-bn", (nn.Conv2d, nn.LeakyReLU, nn.BatchNorm2d)),
+    ],
+)
+def test_block_order_option(order, types):
+    d = build_discriminator(DeblenderConfig.preset("tiny", d_block_order=order))
+    assert isinstance(d.features[0], nn.Conv2d) and isinstance(d.features[1], nn.LeakyReLU)
+    blocks = list(d.features)[2:]
+    assert len(blocks) == 7
+    for block in blocks:
+        assert tuple(type(m) for m in block) == types
+
+
+def test_block_order_and_config_validation():
+    with pytest.raises(ValueError, match="d_block_order"):
+        DeblenderConfig(d_block_order="bn-conv-act")
+    with pytest.raises(ValueError, match="d_filters"):
+        DeblenderConfig(d_filters=(8, 8))
+    with pytest.raises(ValueError, match="unknown DeblenderConfig preset"):
+        DeblenderConfig.preset("huge")
+    with pytest.raises(ValueError, match="head_kernel"):
+        DeblenderConfig(head_kernel=4)
+
+
+def test_leaky_slope_and_batchnorm_port_settings():
+    cfg = DeblenderConfig.preset("tiny", leaky_slope=0.3)
+    d, g = build_discriminator(cfg), build_generator(cfg)
+    slopes = {m.negative_slope for m in d.modules() if isinstance(m, nn.LeakyReLU)}
+    assert slopes == {0.3}
+    assert DeblenderConfig().leaky_slope == 0.2
+    for m in list(d.modules()) + list(g.modules()):
+        if isinstance(m, nn.BatchNorm2d):
+            assert m.momentum == 0.01 and m.eps == 1e-3
+
+
+def test_initialisation_glorot_zero_bias_prelu_zero():
+    g, d = build_generator("tiny", seed=3), build_discriminator("tiny", seed=4)
+    for m in list(g.modules()) + list(d.modules()):
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            fan_in = m.weight[0].numel()
+            fan_out = m.weight.shape[0] * (m.weight[0, 0].numel())
+            bound = math.sqrt(6.0 / (fan_in + fan_out))
+            assert m.weight.abs().max() <= bound + 1e-7
+            assert m.weight.abs().max() > 0.5 * bound
+            assert torch.count_nonzero(m.bias) == 0
+        if isinstance(m, nn.PReLU):
+            assert m.weight.shape == (m.num_parameters,) and m.num_parameters > 1
+            assert torch.count_nonzero(m.weight) == 0
+        if isinstance(m, nn.Conv2d):
+            assert m.padding == (m.kernel_size[0] // 2,) * 2
+
+
+def test_seeded_init_is_deterministic_and_leaves_global_rng_alone():
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    g1, g2 = build_generator("tiny", seed=7), build_generator("tiny", seed=7)
+    assert torch.equal(torch.get_rng_state(), before)
+    for (k, v), (_, w) in zip(g1.state_dict().items(), g2.state_dict().items()):
+        assert torch.equal(v, w), k
+    g3 = build_generator("tiny", seed=8)
+    assert not torch.equal(g1.head[0].weight, g3.head[0].weight)
+
+
+def test_every_activation_is_a_module_seen_by_hooks():
+    cfg = DeblenderConfig.preset("tiny")
+    g, d = build_generator(cfg), build_discriminator(cfg)
+    calls = []
+    acts = (nn.PReLU, nn.LeakyReLU, nn.Tanh)
+    for net in (g, d):
+        for m in net.modules():
+            if isinstance(m, acts):
+                m.register_forward_hook(lambda mod, i, o: calls.append(type(mod)))
+    a, _ = g(torch.rand(1, 3, 80, 80))
+    d(a)
+    # generator: head + (1 shared + 2 branch blocks) PReLUs + 2 tanh; discriminator: 1 + 7 + 1
+    assert calls.count(nn.PReLU) == 1 + cfg.n_shared + 2 * cfg.n_branch
+    assert calls.count(nn.Tanh) == 2
+    assert calls.count(nn.LeakyReLU) == 9
+
+
+def test_config_hash_depends_on_values():
+    tiny = DeblenderConfig.preset("tiny")
+    assert config_hash(tiny) == config_hash(DeblenderConfig.preset("tiny"))
+    assert config_hash(tiny) != config_hash(dataclasses.replace(tiny, leaky_slope=0.3))

@@ -1,0 +1,102 @@
+"""Tests of the public ``deblend`` call."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from galaxai import api
+from galaxai.api import deblend
+from galaxai.models.deblender import DeblenderConfig, build_discriminator, build_generator
+from galaxai.train.checkpoints import export_generator, save_checkpoint
+
+CFG = DeblenderConfig.preset("tiny", image_size=32)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    g, d = build_generator(CFG, seed=0), build_discriminator(CFG)
+    g.train()(torch.rand(4, 3, 32, 32))  # non-trivial BN running statistics
+    run = tmp_path_factory.mktemp("run")
+    return save_checkpoint(run, 10, g, d, config_digest="x"), g.eval()
+
+
+def _blends(n=5, seed=0):
+    return np.random.default_rng(seed).random((n, 32, 32, 3), dtype=np.float64).astype(np.float32)
+
+
+def test_numpy_shapes_range_and_values(checkpoint):
+    path, g = checkpoint
+    x = _blends()
+    a, b = deblend(x, checkpoint=path, device="cpu")
+    assert isinstance(a, np.ndarray) and a.dtype == np.float32
+    assert a.shape == b.shape == x.shape
+    assert a.min() >= 0 and a.max() <= 1 and b.min() >= 0 and b.max() <= 1
+    with torch.no_grad():
+        g1, g2 = g(torch.from_numpy(x).permute(0, 3, 1, 2))
+    np.testing.assert_allclose(a, ((g1 + 1) / 2).permute(0, 2, 3, 1).numpy(), atol=1e-6)
+    np.testing.assert_allclose(b, ((g2 + 1) / 2).permute(0, 2, 3, 1).numpy(), atol=1e-6)
+
+
+def test_batching_single_image_and_torch_input(checkpoint):
+    path, _ = checkpoint
+    x = _blends(5, seed=1)
+    a, b = deblend(x, checkpoint=path, batch_size=64)
+    a2, b2 = deblend(x, checkpoint=path, batch_size=2)
+    np.testing.assert_allclose(a, a2, atol=1e-6)
+    np.testing.assert_allclose(b, b2, atol=1e-6)
+    one_a, one_b = deblend(x[0], checkpoint=path)
+    assert one_a.shape == (32, 32, 3)
+    np.testing.assert_allclose(one_a, a[0], atol=1e-6)
+    ta, tb = deblend(torch.from_numpy(x), checkpoint=path)
+    assert isinstance(ta, torch.Tensor) and ta.shape == x.shape and ta.dtype == torch.float32
+    np.testing.assert_allclose(ta.numpy(), a, atol=1e-6)
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(deblend(x64, checkpoint=path)[0], a, atol=1e-6)
+    empty_a, _ = deblend(np.zeros((0, 32, 32, 3), np.float32), checkpoint=path)
+    assert empty_a.shape == (0, 32, 32, 3)
+
+
+def test_checkpoint_forms(checkpoint, tmp_path):
+    path, _ = checkpoint
+    x = _blends(2)
+    ref, _ = deblend(x, checkpoint=path)
+    np.testing.assert_array_equal(deblend(x, checkpoint=path / "G.safetensors")[0], ref)
+    exported = export_generator(path, tmp_path / "deblender_small")
+    np.testing.assert_array_equal(deblend(x, checkpoint=exported)[0], ref)
+
+
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (np.zeros((2, 3, 32, 32), np.float32), r"\(N, H, W, 3\)"),
+        (np.zeros((32, 32), np.float32), r"\(N, H, W, 3\)"),
+        (np.zeros((2, 32, 32, 3), np.uint8), "dtype uint8.*255"),
+        (torch.zeros((2, 32, 32, 3), dtype=torch.int64), "dtype torch.int64"),
+        (np.full((2, 32, 32, 3), np.nan, np.float32), "NaN"),
+        (np.full((2, 32, 32, 3), 2.0, np.float32), r"\[0, 1\]"),
+        (np.full((2, 32, 32, 3), -0.5, np.float32), r"\[0, 1\]"),
+        (np.array([["a"]], dtype=object), "dtype object"),
+    ],
+)
+def test_bad_input_raises_clear_value_errors(checkpoint, bad, match):
+    with pytest.raises(ValueError, match=match):
+        deblend(bad, checkpoint=checkpoint[0])
+
+
+def test_bad_arguments_and_missing_checkpoints(checkpoint, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="batch_size"):
+        deblend(_blends(1), checkpoint=checkpoint[0], batch_size=0)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        deblend(_blends(1), checkpoint=tmp_path / "missing")
+    monkeypatch.setattr(api, "DEFAULT_WEIGHTS", tmp_path / "weights" / "deblender_small.safetensors")
+    with pytest.raises(FileNotFoundError, match=r"default model.*TrainConfig\.preset\('small'\)"):
+        deblend(_blends(1))

@@ -1,0 +1,244 @@
+"""Tests of the deblender trainer: schedule, run directory, exact resume, errors."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from galaxai.config import read_config
+from galaxai.models.deblender import DeblenderConfig
+from galaxai.train.checkpoints import list_checkpoints, load_resume, read_safetensors
+from galaxai.train.gan import (
+    ResumableBatchSampler,
+    TrainConfig,
+    data_fingerprint,
+    new_run_dir,
+    train,
+)
+
+SIZE = 32
+
+
+class Blobs(torch.utils.data.Dataset):
+    """Smooth Gaussian blob pairs: A centred, B offset; blend = pixel-wise maximum."""
+
+    def __init__(self, n: int = 24, size: int = SIZE, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        yy, xx = np.mgrid[:size, :size]
+
+        def blob(cx, cy, sigma, colour):
+            im = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma**2))
+            return torch.from_numpy((im[None] * np.asarray(colour)[:, None, None]).astype(np.float32))
+
+        self.items = []
+        for _ in range(n):
+            c = size / 2
+            a = blob(c, c, rng.uniform(2, 4), rng.uniform(0.4, 1, 3))
+            b = blob(c + rng.uniform(-9, 9), c + rng.uniform(-9, 9), rng.uniform(1, 3), rng.uniform(0.4, 1, 3))
+            self.items.append({"blend": torch.maximum(a, b), "target_a": a, "target_b": b, "index": len(self.items)})
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]
+
+
+def tiny(**kw) -> TrainConfig:
+    """The tiny preset at 32×32, 2 burn-in + 4 adversarial iterations, checkpoints every 3."""
+    base = dict(burn_in=2, iterations=4, checkpoint_every=3)
+    return TrainConfig.preset(
+        "tiny", model=DeblenderConfig.preset("tiny", image_size=SIZE), **{**base, **kw}
+    )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread: tiny convolutions on a shared CPU run faster without OpenMP spinning."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return Blobs(24, seed=0), Blobs(8, seed=1)
+
+
+def _weights(run, it):
+    ck = run / "checkpoints" / f"{it:09d}"
+    return {n: read_safetensors(ck / f"{n}.safetensors")[0] for n in "GD"}
+
+
+def _assert_same(w1, w2):
+    for net in "GD":
+        assert w1[net].keys() == w2[net].keys()
+        for k in w1[net]:
+            assert torch.equal(w1[net][k], w2[net][k]), f"{net}.{k}"
+
+
+def _stats(run):
+    return [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+
+
+def test_presets_follow_the_spec():
+    paper = TrainConfig.preset("paper")
+    assert (paper.batch_size, paper.burn_in, paper.iterations) == (16, 2000, 200_000)
+    assert paper.checkpoint_every == 1000 and paper.log_every == 100
+    assert paper.betas == (0.9, 0.999) and paper.adam_eps == 1e-8 and paper.adv_weight == 1e-3
+    assert paper.content == "pixel" and paper.model == DeblenderConfig()
+    assert paper.lr_at(0) == paper.lr_at(2000 + 99_999) == 1e-4
+    assert paper.lr_at(2000 + 100_000) == paper.lr_at(201_999) == 1e-5
+    assert TrainConfig.preset("small").model == DeblenderConfig.preset("small")
+    with pytest.raises(ValueError, match="unknown TrainConfig preset"):
+        TrainConfig.preset("medium")
+    with pytest.raises(ValueError, match="content"):
+        TrainConfig(content="vgg")
+    with pytest.raises(ValueError, match="perceptual"):
+        TrainConfig(perceptual="resnet")
+
+
+def test_sampler_is_seeded_and_resumable():
+    full = ResumableBatchSampler(10, 3, seed=5)
+    it = iter(full)
+    batches = [next(it) for _ in range(9)]  # 3 epochs of 3 batches, one example dropped each
+    for epoch in range(3):
+        seen = sum(batches[3 * epoch:3 * epoch + 3], [])
+        assert len(set(seen)) == 9 and set(seen) <= set(range(10))
+    assert batches[:3] != batches[3:6]
+    resumed = iter(ResumableBatchSampler(10, 3, seed=5, start=4))
+    assert [next(resumed) for _ in range(5)] == batches[4:]
+    other = iter(ResumableBatchSampler(10, 3, seed=6))
+    assert [next(other) for _ in range(3)] != batches[:3]
+    with pytest.raises(ValueError, match="larger than the dataset"):
+        ResumableBatchSampler(2, 3, seed=0)
+
+
+def test_run_directory_contents(tmp_path, data):
+    train_ds, eval_ds = data
+    cfg = tiny()
+    result = train(train_ds, tmp_path / "run", cfg, eval_dataset=eval_ds)
+    run = tmp_path / "run"
+    assert result.iteration == cfg.total_iterations == 6
+    assert read_config(TrainConfig, run / "config.toml") == cfg
+    assert [r.iteration for r in list_checkpoints(run)] == [3, 6]
+    lines = _stats(run)
+    assert [s["iteration"] for s in lines] == list(range(1, 7))
+    assert {"time", "elapsed", "lr", "phase"} <= set(lines[0])
+    assert "loss_g_burnin" in lines[0] and lines[0]["phase"] == "burn-in"
+    assert {"loss_d", "loss_g", "loss_g_pixel", "loss_g_adv"} <= set(lines[-1])
+    assert lines[2]["lr"] == 1e-4 and lines[-1]["lr"] == 1e-5  # drop after 2 of 4 adversarial
+    assert set(lines[2]["eval"]) == {"psnr_a", "psnr_b", "psnr", "mse_a", "mse_b"}
+    info = json.loads((run / "checkpoints" / "000000006" / "checkpoint.json").read_text())
+    assert info["perceptual_backend"] == "multiscale" == result.perceptual_backend
+    assert info["metrics"]["psnr_a"] == pytest.approx(lines[-1]["eval"]["psnr_a"])
+    assert info["data_hash"] == data_fingerprint(train_ds)
+    assert info["config"]["model"]["image_size"] == SIZE
+    state = load_resume(run)
+    assert state["iteration"] == 6 and state["sampler"]["consumed"] == 2 + 2 * 4
+    assert set(state["optimizers"]) == {"D", "G", "G_burnin"}
+    # a finished run is a no-op
+    again = train(train_ds, run, None)
+    assert again.iteration == 6 and len(_stats(run)) == 6
+
+
+def test_tiny_run_learns(tmp_path, data):
+    train_ds, _ = data
+    cfg = tiny(burn_in=10, iterations=6, lr=2e-3, lr_late=2e-3, checkpoint_every=100, perceptual="pixel")
+    train(train_ds, tmp_path / "run", cfg)
+    lines = _stats(tmp_path / "run")
+    burn = [s["loss_g_burnin"] for s in lines if "loss_g_burnin" in s]
+    pixel = [s["loss_g_pixel"] for s in lines if "loss_g_pixel" in s]
+    assert len(burn) == 10 and len(pixel) == 6
+    assert np.mean(burn[-3:]) < 0.7 * np.mean(burn[:3])
+    # burn-in with the pixel backend is MSE on [0, 1]; the pixel loss is on [-1, 1] (4x larger)
+    assert np.mean(pixel[-3:]) < 4 * 0.7 * np.mean(burn[:3])
+    assert all(np.isfinite(s["loss_d"]) for s in lines if "loss_d" in s)
+
+
+class _Killer(torch.utils.data.Dataset):
+    """Wraps a dataset and raises KeyboardInterrupt after ``budget`` item reads (a kill)."""
+
+    def __init__(self, base, budget):
+        self.base, self.budget = base, budget
+        self.data_hash = data_fingerprint(base)
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        self.budget -= 1
+        if self.budget < 0:
+            raise KeyboardInterrupt
+        return self.base[i]
+
+
+def test_resume_is_bit_exact(tmp_path, data):
+    train_ds, _ = data
+    cfg = tiny()
+    train(train_ds, tmp_path / "a", cfg)
+    reference = _weights(tmp_path / "a", 6)
+    # stopped on purpose between checkpoints (max_iterations), then resumed with config=None
+    train(train_ds, tmp_path / "b", cfg, max_iterations=4)
+    assert load_resume(tmp_path / "b")["iteration"] == 4
+    train(train_ds, tmp_path / "b", None)
+    _assert_same(reference, _weights(tmp_path / "b", 6))
+    # killed in the middle of iteration 5 (reads: 2 burn-in batches + 2 per adversarial iteration)
+    batch = cfg.batch_size
+    with pytest.raises(KeyboardInterrupt):
+        train(_Killer(train_ds, batch * (2 + 2 * 2) + 3), tmp_path / "c", cfg)
+    assert load_resume(tmp_path / "c")["iteration"] == 3
+    train(train_ds, tmp_path / "c", cfg)
+    _assert_same(reference, _weights(tmp_path / "c", 6))
+    # the stats of the lost iteration 4 are rewritten, not duplicated
+    assert [s["iteration"] for s in _stats(tmp_path / "c")] == list(range(1, 7))
+
+
+def test_workers_give_the_same_result(tmp_path, data):
+    train_ds, _ = data
+    cfg = tiny(burn_in=1, iterations=1)
+    train(train_ds, tmp_path / "w0", cfg)
+    train(train_ds, tmp_path / "w2", dataclasses.replace(cfg, num_workers=2))
+    _assert_same(_weights(tmp_path / "w0", 2), _weights(tmp_path / "w2", 2))
+
+
+def test_vgg_plus_pixel_content_and_progress(tmp_path, data, capsys):
+    train_ds, _ = data
+    cfg = tiny(burn_in=0, iterations=2, content="vgg+pixel", checkpoint_every=2)
+    result = train(train_ds, tmp_path / "run", cfg, progress=True)
+    assert "loss_g_perceptual" in result.stats
+    assert "deblender" in capsys.readouterr().err
+
+
+def test_resume_refuses_other_config_or_data(tmp_path, data):
+    train_ds, eval_ds = data
+    train(train_ds, tmp_path / "run", tiny(), max_iterations=1)
+    with pytest.raises(ValueError, match=r"different config.*batch_size: 4 -> 2"):
+        train(train_ds, tmp_path / "run", tiny(batch_size=2))
+    with pytest.raises(ValueError, match="fingerprint"):
+        train(Blobs(24, seed=9), tmp_path / "run", tiny())
+    with pytest.raises(ValueError, match="config.toml does not exist"):
+        train(train_ds, tmp_path / "fresh", None)
+
+
+def test_bad_datasets_raise_clear_errors(tmp_path):
+    good = Blobs(6)
+    with pytest.raises(ValueError, match=r"shape \(3, 32, 32\).*expects \(3, 80, 80\)"):
+        train(good, tmp_path / "r1", TrainConfig.preset("tiny"))
+    missing = [{"blend": good[0]["blend"], "target_a": good[0]["target_a"]}] * 6
+    with pytest.raises(ValueError, match="target_b"):
+        train(missing, tmp_path / "r2", tiny())
+    with pytest.raises(ValueError, match="larger than the dataset"):
+        train(Blobs(3), tmp_path / "r3", tiny())
+    with pytest.raises(ValueError, match="empty"):
+        train([], tmp_path / "r4", tiny())
+
+
+def test_new_run_dir_increments(tmp_path):
+    first = new_run_dir(tmp_path, "small-deblender")
+    second = new_run_dir(tmp_path, "paper-deblender")
+    assert first.name == "00000-small-deblender" and second.name == "00001-paper-deblender"
