@@ -115,10 +115,12 @@ def test_zero_padding_and_fill_mask_checked_independently():
         assert batch.catalogue.filled_fraction[i] == pytest.approx(mask.mean())
 
 
-def test_noise_padding_fills_with_sky_and_keeps_the_rest():
+@pytest.mark.parametrize("method", ["gaussian", "resample"])
+def test_noise_padding_fills_with_sky_and_keeps_the_rest(method):
     frames = blobs(16, frame=142, seed=2)
     zero = make_blends(frames[:8], frames[8:], seed=9, config=PAPER)
-    noisy = make_blends(frames[:8], frames[8:], seed=9, config=dataclasses.replace(PAPER, padding="noise"))
+    noisy = make_blends(frames[:8], frames[8:], seed=9,
+                        config=dataclasses.replace(PAPER, padding="noise", noise_method=method))
     np.testing.assert_array_equal(zero.fill_mask_b, noisy.fill_mask_b)
     mask = np.repeat(noisy.fill_mask_b, 3, axis=1)
     assert mask.sum() > 1000
@@ -269,3 +271,43 @@ def test_bad_input_errors():
                     flux_b=np.ones((2, 3, 32, 32)))
     with pytest.raises(ValueError, match="same component names"):
         make_blends(frames[:2], frames[2:], 0, PAPER, components_a={"disk": np.ones((2, 3, 64, 64))})
+
+
+def test_sum_merge_in_flux_space():
+    from galaxai.data.simulate import SimConfig, simulate, to_display
+
+    sample = simulate(8, seed=3, config=SimConfig.preset("tiny"))
+    a, b = slice(0, 4), slice(4, 8)
+    comps = sample.components
+    kwargs = dict(flux_a=sample.noiseless[a], flux_b=sample.noiseless[b], sky_sigma=sample.sky_sigma[a],
+                  components_a={k: v[a] for k, v in comps.items()},
+                  components_b={k: v[b] for k, v in comps.items()})
+    cfg = dataclasses.replace(PAPER, merge="sum", padding="noise", out_size=27)  # 48 px -> 27, as is
+    summed = make_blends(None, None, seed=2, config=cfg, **kwargs)
+    maxed = make_blends(sample.display[a], sample.display[b], seed=2,
+                        config=dataclasses.replace(PAPER, out_size=27), **kwargs)
+    # same transforms, same fill masks, whatever the merge
+    for col in ("flip_v", "flip_h", "scale", "rotation", "tx", "ty", "filled_fraction"):
+        assert summed.catalogue[col].equals(maxed.catalogue[col])
+    np.testing.assert_array_equal(summed.fill_mask_b, maxed.fill_mask_b)
+    assert summed.blend.shape == (4, 3, 27, 27) and 0 <= summed.blend.min() and summed.blend.max() <= 1
+    # the blend is the display of A + B (noiseless truth = sum of components) plus noise, and is
+    # closer to it than to either galaxy alone
+    model_a = sum(summed.components[f"a_{k}"] for k in comps)
+    model_b = sum(summed.components[f"b_{k}"] for k in comps)
+
+    def display(flux):
+        with np.errstate(invalid="ignore", divide="ignore"):  # 0/0 inside astropy's Lupton map
+            return np.moveaxis(to_display(flux), -1, 1)
+
+    err = np.abs(summed.blend - display(model_a + model_b)).mean()
+    assert err < np.abs(summed.blend - display(model_a)).mean()
+    assert err < np.abs(summed.blend - display(model_b)).mean()
+    # flux ratio from the noiseless fluxes inside the stamp
+    np.testing.assert_allclose(summed.catalogue.flux_ratio,
+                               model_b.sum(axis=(1, 2, 3)) / model_a.sum(axis=(1, 2, 3)), rtol=1e-4)
+    # no phantom boundary: B's target carries sky noise where its frame was padded
+    mask = np.repeat(summed.fill_mask_b, 3, axis=1)
+    if mask.sum() > 50:
+        assert (summed.target_b[mask] > 0).mean() > 0.2
+        assert (maxed.target_b[mask] == 0).mean() > (summed.target_b[mask] == 0).mean()

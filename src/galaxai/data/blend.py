@@ -12,21 +12,26 @@ Pixels of B that map from outside its frame are *padding*. The paper fills them 
 which leaves a hard-edged, noise-free black region in B's target (the "phantom boundary") that the
 max merge hides in the blend. This module records a fill mask for every example and offers
 
-* ``padding``: ``"zero"`` (paper), ``"noise"`` (sky-like noise from the frame's own
-  sigma-clipped sky statistics, :mod:`galaxai.data.background`), ``"reflect"`` (mirror about the
+* ``padding``: ``"zero"`` (paper), ``"noise"`` (sky-like noise from the warped frame's own
+  sigma-clipped sky statistics, :func:`galaxai.data.background.noise_fill`; the default for new
+  datasets), ``"reflect"`` (mirror about the
   frame edge, like :func:`numpy.pad` ``mode="reflect"``; repeats B's light in mirrored copies);
 * ``merge``: ``"max"`` (paper, display space) and ``"sum"`` (flux space: the noiseless fluxes of A
   and warped B are added and observed once with :func:`galaxai.data.simulate.observe`, then
   stretched with :func:`galaxai.data.simulate.to_display`; each target is that galaxy observed
   alone at the same sky level).
 
-Warp implementation: :func:`scipy.ndimage.affine_transform` with ``order=1`` (bilinear). It is
-exact double-precision C code, deterministic to the byte on every platform, has the paper's
-zero-fill semantics (``mode="grid-constant"``, identical to scikit-image ``warp(order=1,
-mode="constant")`` used by the authors) and a mirror mode for ``"reflect"``, and needs no torch
-tensors or float32 grids (``torch.nn.functional.grid_sample`` would warp in float32 and interpolate
-its sampling grid). The same call on an all-zero plane with fill value 1 gives the fill mask
-exactly: a pixel is flagged as soon as any bilinear neighbour lies outside the frame.
+Warp implementation: :func:`torch.nn.functional.grid_sample` (bilinear, ``align_corners=True``)
+in float64 on a sampling grid computed in float64 pixel coordinates. It warps a whole batch of
+frames and all their planes (display, flux, components) in one call, about ten times faster on
+CPU than :func:`scipy.ndimage.affine_transform` plane by plane (which was the first choice),
+is deterministic on CPU, and agrees with scikit-image ``warp(order=1, mode="constant")`` (the
+authors' call) to 1e-13. Zero fill is exact: frames are padded by one pixel of zeros and sampled
+with border clamping (bilinear weights reach one pixel out); ``"reflect"`` uses the
+``"reflection"`` mode, i.e. numpy's ``"reflect"``. The fill mask comes from the same pass: an
+extra plane that is 1 on the padding ring and 0 inside sums the weight each output pixel takes
+from outside the frame; a pixel is flagged when that weight exceeds 1e-9 (round-off of the
+normalised grid stays below 1e-12).
 
 Geometry conventions: images are indexed ``[row, col]``; ``x`` is the column, ``y`` the row. The
 warp maps a point ``p = (x, y)`` of B's frame to ``s·R(θ)·(p − c) + c + t`` with the frame centre
@@ -53,6 +58,7 @@ __all__ = [
     "PADDINGS",
     "MERGES",
     "RESIZES",
+    "NOISE_METHODS",
     "BlendConfig",
     "BlendTransform",
     "BlendBatch",
@@ -67,6 +73,7 @@ __all__ = [
 PADDINGS = ("zero", "noise", "reflect")
 MERGES = ("max", "sum")
 RESIZES = ("bilinear", "area")
+NOISE_METHODS = ("gaussian", "resample")
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,11 @@ class BlendConfig:
     ----------
     padding : {"zero", "noise", "reflect"}
         Fill for pixels of B that map from outside its frame. ``"zero"`` is the paper's.
+    noise_method : {"gaussian", "resample"}
+        How ``"noise"`` padding draws values (:func:`galaxai.data.background.noise_fill`, from the
+        warped frame's own background, sources and padding excluded): ``"gaussian"`` from the
+        sigma-clipped sky mean and standard deviation, ``"resample"`` by drawing background
+        pixels with replacement (matches a zero-clipped display sky more closely).
     merge : {"max", "sum"}
         ``"max"``: per-channel maximum of display images (paper). ``"sum"``: flux-space sum of the
         noiseless models, observed once.
@@ -100,6 +112,7 @@ class BlendConfig:
     """
 
     padding: str = "noise"
+    noise_method: str = "gaussian"
     merge: str = "max"
     out_size: int = 80
     resize: str = "area"
@@ -115,7 +128,8 @@ class BlendConfig:
     reference_crop: int = 240
 
     def __post_init__(self) -> None:
-        for name, allowed in (("padding", PADDINGS), ("merge", MERGES), ("resize", RESIZES)):
+        for name, allowed in (("padding", PADDINGS), ("merge", MERGES), ("resize", RESIZES),
+                              ("noise_method", NOISE_METHODS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(
                     f"BlendConfig.{name}={getattr(self, name)!r} is not one of {list(allowed)}"
@@ -405,11 +419,12 @@ def _check_flux(name: str, flux, n: int, frame: int) -> np.ndarray:
     return arr
 
 
-def _noise_fill_frame(frame: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Replace masked pixels of one (C, F, F) frame by sky-like noise of its unmasked pixels."""
+def _noise_fill_frame(frame: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
+                      method: str) -> np.ndarray:
+    """Replace masked pixels of one (C, F, F) frame by sky-like noise of its own background."""
     from galaxai.data import background
 
-    filled = background.noise_fill(frame[None], mask[None, None], rng, channel_axis=1)
+    filled = background.noise_fill(frame[None], mask[None, None], rng, channel_axis=1, method=method)
     return np.asarray(filled, dtype=np.float64)[0]
 
 
@@ -530,7 +545,8 @@ def make_blends(frames_a, frames_b, seed: int | np.random.SeedSequence,
         if n_disp and config.padding == "noise":
             for j in range(hi - lo):
                 if mask[j].any():
-                    warped[j, :n_disp] = _noise_fill_frame(warped[j, :n_disp], mask[j], rngs[lo + j])
+                    warped[j, :n_disp] = _noise_fill_frame(warped[j, :n_disp], mask[j], rngs[lo + j],
+                                                           config.noise_method)
         cut_b[lo:hi] = cut(warped)
         fill[lo:hi] = cut(mask[:, None]) > 0
     tgt_b_cut = cut_b[:, :n_disp]
@@ -556,7 +572,10 @@ def make_blends(frames_a, frames_b, seed: int | np.random.SeedSequence,
             obs_b[i] = simulate.observe(fb_out[i:i + 1].astype(np.float32), sig, rngs[i])[0]
 
         def disp(x: np.ndarray) -> np.ndarray:
-            return np.moveaxis(np.asarray(simulate.to_display(x.astype(np.float32))), -1, 1)
+            # astropy's Lupton mapping divides 0/0 at zero-intensity pixels before masking them
+            with np.errstate(invalid="ignore", divide="ignore"):
+                rgb = simulate.to_display(x.astype(np.float32))
+            return np.moveaxis(np.asarray(rgb), -1, 1)
 
         blend, target_a, target_b = disp(blend_flux), disp(obs_a), disp(obs_b)
     else:

@@ -23,7 +23,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -45,6 +45,7 @@ __all__ = [
     "read_galaxy_zoo_labels",
     "load_galaxy_zoo",
     "paper_crop",
+    "FitsStamp",
     "read_fits_stamp",
     "load_fits_dir",
     "fits_cutouts",
@@ -338,8 +339,17 @@ def _first_image_hdu(hdul: fits.HDUList, path: Path) -> int:
     raise SourceError(f"{path} has no image HDU with data; stamps must be image HDUs")
 
 
+class FitsStamp(NamedTuple):
+    """One stamp read by :func:`read_fits_stamp`."""
+
+    data: np.ndarray
+    header: fits.Header
+    hdu: int
+    notes: str
+
+
 def read_fits_stamp(path: str | Path, *, hdu: int | None = None, allow_nan: bool = True
-                    ) -> tuple[np.ndarray, fits.Header, int]:
+                    ) -> FitsStamp:
     """Read one stamp: the first image HDU (or ``hdu``) as float32 ``(C, H, W)``.
 
     Parameters
@@ -352,29 +362,40 @@ def read_fits_stamp(path: str | Path, *, hdu: int | None = None, allow_nan: bool
 
     Returns
     -------
-    data : ndarray, shape (C, H, W), float32
-        ``(H, W)`` images get ``C = 1``.
-    header : astropy.io.fits.Header
-    hdu : int
-        Index of the HDU read.
+    FitsStamp
+        ``data`` (C, H, W) float32 (``(H, W)`` images get ``C = 1``), the HDU's ``header``, the
+        ``hdu`` index read and ``notes`` (astropy warnings met while reading, e.g. non-standard
+        header cards).
+
+    Raises
+    ------
+    SourceError
+        Missing, unreadable, corrupt or truncated file, no image data, a shape other than
+        (H, W) or (C, H, W), or (with ``allow_nan=False``) NaN pixels.
     """
     path = Path(path)
-    try:
-        with fits.open(path, memmap=False) as hdul:
-            index = _first_image_hdu(hdul, path) if hdu is None else hdu
-            if index >= len(hdul):
-                raise SourceError(f"{path} has {len(hdul)} HDU(s); HDU {index} does not exist")
-            data = hdul[index].data
-            header = hdul[index].header.copy()
-            data = None if data is None else np.array(data, dtype=np.float32)
-    except FileNotFoundError:
-        raise SourceError(f"{path} does not exist") from None
-    except PermissionError:
-        raise SourceError(f"{path} is not readable; check its permissions") from None
-    except SourceError:
-        raise
-    except (OSError, ValueError, TypeError, IndexError) as exc:
-        raise SourceError(f"{path} is not a readable FITS file ({exc}); re-download or delete it") from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with fits.open(path, memmap=False) as hdul:
+                index = _first_image_hdu(hdul, path) if hdu is None else hdu
+                if index >= len(hdul):
+                    raise SourceError(f"{path} has {len(hdul)} HDU(s); HDU {index} does not exist")
+                data = hdul[index].data
+                header = hdul[index].header.copy()
+                data = None if data is None else np.array(data, dtype=np.float32)
+        except FileNotFoundError:
+            raise SourceError(f"{path} does not exist") from None
+        except PermissionError:
+            raise SourceError(f"{path} is not readable; check its permissions") from None
+        except SourceError:
+            raise
+        except (OSError, ValueError, TypeError, IndexError) as exc:
+            raise SourceError(f"{path} is not a readable FITS file ({exc}); re-download or delete it"
+                              ) from None
+    messages = [str(w.message).replace("\n", " ") for w in caught]
+    if any("truncated" in m for m in messages):
+        raise SourceError(f"{path} is truncated ({'; '.join(messages)}); re-download it")
     if data is None:
         raise SourceError(f"{path}: HDU {index} holds no data")
     if data.ndim == 2:
@@ -385,7 +406,7 @@ def read_fits_stamp(path: str | Path, *, hdu: int | None = None, allow_nan: bool
     if not allow_nan and not np.isfinite(data).all():
         raise SourceError(f"{path} contains {int((~np.isfinite(data)).sum())} NaN/inf pixel(s); "
                           "mask or fill them (nan_policy='noise' in load_fits_dir) first")
-    return data, header, index
+    return FitsStamp(data, header, index, "; ".join(messages))
 
 
 def _wcs_info(header: fits.Header, shape: tuple[int, ...]) -> dict:
@@ -411,8 +432,8 @@ def _noise_fill_nan(data: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     from galaxai.data import background
 
     mask = ~np.isfinite(data)
-    clean = np.where(mask, 0.0, data)
-    filled = background.noise_fill(clean[None], mask.any(axis=0)[None, None], rng, channel_axis=1)
+    clean = np.where(mask, np.float32(0.0), data)
+    filled = background.noise_fill(clean[None], mask[None], rng, channel_axis=1)
     return np.asarray(filled, dtype=np.float32)[0]
 
 
@@ -468,7 +489,7 @@ def load_fits_dir(directory: str | Path, *, patterns: Sequence[str] = _FITS_PATT
     items = []
     for i, p in enumerate(files):
         try:
-            data, header, index = read_fits_stamp(p, hdu=hdu)
+            data, header, index, notes = read_fits_stamp(p, hdu=hdu)
         except SourceError as exc:
             report.skipped.append((str(p), str(exc)))
             continue
@@ -480,7 +501,7 @@ def load_fits_dir(directory: str | Path, *, patterns: Sequence[str] = _FITS_PATT
         if n_nan and nan_policy == "noise":
             data = _noise_fill_nan(data, np.random.default_rng([seed, i]))
         row = {"file": str(p), "hdu": index, "shape": str(tuple(data.shape)), "n_nan": n_nan,
-               **_wcs_info(header, data.shape), "header": header.tostring(sep="\n")}
+               **_wcs_info(header, data.shape), "header": header.tostring(sep="\n"), "notes": notes}
         items.append((str(p), data, row))
     kept, shape = _stack_common_shape(items, report, "most common")
     if not kept:
@@ -529,7 +550,7 @@ def fits_cutouts(images: str | Path | Sequence[str | Path], positions, size: int
         raise ValueError("fits_cutouts needs at least one image file")
     planes, header0 = [], None
     for p in paths:
-        data, header, _ = read_fits_stamp(p, hdu=hdu)
+        data, header, _, _ = read_fits_stamp(p, hdu=hdu)
         if data.shape[0] != 1:
             raise SourceError(f"{p}: expected one 2-D image per band, got shape {data.shape}")
         if planes and data.shape[1:] != planes[0].shape:
