@@ -178,9 +178,9 @@ class TrainConfig:
             "paper": cls(),
             "small": cls(
                 model=DeblenderConfig.preset("small"),
-                batch_size=16,
+                batch_size=8,
                 burn_in=100,
-                iterations=1_500,
+                iterations=2_000,
                 checkpoint_every=100,
                 eval_size=256,
                 log_every=10,
