@@ -1,1 +1,57 @@
-"""galaxai.explain."""
+"""galaxai.explain: relevance maps for any PyTorch discriminator or CNN.
+
+Polarized-LRP (Li et al. 2020) and the "original LRP" baselines on zennit, gradient methods
+(input gradient, SmoothGrad, integrated gradients, Grad-CAM), faithfulness and localisation
+measures, and explanations of one input across training checkpoints. Imports no other galaxai
+subpackage; every function takes a ``torch.nn.Module`` and array-like images.
+"""
+from galaxai.explain.faithfulness import (
+    aopc,
+    pixel_flipping,
+    random_order_curves,
+    relevance_mass_ratio,
+    sky_like,
+)
+from galaxai.explain.lrp import (
+    LRP,
+    LRP_RULES,
+    PolarizedLRP,
+    UnsupportedLayerError,
+    lrp,
+    polarized_lrp,
+    register_lrp_rule,
+)
+from galaxai.explain.saliency import (
+    METHODS,
+    Attribution,
+    grad_cam,
+    input_gradient,
+    integrated_gradients,
+    register_method,
+    smoothgrad,
+)
+from galaxai.explain.timeline import Timeline, explain_timeline
+
+__all__ = [
+    "Attribution",
+    "METHODS",
+    "register_method",
+    "polarized_lrp",
+    "PolarizedLRP",
+    "lrp",
+    "LRP",
+    "LRP_RULES",
+    "register_lrp_rule",
+    "UnsupportedLayerError",
+    "input_gradient",
+    "smoothgrad",
+    "integrated_gradients",
+    "grad_cam",
+    "pixel_flipping",
+    "aopc",
+    "random_order_curves",
+    "relevance_mass_ratio",
+    "sky_like",
+    "explain_timeline",
+    "Timeline",
+]
