@@ -269,6 +269,8 @@ def test_bad_input_errors():
     with pytest.raises(ValueError, match="flux_b must have shape"):
         make_blends(frames[:2], frames[2:], 0, PAPER, flux_a=np.ones((2, 3, 64, 64)),
                     flux_b=np.ones((2, 3, 32, 32)))
+    with pytest.raises(ValueError, match="at least one pair"):
+        make_blends(frames[:0], frames[:0], 0, PAPER)
     with pytest.raises(ValueError, match="same component names"):
         make_blends(frames[:2], frames[2:], 0, PAPER, components_a={"disk": np.ones((2, 3, 64, 64))})
 

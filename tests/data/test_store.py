@@ -195,6 +195,8 @@ def test_write_store_from_batch(tmp_path):
     write_store(path, batch, split=["train", "test", "train"], overwrite=True)
     assert len(BlendStore(path, split="train")) == 2
     assert [p.name for p in tmp_path.iterdir()] == ["real"]  # no temporary debris
+    with pytest.raises(StoreError, match="written by write_store"):
+        build_store(path, 3, seed=0, sim_config=SIM, blend_config=BLEND)
     with pytest.raises(ValueError, match="one label or 3 labels"):
         write_store(tmp_path / "x", batch, split=["train"])
 

@@ -24,7 +24,7 @@ max merge hides in the blend. This module records a fill mask for every example 
 Warp implementation: :func:`torch.nn.functional.grid_sample` (bilinear, ``align_corners=True``)
 in float64 on a sampling grid computed in float64 pixel coordinates. It warps a whole batch of
 frames and all their planes (display, flux, components) in one call, about ten times faster on
-CPU than :func:`scipy.ndimage.affine_transform` plane by plane (which was the first choice),
+CPU than :func:`scipy.ndimage.affine_transform` plane by plane (measured: 0.2 vs 2 ms per plane),
 is deterministic on CPU, and agrees with scikit-image ``warp(order=1, mode="constant")`` (the
 authors' call) to 1e-13. Zero fill is exact: frames are padded by one pixel of zeros and sampled
 with border clamping (bilinear weights reach one pixel out); ``"reflect"`` uses the
@@ -484,6 +484,8 @@ def make_blends(frames_a, frames_b, seed: int | np.random.SeedSequence,
         frames_b = _check_frames("frames_b", frames_b, n)
         if frames_b.shape != frames_a.shape:
             raise ValueError(f"frames_a {frames_a.shape} and frames_b {frames_b.shape} differ in shape")
+    if n < 1:
+        raise ValueError("make_blends needs at least one pair of galaxies")
     has_flux = flux_a is not None and flux_b is not None
     if has_flux:
         flux_a = _check_flux("flux_a", flux_a, n, frame)

@@ -262,6 +262,9 @@ def build_store(path: str | os.PathLike, n: int, seed: int, sim_config=None,
                     "zarr_version": zarr.__version__}
         atomic_write_json(path / _MANIFEST, manifest)
     else:
+        if manifest.get("kind") != "simulated":
+            raise StoreError(f"{path} holds a store written by write_store, not a simulated build; "
+                             "choose a new path")
         diff = sorted(k for k in settings if manifest.get(k) != settings[k])
         if diff:
             raise StoreError(f"{path} was started with different settings ({', '.join(diff)}); "
