@@ -352,7 +352,8 @@ def test_simulate_bad_input(kwargs, error, match):
 def test_kolmogorov_psf_and_progress_bar(capsys):
     cfg = dataclasses.replace(TINY, psf="kolmogorov")
     out = simulate(2, seed=1, config=cfg, progress=True)
-    assert np.isnan(out.catalogue["psf_beta"]).all() and (out.catalogue["psf_model"] == "kolmogorov").all()
+    assert np.isnan(out.catalogue["psf_beta"]).all()
+    assert (out.catalogue["psf_model"] == "kolmogorov").all()
     assert "simulate" in capsys.readouterr().err
     # Only the PSF differs from the Moffat run: same drawn magnitudes.
     moffat = simulate(2, seed=1, config=TINY)

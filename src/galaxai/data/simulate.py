@@ -12,9 +12,24 @@ sky + Poisson noise, sky-subtracted output):
 ``mode="cosmos"``
     The 100 real HST/ACS F814W galaxies of the GalSim COSMOS example sample, re-observed with
     ``galsim.RealGalaxy`` (HST PSF removed, SDSS PSF, pixel and noise applied). The single band is
-    coloured with drawn g−r, r−i colours, the flux is scaled to an SDSS-bright magnitude and the
-    size is dilated toward the parametric size distribution (a galaxy moved to low redshift). The
-    whole galaxy is one component, ``"galaxy"``.
+    coloured with drawn g−r, r−i colours (red-sequence or blue-cloud, see the table), the flux is
+    scaled to an SDSS-bright magnitude (same magnitude distribution) and the galaxy is dilated
+    toward the parametric size (a galaxy moved to low redshift), at most ×12 and at most so far
+    that the dilated HST PSF (0.12") stays below 2/3 of the SDSS FWHM. The whole galaxy is one
+    component, ``"galaxy"``.
+
+    HST noise. Scaling flux and noise together keeps each stamp's signal-to-noise, so a faint
+    (I ≈ 25, S/N ≈ 20–50) COSMOS galaxy made SDSS-bright would carry HST noise far above the SDSS
+    sky. GalSim's recipe (``Image.whitenNoise`` with ``RealGalaxy.noise``) is not used: in our
+    checks on this sample its noise model gave ~3·10³–10⁴ times less variance than a pure-noise
+    stamp of the measured HST sigma pushed through the same deconvolution, dilation, flux
+    scaling and PSF, and than the negative-pixel scatter of the drawn galaxies. galaxai does
+    exactly that push (white noise of the stamp's border sigma), measures the propagated
+    variance in the dilated stamp's footprint, and lowers the flux until it is at most
+    ``cosmos_max_noise_frac`` (0.25) of the sky variance in every band. Many galaxies therefore
+    end fainter than drawn (typically r ≈ 17–20; ``mag_r`` vs ``mag_r_drawn`` and
+    ``flux_scale_cap`` in the catalogue). The remaining HST noise stays in the truth image
+    (``noiseless``) under the full SDSS sky noise added by :func:`observe`.
 
 Every galaxy ``i`` is drawn from its own random stream ``SeedSequence(seed, spawn_key=(i,))``,
 so galaxy ``i`` is byte-identical whatever ``n``, ``start`` or chunking produced it.
@@ -120,6 +135,9 @@ from astropy.visualization.lupton_rgb import RGBImageMappingLupton
 __all__ = [
     "BANDS",
     "COMPONENTS",
+    "DISPLAY_STRETCH",
+    "DISPLAY_Q",
+    "DISPLAY_WEIGHTS",
     "SimConfig",
     "GalaxySample",
     "simulate",
@@ -516,7 +534,8 @@ def _draw_parametric(rng: np.random.Generator, cfg: SimConfig) -> dict[str, Any]
         proj, extent, bar_pa = _bar_geometry(a, q, c, phi, cos_i, disk_pa)
         bar.update(bar_length_scaled=ls, bar_a_px=a, bar_length_px=2 * a, bar_length_proj_px=proj,
                    bar_extent_px=extent, bar_pa_deg=bar_pa, bar_phi_deg=math.degrees(phi),
-                   bar_q=q, bar_c=c, bar_n=2.0, bar_resolved=bool(proj / 2 >= 2 * p["psf_fwhm_r_px"]))
+                   bar_q=q, bar_c=c, bar_n=2.0,
+                   bar_resolved=bool(proj / 2 >= 2 * p["psf_fwhm_r_px"]))
     p.update(bar)
 
     disk_total = 1.0 - bt - frac_bar
