@@ -35,7 +35,8 @@ def _coords(pa_deg: float):
     c = (SIZE - 1) / 2
     yy, xx = np.mgrid[:SIZE, :SIZE].astype(float)
     t = math.radians(pa_deg)
-    return (xx - c) * math.cos(t) + (yy - c) * math.sin(t), -(xx - c) * math.sin(t) + (yy - c) * math.cos(t)
+    u = (xx - c) * math.cos(t) + (yy - c) * math.sin(t)
+    return u, -(xx - c) * math.sin(t) + (yy - c) * math.cos(t)
 
 
 def _minmax(m: np.ndarray) -> np.ndarray:
@@ -68,7 +69,8 @@ def maps() -> list[tuple[str, np.ndarray]]:
     out += [("gaussian round", gaussian(10.0)), ("gaussian q=0.5 pa=30", gaussian(10.0, 0.5, 30))]
     out += [(f"smooth noise s={s:g}", _minmax(gaussian_filter(rng.normal(size=(SIZE, SIZE)), s)))
             for s in (4.0, 8.0)]
-    out += [(f"saliency-like {i}", saliency_like(i, pa)) for i, pa in enumerate((15.0, 60.0, 100.0))]
+    out += [(f"saliency-like {i}", saliency_like(i, pa))
+            for i, pa in enumerate((15.0, 60.0, 100.0))]
     return out
 
 
@@ -83,7 +85,8 @@ def _best(fn, repeats: int) -> float:
 
 def bench_barlength(repeats: int) -> None:
     print(f"== Algorithm 1 on {SIZE}² maps, T_c={T_C}, T_l={T_L}: 'paper' loop vs 'fast' ==")
-    print(f"{'map':<24} {'stop T':>7} {'by':>9} {'L224':>7} {'paper s':>8} {'fast ms':>8} {'ratio':>7}")
+    print(f"{'map':<24} {'stop T':>7} {'by':>9} {'L224':>7} {'paper s':>8} {'fast ms':>8} "
+          f"{'ratio':>7}")
     rows = []
     for name, m in maps():
         t0 = time.perf_counter()

@@ -147,9 +147,11 @@ class MorphologyConfig:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.architecture == "vgg16" and self.image_size < 32:
-            raise ValueError(f"vgg16 needs image_size >= 32 (five 2x poolings), got {self.image_size}")
+            raise ValueError(
+                f"vgg16 needs image_size >= 32 (five 2x poolings), got {self.image_size}")
         if len(self.resnet_blocks) != 4 or min(self.resnet_blocks) < 2:
-            raise ValueError(f"resnet_blocks needs 4 stages of >= 2 blocks, got {self.resnet_blocks}")
+            raise ValueError(
+                f"resnet_blocks needs 4 stages of >= 2 blocks, got {self.resnet_blocks}")
         if self.xception_middle < 0:
             raise ValueError(f"xception_middle must be >= 0, got {self.xception_middle}")
         if len(self.vgg_head) < 1 or min(self.vgg_head) < 1:
@@ -171,7 +173,8 @@ class MorphologyConfig:
                          xception_middle=1),
         }
         if name not in presets:
-            raise ValueError(f"unknown MorphologyConfig preset {name!r}; choose one of {cls.PRESETS}")
+            raise ValueError(
+                f"unknown MorphologyConfig preset {name!r}; choose one of {cls.PRESETS}")
         return cls(architecture=architecture, **{**presets[name], **overrides})
 
     def channels(self, c: int) -> int:
@@ -383,8 +386,10 @@ class MorphologyClassifier(nn.Module):
             self.pool: nn.Module = nn.Flatten()
             self.head = _vgg16_head(config, config.channels(512))
         else:
-            build = _resnet50v2_features if config.architecture == "resnet50v2" else _xception_features
-            self.features, c_out = build(config)
+            if config.architecture == "resnet50v2":
+                self.features, c_out = _resnet50v2_features(config)
+            else:
+                self.features, c_out = _xception_features(config)
             self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
             self.head = nn.Sequential(nn.Linear(c_out, config.n_outputs))
         self.sigmoid = nn.Sigmoid()  # registered last: the final leaf module
@@ -444,7 +449,8 @@ def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
             zipfile.BadZipFile) as exc:
         reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise ValueError(f"cannot read weights file {path} ({reason}); {fix}") from None
-    if isinstance(state, Mapping) and len(state) == 1 and next(iter(state)) in ("state_dict", "model"):
+    wrapped = isinstance(state, Mapping) and len(state) == 1
+    if wrapped and next(iter(state)) in ("state_dict", "model"):
         state = next(iter(state.values()))
     if not isinstance(state, Mapping) or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):

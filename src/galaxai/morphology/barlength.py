@@ -286,7 +286,8 @@ def bar_lengths(maps, t_c, t_l, method: str = "fast", *,
     """
     stack = np.asarray(maps)
     if stack.ndim != 3:
-        raise ValueError(f"maps must be a (B, H, W) stack of saliency maps, got shape {stack.shape}")
+        raise ValueError(
+            f"maps must be a (B, H, W) stack of saliency maps, got shape {stack.shape}")
     t_cs = np.atleast_1d(np.asarray(t_c, dtype=float))
     t_ls = np.atleast_1d(np.asarray(t_l, dtype=object))
     if t_cs.ndim != 1 or t_ls.ndim != 1 or t_cs.size == 0 or t_ls.size == 0:
@@ -318,7 +319,8 @@ def _as_map(saliency, name: str = "saliency") -> np.ndarray:
     if m.ndim != 2:
         raise ValueError(
             f"{name} must be a 2-D (H, W) map, got shape {m.shape}; reduce colour channels first "
-            "(the authors take the max over channels) and pass maps one at a time or use bar_lengths"
+            "(the authors take the max over channels) and pass maps one at a time "
+            "or use bar_lengths"
         )
     if m.size == 0:
         raise ValueError(f"{name} is empty (shape {m.shape})")
@@ -327,7 +329,8 @@ def _as_map(saliency, name: str = "saliency") -> np.ndarray:
         raise TypeError(f"{name} must be a real numeric array, got dtype {m.dtype}")
     m = m.astype(np.float64)
     if not np.all(np.isfinite(m)):
-        raise ValueError(f"{name} contains NaN or infinite values; fix the map (e.g. np.nan_to_num)")
+        raise ValueError(
+            f"{name} contains NaN or infinite values; fix the map (e.g. np.nan_to_num)")
     return m
 
 
