@@ -123,11 +123,11 @@ class DeblenderConfig:
         """
         presets = {
             "paper": cls(),
-            # Measured with torch.utils.flop_counter: the paper preset costs ~2.6 TFLOP per
-            # adversarial iteration at batch 16; this one ~50 GFLOP at batch 8, i.e. about a
-            # second per iteration on 2 CPU cores, so ~2,000 iterations fit in an hour.
+            # Sized with torch.utils.flop_counter: ~27 GFLOP per adversarial iteration at batch
+            # 8 (the paper preset: ~2.6 TFLOP at batch 16). A 2-core CPU sustains ~10 GFLOP/s on
+            # these narrow convolutions, so ~1,600 iterations take about an hour.
             "small": cls(
-                g_filters=24,
+                g_filters=16,
                 n_shared=3,
                 n_branch=2,
                 d_filters=(16, 16, 32, 32, 64, 64, 128, 128),

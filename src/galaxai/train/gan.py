@@ -180,7 +180,7 @@ class TrainConfig:
                 model=DeblenderConfig.preset("small"),
                 batch_size=8,
                 burn_in=100,
-                iterations=2_000,
+                iterations=1_500,
                 checkpoint_every=100,
                 eval_size=256,
                 log_every=10,
