@@ -31,14 +31,17 @@ class Blobs(torch.utils.data.Dataset):
 
         def blob(cx, cy, sigma, colour):
             im = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma**2))
-            return torch.from_numpy((im[None] * np.asarray(colour)[:, None, None]).astype(np.float32))
+            im = im[None] * np.asarray(colour)[:, None, None]
+            return torch.from_numpy(im.astype(np.float32))
 
         self.items = []
         for _ in range(n):
             c = size / 2
             a = blob(c, c, rng.uniform(2, 4), rng.uniform(0.4, 1, 3))
-            b = blob(c + rng.uniform(-9, 9), c + rng.uniform(-9, 9), rng.uniform(1, 3), rng.uniform(0.4, 1, 3))
-            self.items.append({"blend": torch.maximum(a, b), "target_a": a, "target_b": b, "index": len(self.items)})
+            dx, dy = rng.uniform(-9, 9, 2)
+            b = blob(c + dx, c + dy, rng.uniform(1, 3), rng.uniform(0.4, 1, 3))
+            item = {"blend": torch.maximum(a, b), "target_a": a, "target_b": b}
+            self.items.append({**item, "index": len(self.items)})  # extra keys are ignored
 
     def __len__(self) -> int:
         return len(self.items)
@@ -148,7 +151,9 @@ def test_run_directory_contents(tmp_path, data):
 
 def test_tiny_run_learns(tmp_path, data):
     train_ds, _ = data
-    cfg = tiny(burn_in=10, iterations=6, lr=2e-3, lr_late=2e-3, checkpoint_every=100, perceptual="pixel")
+    cfg = tiny(
+        burn_in=10, iterations=6, lr=2e-3, lr_late=2e-3, checkpoint_every=100, perceptual="pixel"
+    )
     train(train_ds, tmp_path / "run", cfg)
     lines = _stats(tmp_path / "run")
     burn = [s["loss_g_burnin"] for s in lines if "loss_g_burnin" in s]
@@ -242,3 +247,24 @@ def test_new_run_dir_increments(tmp_path):
     first = new_run_dir(tmp_path, "small-deblender")
     second = new_run_dir(tmp_path, "paper-deblender")
     assert first.name == "00000-small-deblender" and second.name == "00001-paper-deblender"
+
+
+def test_resume_refuses_a_changed_perceptual_backend(tmp_path, data, monkeypatch):
+    from galaxai.models.perceptual import PixelFeatures
+    from galaxai.train import gan
+
+    train_ds, _ = data
+    train(train_ds, tmp_path / "run", tiny(), max_iterations=1)  # stopped inside burn-in
+    monkeypatch.setattr(gan, "build_perceptual", lambda *a, **k: PixelFeatures())
+    with pytest.raises(ValueError, match=r"perceptual backend 'multiscale'.*'pixel'"):
+        train(train_ds, tmp_path / "run", None)
+
+
+def test_torn_stats_line_is_dropped_on_resume(tmp_path, data):
+    train_ds, _ = data
+    run = tmp_path / "run"
+    train(train_ds, run, tiny(), max_iterations=3)
+    with (run / "stats.jsonl").open("a") as fh:
+        fh.write('{"iteration": 4, "loss_d": 0.')  # killed while writing
+    train(train_ds, run, None)
+    assert [s["iteration"] for s in _stats(run)] == list(range(1, 7))

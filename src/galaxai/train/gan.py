@@ -248,7 +248,8 @@ class ResumableBatchSampler(Sampler[list[int]]):
     def __init__(self, n: int, batch_size: int, seed: int, start: int = 0) -> None:
         if batch_size > n:
             raise ValueError(f"batch_size {batch_size} is larger than the dataset ({n} examples)")
-        self.n, self.batch_size, self.seed, self.start = int(n), int(batch_size), int(seed), int(start)
+        self.n, self.batch_size = int(n), int(batch_size)
+        self.seed, self.start = int(seed), int(start)
         self.per_epoch = self.n // self.batch_size
 
     def permutation(self, epoch: int) -> np.ndarray:
@@ -282,7 +283,8 @@ def data_fingerprint(dataset: Dataset) -> str:
     for i in sorted({0, n // 2, n - 1}):
         item = dataset[i]
         for key in _KEYS:
-            digest.update(np.ascontiguousarray(torch.as_tensor(item[key]).float().numpy()).tobytes())
+            values = torch.as_tensor(item[key]).float().contiguous().numpy()
+            digest.update(values.tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -303,6 +305,10 @@ def _check_dataset(dataset: Dataset, cfg: TrainConfig, label: str) -> None:
         raise TypeError(f"{label} must be a map-style torch Dataset with __len__") from None
     if n == 0:
         raise ValueError(f"{label} is empty")
+    if label == "dataset" and n < cfg.batch_size:
+        raise ValueError(
+            f"batch_size {cfg.batch_size} is larger than the dataset ({n} examples)"
+        )
     item = dataset[0]
     if not isinstance(item, Mapping) or any(k not in item for k in _KEYS):
         got = sorted(item) if isinstance(item, Mapping) else type(item).__name__
@@ -346,7 +352,8 @@ def evaluate(
     """Mean per-image PSNR (data_range 1) of each branch against its own target, in eval mode.
 
     PSNR comes from :func:`galaxai.metrics.psnr` (MSE jointly over C×H×W of one image, data
-    range 1, outputs mapped to [0, 1] by (v+1)/2). Returns ``psnr_a``, ``psnr_b``, ``psnr`` (pooled) and ``mse_a``, ``mse_b`` on the [0, 1] scale.
+    range 1, outputs mapped to [0, 1] by (v+1)/2). Returns ``psnr_a``, ``psnr_b``, ``psnr``
+    (pooled) and ``mse_a``, ``mse_b`` on the [0, 1] scale.
     The generator's train/eval mode is restored afterwards.
     """
     device = torch.device(device) if device is not None else next(generator.parameters()).device
@@ -393,12 +400,16 @@ def _resolve_config(config: TrainConfig | str | None, run_dir: Path) -> TrainCon
 
 
 def _rewrite_stats(path: Path, up_to: int) -> None:
+    """Drop lines after iteration ``up_to`` (and a torn last line) when a run resumes."""
     if not path.is_file():
         return
-    keep = [
-        line for line in path.read_text(encoding="utf-8").splitlines()
-        if line.strip() and json.loads(line).get("iteration", 0) <= up_to
-    ]
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("iteration", 0) <= up_to:
+                keep.append(line)
+        except json.JSONDecodeError:
+            continue
     atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
@@ -450,8 +461,12 @@ def train(
     data_hash = data_fingerprint(dataset)
     state = load_resume(run_dir)
     if state is not None and state.get("config_hash") != digest:
-        old = read_config(TrainConfig, run_dir / "config.toml") if (run_dir / "config.toml").is_file() else None
-        diff = _config_diff(config_to_dict(old), config_to_dict(cfg)) if old else ["(config.toml missing)"]
+        toml = run_dir / "config.toml"
+        old = read_config(TrainConfig, toml) if toml.is_file() else None
+        diff = (
+            _config_diff(config_to_dict(old), config_to_dict(cfg)) if old
+            else ["(config.toml missing)"]
+        )
         raise ValueError(
             f"{run_dir} holds a run with a different config ({'; '.join(diff)}); resume with the "
             "same config (config=None reads it) or start a new run directory"
@@ -472,6 +487,14 @@ def train(
             channels=cfg.model.channels, seed=cfg.seed,
         ).to(dev)
     backend = getattr(phi, "backend", None)
+    resuming_burn_in = state is not None and state["iteration"] < cfg.burn_in
+    needs_phi = cfg.content == "vgg+pixel" or resuming_burn_in
+    if state is not None and needs_phi and state.get("perceptual_backend") != backend:
+        raise ValueError(
+            f"{run_dir} was trained with perceptual backend {state.get('perceptual_backend')!r} "
+            f"but {backend!r} is available now; provide the same backend (e.g. set "
+            "TrainConfig.perceptual explicitly, or the VGG19 weights file) to resume"
+        )
     adam = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps)
     opt = {
         "D": torch.optim.Adam(D.parameters(), **adam),
@@ -493,7 +516,8 @@ def train(
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         restore_rng_state(state["rng"])
-        start, consumed, elapsed = state["iteration"], state["sampler"]["consumed"], state["elapsed"]
+        start, consumed = state["iteration"], state["sampler"]["consumed"]
+        elapsed = state["elapsed"]
         _rewrite_stats(stats_path, start)
     else:
         atomic_write_text(stats_path, "")
@@ -507,10 +531,13 @@ def train(
     if start >= stop:
         return TrainResult(run_dir, start, last_ckpt, last_stats, metrics, backend)
 
-    sampler = ResumableBatchSampler(len(dataset), cfg.batch_size, cfg.seed, start=consumed)  # type: ignore[arg-type]
+    n = len(dataset)  # type: ignore[arg-type]
     loader = DataLoader(
-        dataset, batch_sampler=sampler, num_workers=cfg.num_workers, pin_memory=dev.type == "cuda",
-        generator=torch.Generator().manual_seed(cfg.seed),
+        dataset,
+        batch_sampler=ResumableBatchSampler(n, cfg.batch_size, cfg.seed, start=consumed),
+        num_workers=cfg.num_workers,
+        pin_memory=dev.type == "cuda",
+        generator=torch.Generator().manual_seed(cfg.seed),  # worker seeds: private, seeded
     )
     batches = iter(loader)
 
@@ -529,7 +556,9 @@ def train(
         scaler.step(opt[name])
         scaler.update()
 
-    def features_loss(g1: torch.Tensor, g2: torch.Tensor, ta: torch.Tensor, tb: torch.Tensor) -> torch.Tensor:
+    def features_loss(g1: torch.Tensor, g2: torch.Tensor, ta: torch.Tensor,
+                      tb: torch.Tensor) -> torch.Tensor:
+        # φ takes [0, 1] images: generator outputs are mapped back by (v+1)/2
         with torch.no_grad():
             fa, fb = phi(ta), phi(tb)
         return F.mse_loss(phi((g1 + 1) / 2), fa) + F.mse_loss(phi((g2 + 1) / 2), fb)
@@ -563,7 +592,9 @@ def train(
                 with autocast():
                     with torch.no_grad():
                         g1, g2 = G(blend)
-                    d_loss = 0.5 * (bce(D(a), True) + bce(D(b), True) + bce(D(g1), False) + bce(D(g2), False))
+                    # D is called on each tensor separately: BatchNorm statistics per call
+                    real = bce(D(a), True) + bce(D(b), True)
+                    d_loss = 0.5 * (real + bce(D(g1), False) + bce(D(g2), False))
                 step("D", d_loss)
                 # generator step on a fresh mini-batch
                 blend, ta, tb = next_batch()
@@ -589,7 +620,10 @@ def train(
 
             evaluated = eval_dataset is not None and (it % eval_every == 0 or it == stop)
             if evaluated:
-                metrics = evaluate(G, eval_dataset, limit=cfg.eval_size, batch_size=max(cfg.batch_size, 32), device=dev)
+                metrics = evaluate(
+                    G, eval_dataset, limit=cfg.eval_size, batch_size=max(cfg.batch_size, 32),
+                    device=dev,
+                )
             checkpoint_now = it % cfg.checkpoint_every == 0 or it == stop
             if it % cfg.log_every == 0 or evaluated or checkpoint_now:
                 now = time.perf_counter()
@@ -608,7 +642,8 @@ def train(
                     last_stats["eval"] = metrics
                 with stats_path.open("a", encoding="utf-8") as fh:
                     fh.write(json.dumps(last_stats) + "\n")
-                bad = [k for k, v in last_stats.items() if k.startswith("loss_") and not math.isfinite(v)]
+                loss_items = {k: v for k, v in last_stats.items() if k.startswith("loss_")}
+                bad = [k for k, v in loss_items.items() if not math.isfinite(v)]
                 if bad:
                     raise FloatingPointError(
                         f"training in {run_dir} diverged at iteration {it}: non-finite {bad}; lower "
@@ -616,13 +651,13 @@ def train(
                     )
                 sums, count = {}, 0
                 if progress:
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in last_stats.items() if k.startswith("loss_")})
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in loss_items.items()})
             if checkpoint_now:
+                phase = "burn-in" if it <= cfg.burn_in else "adversarial"
                 last_ckpt = save_checkpoint(
                     run_dir, it, G, D, config=config_to_dict(cfg), config_digest=digest,
                     data_hash=data_hash, metrics=metrics if evaluated else {},
-                    perceptual_backend=backend,
-                    extra={"phase": "burn-in" if it <= cfg.burn_in else "adversarial", "elapsed": elapsed},
+                    perceptual_backend=backend, extra={"phase": phase, "elapsed": elapsed},
                 )
                 save_resume(run_dir, {
                     "iteration": it,
@@ -631,7 +666,9 @@ def train(
                     "optimizers": {k: o.state_dict() for k, o in opt.items()},
                     "scaler": scaler.state_dict() if scaler.is_enabled() else {},
                     "rng": capture_rng_state(),
-                    "sampler": {"seed": cfg.seed, "consumed": consumed, "batch_size": cfg.batch_size},
+                    "sampler": {
+                        "seed": cfg.seed, "consumed": consumed, "batch_size": cfg.batch_size,
+                    },
                     "elapsed": elapsed,
                     "perceptual_backend": backend,
                 })
