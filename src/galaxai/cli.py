@@ -146,9 +146,11 @@ def _training_data(data_path: Path, length: int, seed: int, padding: str | None)
 @click.option("--vgg19-weights", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Local torchvision VGG19 weights for the perceptual burn-in (never downloaded).")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="DataLoader worker processes (default: the preset's).")
 @click.option("--seed", type=int, default=0, show_default=True)
 def train(data_path, eval_data, run_dir, preset, iterations, burn_in, checkpoint_every, padding,
-          stream_length, vgg19_weights, device, seed):
+          stream_length, vgg19_weights, device, workers, seed):
     """Train (or resume) the Galaxy Deblender GAN with checkpoints, stats.jsonl and evaluation."""
     from galaxai.data.store import BlendStore
     from galaxai.train.gan import TrainConfig, new_run_dir
@@ -156,7 +158,8 @@ def train(data_path, eval_data, run_dir, preset, iterations, burn_in, checkpoint
 
     overrides = {k: v for k, v in {"iterations": iterations, "burn_in": burn_in,
                                    "checkpoint_every": checkpoint_every,
-                                   "perceptual_weights": vgg19_weights}.items() if v is not None}
+                                   "perceptual_weights": vgg19_weights,
+                                   "num_workers": workers}.items() if v is not None}
     cfg = TrainConfig.preset(preset, seed=seed, **overrides)
     dataset = _training_data(data_path, stream_length, seed, padding)
     held_out = BlendStore(eval_data, split="test") if eval_data else None
