@@ -28,7 +28,8 @@ edges:
    ``tol = 1.5·ℓ`` px of the chord) are merged into straight pieces, where ``ℓ`` is the sky noise's
    correlation length in pixels (1 for white noise, about ``f`` after ``×f`` bilinear upsampling,
    which turns frame edges into ``f``-pixel staircases): ``ℓ = MAD(lag-6 differences) / MAD(lag-1
-   differences)`` of the fainter half of the content, clipped to [1, 4]. A chain is frame-shaped when
+   differences)`` of the fainter half of the content, clipped to [1, 4]. A chain is frame-shaped
+   when
 
    * it has 1–4 *long* pieces (length >= ``min_run``), exactly 4 if it is closed (a frame lying
      wholly inside the image);
@@ -39,8 +40,9 @@ edges:
    ``>= s`` of the pixels in the strip ``tol`` px deep inside it are content, because a frame's own
    sky runs right up to its edge, while a chord across a dark patch of clipped sky touches content
    only at its ends — and the region holds at least ``A`` pixels. Both depend on how often the sky
-   itself takes the value ``v`` (share of ``v`` inside the hull): below 5 % ("clean" sky) ``s = 0.6``
-   and ``A = 2·min_run·ℓ²``; otherwise (clipped sky) ``s = 0.75`` and ``A = (min_run·ℓ)²``.
+   itself takes the value ``v`` (share of ``v`` inside the hull): below 5 % ("clean" sky)
+   ``s = 0.6`` and ``A = 2·min_run·ℓ²``; otherwise (clipped sky) ``s = 0.75`` and
+   ``A = (min_run·ℓ)²``.
 
 Why natural sky does not qualify: sky has photon and read noise, so in flux units neighbouring
 pixels are never exactly equal and the content hull is the whole frame. In display images (SDSS
@@ -225,7 +227,8 @@ def _as_nchw(images, channel_axis: int, name: str = "images") -> np.ndarray:
             f"{name} must be 4-D (N, C, H, W) or (N, H, W, C), got shape {arr.shape}; "
             "add a batch axis with images[None] for a single image")
     if channel_axis not in (1, 3, -1, -3):
-        raise ValueError(f"channel_axis must be 1 (N, C, H, W) or -1 (N, H, W, C), got {channel_axis}")
+        raise ValueError("channel_axis must be 1 (N, C, H, W) or -1 (N, H, W, C), "
+                         f"got {channel_axis}")
     if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer)
                                  or np.issubdtype(arr.dtype, np.floating)):
         raise TypeError(f"{name} must hold real numbers (float or integer), got dtype {arr.dtype}")
@@ -313,8 +316,10 @@ def _support(a: np.ndarray, b: np.ndarray, content: np.ndarray, centre: np.ndarr
     t = (xs - a[0]) * u[0] + (ys - a[1]) * u[1]
     d = (xs - a[0]) * n_in[0] + (ys - a[1]) * n_in[1]
     strip = (t >= 0) & (t <= math.hypot(*(b - a))) & (d >= -1e-9) & (d <= tol)
-    return float(content[lo[1]:lo[1] + strip.shape[0], lo[0]:lo[0] + strip.shape[1]][strip].mean()) \
-        if strip.any() else 0.0
+    if not strip.any():
+        return 0.0
+    window = content[lo[1]:lo[1] + strip.shape[0], lo[0]:lo[0] + strip.shape[1]]
+    return float(window[strip].mean())
 
 
 def _edge_support(vs: np.ndarray, closed: bool, min_run: int, content: np.ndarray,
@@ -528,7 +533,7 @@ def _background_mask(img: np.ndarray, exclude: np.ndarray, patch: int) -> np.nda
 
 def _patch_values(img: np.ndarray, region: np.ndarray, rng: np.random.Generator,
                   patch: int) -> np.ndarray:
-    """Values (all channels) of the ``region`` pixels in a patch window around a random region pixel."""
+    """Values (all channels) of the ``region`` pixels in a patch window around a random one."""
     ys, xs = np.nonzero(region)
     j = rng.integers(ys.size)
     h, w = region.shape
@@ -585,6 +590,7 @@ class _Auditor:
         self.skipped: dict[int, str] = {}
         self.pairs = _Reservoir(_MAX_PATCHES, self.rng)
         self.used_fill_mask = False
+        self.n_known_fill = 0
         self.done = 0
         self.bar = tqdm(total=n, desc="padding audit", unit="img", disable=not progress)
 
@@ -597,6 +603,8 @@ class _Auditor:
     def update(self, batch: np.ndarray, fill: np.ndarray | None) -> None:
         """Audit a (B, C, H, W) batch; ``fill`` is its known (B, H, W) fill mask or None."""
         self.used_fill_mask |= fill is not None
+        if fill is not None:
+            self.n_known_fill += int(fill.any(axis=(1, 2)).sum())
         for i in range(batch.shape[0]):
             idx = self.done + i
             img = np.asarray(batch[i], dtype=np.float64)
@@ -640,16 +648,20 @@ class _Auditor:
             masks=self.masks, fractions=self.fractions, flagged=flagged,
             fill_values=self.fill_values, skipped=dict(self.skipped), affected_fraction=affected,
             region_source=source, hist_edges=edges, hist_padded=hist_pad, hist_background=hist_bg,
-            ks_statistic=ks_d, ks_pvalue=ks_p, n_patches=len(self.pairs.items), min_run=self.min_run,
-            verdict=verdict)
-        return PaddingAudit(**audit, summary=_summary(name, audit, int(valid.sum()), fill_differs))
+            ks_statistic=ks_d, ks_pvalue=ks_p, n_patches=len(self.pairs.items),
+            min_run=self.min_run, verdict=verdict)
+        known = self.n_known_fill if self.used_fill_mask else None
+        return PaddingAudit(**audit, summary=_summary(name, audit, int(valid.sum()), fill_differs,
+                                                      known))
 
 
-def _summary(name: str, a: dict, n_valid: int, fill_differs: bool) -> str:
-    """Human-readable account of an audit (see :class:`PaddingAudit`)."""
+def _summary(name: str, a: dict, n_valid: int, fill_differs: bool, known: int | None) -> str:
+    """Human-readable account of an audit (see :class:`PaddingAudit`); ``known`` is the number of
+    images with padding according to a given fill mask."""
     n_flag = int(a["flagged"].sum())
-    ks = (f"KS D = {a['ks_statistic']:.2f}, p = {a['ks_pvalue']:.1e} "
-          f"(pixel values of {a['n_patches']} padded and as many background patches)") if not math.isnan(a["ks_statistic"]) else ""
+    ks = "" if math.isnan(a["ks_statistic"]) else (
+        f"KS D = {a['ks_statistic']:.2f}, p = {a['ks_pvalue']:.1e} "
+        f"(pixel values of {a['n_patches']} padded and as many background patches)")
     lines = []
     if n_flag:
         fr = a["fractions"][a["flagged"]]
@@ -662,8 +674,9 @@ def _summary(name: str, a: dict, n_valid: int, fill_differs: bool) -> str:
             f"frame. It covers {100 * fr.mean():.1f} % of an affected image on average (median "
             f"{100 * np.median(fr):.1f} %, max {100 * fr.max():.1f} %).")
         if ks:
-            lines.append(f"Padded patches vs natural background: {ks}. Real sky is never exactly "
-                         "constant, so a discriminator can call an image real from this edge alone.")
+            lines.append(f"Padded patches vs natural background: {ks}. Natural sky is noisy and "
+                         "has no straight noise-free edges, so a discriminator can call an image "
+                         "real from this edge alone.")
         lines.append('Fix: fill out-of-frame pixels with sky-like noise, '
                      'galaxai.data.blend.BlendConfig(padding="noise"), rebuild the data and audit '
                      "again; for an experiment, mask the flagged pixels (PaddingAudit.masks).")
@@ -678,6 +691,9 @@ def _summary(name: str, a: dict, n_valid: int, fill_differs: bool) -> str:
                      "constant region cut off by straight frame edges.")
         if ks:
             lines.append(f"Fill vs natural background: {ks}.")
+    if known is not None:
+        lines.append(f"The given fill mask marks padding in {known} image(s); fills too small or "
+                     "too clipped to stand out as frame edges are not counted as flagged.")
     if a["skipped"]:
         items = list(a["skipped"].items())
         shown = "; ".join(f"#{i}: {r}" for i, r in items[:5]) + ("; ..." if len(items) > 5 else "")
@@ -708,7 +724,9 @@ def audit_padding(images, *, channel_axis: int = 1, min_run: int | None = None, 
     fill_mask : array_like of bool, shape (N, H, W), optional
         Known padded pixels (e.g. ``BlendBatch.fill_mask_b``, a singleton channel axis is
         accepted). When given, the patch comparison uses it instead of the detected regions, so a
-        non-constant fill (``"noise"``, ``"reflect"``) is compared with natural sky too.
+        non-constant fill (``"noise"``, ``"reflect"``) is compared with natural sky too, and a
+        fill that differs clearly (KS ``p < 1e-6`` and ``D >= 0.25``) also sets ``verdict``.
+        Detection itself never uses it.
     name : str, default "images"
         What the images are, for the summary.
 
@@ -729,7 +747,8 @@ def audit_padding(images, *, channel_axis: int = 1, min_run: int | None = None, 
     Notes
     -----
     Detection criteria, their reasons and residual risks are in the module docstring of
-    :mod:`galaxai.diagnose.padding`.
+    :mod:`galaxai.diagnose.padding`. Cost: a few milliseconds per 80 × 80 image on one core, so
+    10,000 targets take about a minute.
 
     References
     ----------
@@ -790,8 +809,9 @@ def audit_store(path, *, arrays: tuple[str, ...] = ("target_b", "target_a"),
     try:
         group = zarr.open_group(str(group_path), mode="r")
     except Exception as exc:  # zarr raises several types for a missing or corrupt group
-        raise ValueError(f"{group_path} is not a readable Zarr group ({type(exc).__name__}: {exc}); "
-                         "rebuild the store with galaxai.data.store.build_store") from exc
+        raise ValueError(f"{group_path} is not a readable Zarr group "
+                         f"({type(exc).__name__}: {exc}); rebuild the store with "
+                         "galaxai.data.store.build_store") from exc
     available = set(group.array_keys())
     present = [a for a in arrays if a in available]
     if not present:
@@ -814,7 +834,8 @@ def audit_store(path, *, arrays: tuple[str, ...] = ("target_b", "target_a"),
                 mask = None if fill is None else _as_masks(
                     fill[start:stop], stop - start, auditor.hw, 1, f"{group_path}/fill_mask_b")
             except Exception as exc:  # a corrupt chunk costs its items, not the audit
-                auditor.skip(stop - start, f"unreadable chunk of {name} ({type(exc).__name__}: {exc})")
+                auditor.skip(stop - start,
+                             f"unreadable chunk of {name} ({type(exc).__name__}: {exc})")
                 continue
             auditor.update(batch, mask)
         results[name] = auditor.result(f"{group_path.name}/{name}")
@@ -901,7 +922,7 @@ def add_padded_band(images, width: int, side: str = "left", value: float | str =
 
 def add_rotated_frame(images, angle, shift=(0.0, 0.0), *, scale=1.0, fill: float | str = 0.0,
                       channel_axis: int = 1, seed: int = 0) -> Planted:
-    """Fill everything outside a rotated, scaled, shifted copy of the image frame, for shortcut tests.
+    """Fill all outside a rotated, scaled, shifted copy of the image frame, for shortcut tests.
 
     The frame is the image's own pixel extent ``[-0.5, W - 0.5] × [-0.5, H - 0.5]`` mapped by
     ``p → scale·R(angle)·(p − c) + c + shift`` about the centre ``c = ((W − 1)/2, (H − 1)/2)``,
