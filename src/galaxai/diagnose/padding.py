@@ -826,7 +826,7 @@ def audit_store(path, *, arrays: tuple[str, ...] = ("target_b", "target_a"),
         fill = group["fill_mask_b"] if name == "target_b" and "fill_mask_b" in available else None
         auditor = _Auditor(n, tuple(arr.shape[2:]), min_run=min_run, patch=patch, seed=seed,
                            progress=progress)
-        step = max(1, arr.chunks[0])
+        step = max(1, (arr.shards or arr.chunks)[0])  # whole shards: each is read once
         for start in range(0, n, step):
             stop = min(n, start + step)
             try:
