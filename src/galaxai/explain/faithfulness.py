@@ -31,7 +31,7 @@ from galaxai.explain.saliency import as_input, eval_mode, forward_logits
 __all__ = ["sky_like", "pixel_flipping", "random_order_curves", "aopc", "relevance_mass_ratio"]
 
 
-def sky_like(x: torch.Tensor, *, border: int = 4, seed: int = 0) -> torch.Tensor:
+def sky_like(x: torch.Tensor, *, border: int | None = None, seed: int = 0) -> torch.Tensor:
     """Sky-like noise images with each image's and channel's background statistics.
 
     The background level is the median of a ``border``-pixel frame around the image, the noise
@@ -42,8 +42,9 @@ def sky_like(x: torch.Tensor, *, border: int = 4, seed: int = 0) -> torch.Tensor
     ----------
     x : torch.Tensor
         ``(B, C, H, W)`` images.
-    border : int
-        Width of the frame used for the statistics.
+    border : int, optional
+        Width of the frame used for the statistics; default ``max(1, min(H, W) // 16)``
+        (5 px on an 80 px stamp).
     seed : int
         Seed of the noise.
 
@@ -52,7 +53,10 @@ def sky_like(x: torch.Tensor, *, border: int = 4, seed: int = 0) -> torch.Tensor
     torch.Tensor
         Same shape, dtype and device as ``x``.
     """
-    if x.ndim != 4 or min(x.shape[2:]) <= 2 * border:
+    if x.ndim != 4:
+        raise ValueError(f"sky_like needs (B, C, H, W) images; got shape {tuple(x.shape)}")
+    border = max(1, min(x.shape[2:]) // 16) if border is None else border
+    if min(x.shape[2:]) <= 2 * border:
         raise ValueError(f"sky_like needs (B, C, H, W) images larger than 2*border; got {tuple(x.shape)}")
     frame = torch.ones(x.shape[2:], dtype=torch.bool, device=x.device)
     frame[border:-border, border:-border] = False

@@ -78,6 +78,7 @@ __all__ = [
     "register_lrp_rule",
     "PolarizedEq1",
     "PolarizedPositiveLinear",
+    "PassThrough",
     "ZMinus",
     "ZPolar",
     "ZPolarPool",
@@ -86,8 +87,12 @@ __all__ = [
 _EPS = 1e-12
 
 
-class UnsupportedLayerError(TypeError):
-    """A layer or operation has no relevance rule; the message names it and suggests a fix."""
+class UnsupportedLayerError(NotImplementedError):
+    """A layer or operation has no relevance rule; the message names it and suggests a fix.
+
+    (Not a ``TypeError``: torch turns a ``TypeError`` raised inside a binary operator into
+    ``NotImplemented``, which would hide the message.)
+    """
 
 
 # ----------------------------------------------------------------------------------------------
@@ -185,13 +190,17 @@ def _signed_eps(positive: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 class _Relay(torch.autograd.Function):
-    """Identity on the layer output in the forward pass; ``rule(x, R)`` in the backward pass."""
+    """Identity on the layer output in the forward pass; ``rule(x, R)`` in the backward pass.
+
+    The output arrives in a one-element list, so autograd sees a fresh output rather than an
+    input returned as-is (a view), and the caller may modify it in place (``out += skip``).
+    """
 
     @staticmethod
-    def forward(ctx, x, out, rule):  # noqa: D102
+    def forward(ctx, x, holder, rule):  # noqa: D102
         ctx.rule = rule
         ctx.save_for_backward(x)
-        return out
+        return holder[0]
 
     @staticmethod
     def backward(ctx, relevance):  # noqa: D102
@@ -199,8 +208,16 @@ class _Relay(torch.autograd.Function):
         return ctx.rule(x, relevance), None, None
 
 
-def _pass_rule(x: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
-    return relevance
+class _Pass(torch.autograd.Function):
+    """Identity whose backward pass hands relevance through unchanged (element-wise layers)."""
+
+    @staticmethod
+    def forward(ctx, x, holder):  # noqa: D102
+        return holder[0]
+
+    @staticmethod
+    def backward(ctx, relevance):  # noqa: D102
+        return relevance, None
 
 
 def _eq1_relevance(
@@ -214,22 +231,29 @@ def _eq1_relevance(
     """Eq. 1 for a batch whose samples carry their polarity as the sign of ``relevance``.
 
     Positive samples pair ``(x^+, W^+)`` and ``(x^-, W^-)``; negative samples ``(x^-, W^+)`` and
-    ``(x^+, W^-)``: swapping the sign-split inputs per sample keeps the clamped weights fixed.
+    ``(x^+, W^-)``: swapping the sign-split inputs per sample keeps the clamped weights fixed, so
+    a mixed batch costs two linear calls forward and two backward, like a uniform one.
     """
     w_pos, w_neg = weights
     pos_out = _positive(relevance)
-    pos_in = pos_out.view(-1, *(1,) * (x.ndim - 1))
-    x_pos, x_neg = x.clamp(min=0), x.clamp(max=0)
-    first = torch.where(pos_in, x_pos, x_neg).requires_grad_(True)
-    second = torch.where(pos_in, x_neg, x_pos).requires_grad_(True)
+    pos = pos_out.reshape(-1)
+    if bool(pos.all()):
+        first = x.clamp(min=0)
+    elif not bool(pos.any()):
+        first = x.clamp(max=0)
+    else:
+        x_pos = x.clamp(min=0)
+        first = torch.where(pos.view(-1, *(1,) * (x.ndim - 1)), x_pos, x - x_pos)
+    second = (x - first).requires_grad_(True)  # the other sign part, exactly
+    first.requires_grad_(True)
     with torch.enable_grad():
         z = linear(first, w_pos) + linear(second, w_neg)
-    den = z.detach()
+    offset = _signed_eps(pos_out, eps)
     if bias is not None:
-        den = den + torch.where(pos_out, bias.clamp(min=0), bias.clamp(max=0))
-    scaled = relevance / (den + _signed_eps(pos_out, eps))
+        offset = offset + torch.where(pos_out, bias.clamp(min=0), bias.clamp(max=0))
+    scaled = relevance / (z.detach() + offset)
     g_first, g_second = torch.autograd.grad(z, (first, second), scaled)
-    return first.detach() * g_first + second.detach() * g_second
+    return torch.addcmul(first.detach() * g_first, second.detach(), g_second)
 
 
 def _positive_linear_relevance(
@@ -357,7 +381,7 @@ class _Guard(TorchFunctionMode):
             out = func(*args, **kwargs)
             self._track(name, args, out)
             self.hits[(where, name, "pass-through")] += 1
-            return _Relay.apply(args[0], out.detach(), _pass_rule)
+            return _Pass.apply(args[0], [out.detach()])
         if name in _POSLINEAR_OPS:
             rest = args[1:]
 
@@ -372,7 +396,7 @@ class _Guard(TorchFunctionMode):
             else:
                 rule = functools.partial(_z_linear_relevance, fn, eps=self.eps)
                 self.hits[(where, name, "LRP-0 (zennit Norm)")] += 1
-            return _Relay.apply(args[0], out.detach(), lambda x, r: rule(x, r))
+            return _Relay.apply(args[0], [out.detach()], rule)
         out = func(*args, **kwargs)
         if not _carries(out):
             return out
@@ -453,7 +477,7 @@ def _zennit() -> dict[str, Any]:
             x = input[0]
             if not (torch.is_grad_enabled() and x.requires_grad):
                 return None
-            return _Relay.apply(x, output.detach(), functools.partial(self.relevance, module))
+            return _Relay.apply(x, [output.detach()], functools.partial(self.relevance, module))
 
         def relevance(self, module: nn.Module, x: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
             """Input relevance of ``module`` for output relevance ``relevance`` (Eq. 1)."""
@@ -465,11 +489,21 @@ def _zennit() -> dict[str, Any]:
             return _eq1_relevance(_linear_map(module), self._weights[1], bias, x, relevance,
                                   self.stabilizer)
 
+    class PassThrough(PolarizedEq1):
+        """Fused pass-through for element-wise activations (zennit's ``Pass`` without the clone
+        of the input and the discarded ordinary backward)."""
+
+        def forward(self, module, input, output):  # noqa: D102
+            x = input[0]
+            if not (torch.is_grad_enabled() and x.requires_grad):
+                return None
+            return _Pass.apply(x, [output.detach()])
+
     class PolarizedPositiveLinear(PolarizedEq1):
         """Eq. 1 for average pooling, a linear layer with positive weights and no bias."""
 
         def relevance(self, module, x, relevance):  # noqa: D102
-            return _positive_linear_relevance(module, x, relevance, self.stabilizer)
+            return _positive_linear_relevance(module.forward, x, relevance, self.stabilizer)  # no hooks
 
     class ZMinus(BasicHook):
         """Negative counterpart of zennit's ``ZPlus``: ``[z]^-`` contributions and ``[b]^-``.
@@ -530,11 +564,13 @@ def _zennit() -> dict[str, Any]:
             )
 
     return {"PolarizedEq1": PolarizedEq1, "PolarizedPositiveLinear": PolarizedPositiveLinear,
+            "PassThrough": PassThrough,
             "ZMinus": ZMinus, "ZPolar": ZPolar, "ZPolarPool": ZPolarPool}
 
 
 def __getattr__(name: str) -> Any:  # PEP 562: zennit-based classes load on first access
-    if name in ("PolarizedEq1", "PolarizedPositiveLinear", "ZMinus", "ZPolar", "ZPolarPool"):
+    if name in ("PolarizedEq1", "PolarizedPositiveLinear", "PassThrough", "ZMinus", "ZPolar",
+                "ZPolarPool"):
         return _zennit()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -876,13 +912,14 @@ class PolarizedLRP(_Explainer):
         if self.engine == "fused":
             linear = rules["PolarizedEq1"](include, self.stabilizer)
             pool = rules["PolarizedPositiveLinear"](include, self.stabilizer)
-        else:
-            zero = None if include else ["bias"]
-            pos = batch_polarity is None or bool((batch_polarity > 0).all())
-            neg = batch_polarity is not None and bool((batch_polarity < 0).all())
-            cls = ZPlus if pos else rules["ZMinus"] if neg else rules["ZPolar"]
-            linear = cls(stabilizer=self.stabilizer, zero_params=zero)
-            pool = rules["ZPolarPool"](stabilizer=self.stabilizer)
+            return LayerMapComposite([(ELEMENTWISE, rules["PassThrough"]()), (LINEAR, linear),
+                                      (AVGPOOL, pool)])
+        zero = None if include else ["bias"]
+        pos = batch_polarity is None or bool((batch_polarity > 0).all())
+        neg = batch_polarity is not None and bool((batch_polarity < 0).all())
+        cls = ZPlus if pos else rules["ZMinus"] if neg else rules["ZPolar"]
+        linear = cls(stabilizer=self.stabilizer, zero_params=zero)
+        pool = rules["ZPolarPool"](stabilizer=self.stabilizer)
         return LayerMapComposite([(ELEMENTWISE, Pass()), (LINEAR, linear), (AVGPOOL, pool)])
 
     def __call__(self, x: Any, polarity: str = "auto") -> Attribution:
