@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -119,8 +120,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         dataset, source = make_dataset(tmp)
-        print(f"deblender training speed on CPU ({torch.get_num_threads()} torch threads)")
+        load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+        print(f"deblender training speed on CPU ({torch.get_num_threads()} torch threads, "
+              f"load average {load})")
         print(f"data: {source}")
+        print("burn-in timed with the multi-scale perceptual fallback (VGG19 needs a local file)")
         header = (f"{'preset':<7} {'G params':>10} {'D params':>11} {'batch':>5} "
                   f"{'burn-in s/it':>12} {'adv s/it':>9} {'adv it/s':>9} {'samples/s':>9} "
                   f"{'loader s/it':>11} {'loader share':>12}")
