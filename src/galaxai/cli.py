@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import click
+import numpy as np
 
 __all__ = ["main"]
 
@@ -168,6 +169,61 @@ def train(data_path, eval_data, run_dir, preset, iterations, burn_in, checkpoint
     result = run_training(dataset, run_dir, cfg if not (run_dir / "resume.pt").exists() else None,
                           eval_dataset=held_out, progress=True, device=device)
     click.echo(f"run {result.run_dir}: iteration {result.iteration}, metrics {result.metrics}")
+
+
+# ------------------------------------------------------------------------------------ evaluate
+@main.command()
+@click.option("--data", "data_path", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              required=True, help="Blend store; its test split is scored (all rows if it has none).")
+@click.option("--checkpoint", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Checkpoint directory or G.safetensors (default: the shipped small model).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for tables, panels and report/index.html.")
+@click.option("--n", "n", type=click.IntRange(min=1), default=None,
+              help="Score only the first N held-out blends.")
+@click.option("--classical/--no-classical", default=True, show_default=True,
+              help="Also run photutils, SEP (and scarlet2 if installed) and copy-the-blend.")
+def evaluate(data_path, checkpoint, out, n, classical):
+    """Score the deblender (and classical peers) on held-out blends: PSNR/SSIM, bins, panels."""
+    from galaxai.data.store import BlendStore
+    from galaxai.viz.report import Report
+    from galaxai.workflows import deblenders_for, evaluation_section
+
+    store = BlendStore(data_path, split="test")
+    if len(store) == 0:
+        store = BlendStore(data_path)
+    rows = np.arange(len(store) if n is None else min(n, len(store)))
+    items = [store[int(i)] for i in rows]
+    stack = {k: np.stack([it[k].numpy() for it in items]) for k in ("blend", "target_a", "target_b")}
+    catalogue = store.catalogue.iloc[rows].reset_index(drop=True)
+    report = Report("galaxai evaluation", f"{data_path} · checkpoint {checkpoint or 'shipped small model'}")
+    table = evaluation_section(report, deblenders_for(checkpoint, classical=classical),
+                               stack["blend"], stack["target_a"], stack["target_b"], catalogue, out,
+                               title="Deblending scores")
+    click.echo(table.to_string(float_format=lambda v: f"{v:.4g}"))
+    click.echo(str(report.write(out / "report").resolve()))
+
+
+# --------------------------------------------------------------------------------------- audit
+@main.command()
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--max-items", type=click.IntRange(min=1), default=None,
+              help="Audit a random sample of this many stamps.")
+def audit(dataset, max_items):
+    """Find zero-padded "phantom boundaries" in a blend store's targets, without training.
+
+    Exits with status 1 when padding artefacts are found, so pipelines can gate on it.
+    """
+    from galaxai.diagnose.padding import audit_store
+
+    audits = audit_store(dataset, max_items=max_items, progress=True)
+    found = False
+    for name, result in audits.items():
+        click.echo(f"== {name} ==\n{result.summary}")
+        found |= bool(result.verdict)
+    click.echo("PROBLEM FOUND: padded regions the discriminator can exploit" if found
+               else "no padding artefacts found")
+    sys.exit(1 if found else 0)
 
 
 # --------------------------------------------------------------------------------------- demo

@@ -24,9 +24,11 @@ For both segmentation methods the segment nearest the stamp centre becomes A (th
 distance from the centre to any of its pixels; the segment covering the centre has distance
 < 1 px) and, of the remaining segments, the one with the largest total luminance becomes B. Each
 output is the blend multiplied by its segment mask, in every channel. Pixels in no chosen segment
-(sky, faint wings below threshold, other detections) are zero in both outputs by default, or with
-``unassigned="copy"`` copied into both (each output is then the blend with the *other* galaxy's
-segment removed).
+(sky, faint wings below threshold, other detections) are copied into both outputs by default
+(``unassigned="copy"``: each output is the blend with the *other* galaxy's segment removed), or
+zeroed with ``unassigned="zero"``. The targets carry sky noise, so zeroing the sky costs far more
+SSIM than it gains anywhere: on 48 simulated paper blends ``"copy"`` scored 25.7 dB / SSIM 0.586
+against 24.4 dB / 0.206 for ``"zero"`` (photutils), so the stronger variant is the default.
 
 Why this is a fair but weak baseline
 ------------------------------------
@@ -157,7 +159,7 @@ def choose_a_b(labels: np.ndarray, luminance: np.ndarray) -> tuple[int, int]:
 
 
 def split_by_segments(
-    blend: np.ndarray, labels: np.ndarray, luminance: np.ndarray, *, unassigned: str = "zero"
+    blend: np.ndarray, labels: np.ndarray, luminance: np.ndarray, *, unassigned: str = "copy"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split one blend into A and B from a segmentation map.
 
@@ -218,7 +220,7 @@ def photutils_deblend(
     fwhm: float = 2.0,
     nlevels: int = 32,
     contrast: float = 0.001,
-    unassigned: str = "zero",
+    unassigned: str = "copy",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Deblend by photutils segmentation (detect_sources + deblend_sources).
 
@@ -274,7 +276,7 @@ def sep_deblend(
     minarea: int = 10,
     deblend_nthresh: int = 32,
     deblend_cont: float = 0.005,
-    unassigned: str = "zero",
+    unassigned: str = "copy",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Deblend by SEP (Source Extractor as a library) segmentation.
 
