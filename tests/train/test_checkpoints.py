@@ -15,6 +15,7 @@ from galaxai.train.checkpoints import (
     capture_rng_state,
     checkpoint_dir,
     export_generator,
+    export_network,
     latest_checkpoint,
     list_checkpoints,
     load_discriminator,
@@ -138,6 +139,17 @@ def test_export_generator_writes_weights_and_sidecar(tmp_path):
     g2, info = load_generator(out)
     assert info["iteration"] == 7
     assert torch.equal(g2.branches[1].conv.weight, g.branches[1].conv.weight)
+
+
+def test_export_discriminator_round_trips_and_rejects_unknown_network(tmp_path):
+    path, _, d = _save(tmp_path / "run", 9)
+    out = export_network(path, tmp_path / "weights" / "discriminator_small", "D")
+    d2, info = load_discriminator(out)
+    assert info["iteration"] == 9
+    for (name, p1), (_, p2) in zip(d.state_dict().items(), d2.state_dict().items()):
+        assert torch.equal(p1, p2), name
+    with pytest.raises(ValueError, match="'G' or 'D'"):
+        export_network(path, tmp_path / "x", "E")
 
 
 def test_rng_state_round_trip_through_resume_file(tmp_path):

@@ -56,6 +56,7 @@ __all__ = [
     "load_generator",
     "load_discriminator",
     "export_generator",
+    "export_network",
     "save_resume",
     "load_resume",
     "capture_rng_state",
@@ -336,21 +337,29 @@ def load_discriminator(
     return model.to(device or "cpu").eval(), info
 
 
-def export_generator(checkpoint: str | os.PathLike, dest: str | os.PathLike) -> Path:
-    """Copy a checkpoint's generator to ``<dest>.safetensors`` plus its sidecar ``<dest>.json``.
+def export_network(checkpoint: str | os.PathLike, dest: str | os.PathLike, network: str = "G") -> Path:
+    """Copy a checkpoint's ``G`` or ``D`` to ``<dest>.safetensors`` plus its sidecar ``<dest>.json``.
 
-    This is how the shipped default model (``galaxai/weights/deblender_small``) is produced.
-    Returns the path of the weights file.
+    This is how the shipped default models (``galaxai/weights/deblender_small`` and
+    ``discriminator_small``) are produced. Returns the path of the weights file.
     """
-    weights, sidecar = _resolve(checkpoint, "G")
+    if network not in ("G", "D"):
+        raise ValueError(f"network must be 'G' or 'D', got {network!r}")
+    weights, sidecar = _resolve(checkpoint, network)
     tensors, metadata = read_safetensors(weights)
     cfg, info = _model_config(weights, sidecar)
-    load_state(build_generator(cfg), weights)  # validate before shipping
+    build = build_generator if network == "G" else build_discriminator
+    load_state(build(cfg), weights)  # validate before shipping
     dest = Path(dest)
     out = dest.with_suffix(".safetensors")
     _write_safetensors(out, tensors, metadata)
     atomic_write_json(dest.with_suffix(".json"), {**info, "model_config": config_to_dict(cfg)})
     return out
+
+
+def export_generator(checkpoint: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """:func:`export_network` of the generator (kept for the default-model recipe)."""
+    return export_network(checkpoint, dest, "G")
 
 
 def capture_rng_state() -> dict[str, Any]:
