@@ -226,6 +226,118 @@ def audit(dataset, max_items):
     sys.exit(1 if found else 0)
 
 
+# ---------------------------------------------------------------------------- export / explain
+@main.command()
+@click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
+@click.option("--dest", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("src/galaxai/weights"), show_default=True,
+              help="Folder receiving deblender_<name> and discriminator_<name> (.safetensors + .json).")
+@click.option("--name", default="small", show_default=True)
+def export(checkpoint, dest, name):
+    """Ship a checkpoint (run directory = its latest) as the default deblender and discriminator."""
+    from galaxai.train.checkpoints import export_network, latest_checkpoint
+
+    if (checkpoint / "checkpoints").is_dir():
+        ref = latest_checkpoint(checkpoint)
+        if ref is None:
+            raise click.ClickException(f"{checkpoint} has no finished checkpoint yet")
+        checkpoint = ref.path
+    for network, stem in (("G", "deblender"), ("D", "discriminator")):
+        out = export_network(checkpoint, dest / f"{stem}_{name}", network)
+        click.echo(f"{network}: {out} ({out.stat().st_size / 1e6:.2f} MB)")
+
+
+def _store_images(path: Path, n: int):
+    """The first ``n`` test blends of a store: blends, targets (channel-first, [0, 1])."""
+    from galaxai.data.store import BlendStore
+
+    store = BlendStore(path, split="test")
+    store = store if len(store) else BlendStore(path)
+    items = [store[i] for i in range(min(n, len(store)))]
+    return {k: np.stack([it[k].numpy() for it in items]) for k in ("blend", "target_a", "target_b")}
+
+
+def _checkpoint_of(run: Path) -> Path:
+    from galaxai.train.checkpoints import latest_checkpoint
+
+    if (run / "checkpoints").is_dir():
+        ref = latest_checkpoint(run)
+        if ref is None:
+            raise click.ClickException(f"{run} has no finished checkpoint yet")
+        return ref.path
+    return run
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, path_type=Path))
+@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              required=True, help="Blend store whose test blends are explained.")
+@click.option("--method", "methods", multiple=True,
+              type=click.Choice(["polarized_lrp", "lrp_zplus", "lrp_epsilon", "input_gradient",
+                                 "smoothgrad", "integrated_gradients", "grad_cam"]),
+              default=("polarized_lrp",), show_default=True, help="Repeat to run several.")
+@click.option("--n", "n", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--report/--no-report", default=True, show_default=True,
+              help="Also write the figure + AOPC report for the first 4 real and generated images.")
+def explain(run, images, methods, n, batch_size, report):
+    """Explain the discriminator of RUN (run dir or checkpoint) on real and generated images.
+
+    Maps go to RUN/explanations/<checkpoint>/<method>_{real,generated}.fits (one cube per image
+    set, with provenance keywords) next to the run.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from galaxai.data.fits_export import write_fits_image
+    from galaxai.train.checkpoints import load_discriminator, load_generator
+    from galaxai.viz.report import Report
+    from galaxai.workflows import explain_methods, explanation_section
+
+    ckpt = _checkpoint_of(run)
+    D, _ = load_discriminator(ckpt)
+    G, _ = load_generator(ckpt)
+    data = _store_images(images, n)
+    real = data["target_a"] * 2 - 1
+    with torch.no_grad():
+        generated = G(torch.from_numpy(data["blend"]))[0].numpy()
+    base = run if (run / "checkpoints").is_dir() else ckpt.parent
+    out = base / "explanations" / ckpt.name
+    for kind, x in (("real", real), ("generated", generated)):
+        maps = {m: [] for m in methods}
+        for lo in tqdm(range(0, len(x), batch_size), desc=f"explain {kind}"):
+            for m, attribution in explain_methods(D, torch.from_numpy(x[lo:lo + batch_size]), methods).items():
+                signed = attribution.signed()
+                maps[m].append((signed.sum(1) if signed.ndim == 4 else signed).numpy())
+        for m, parts in maps.items():
+            path = write_fits_image(out / f"{m}_{kind}.fits", np.concatenate(parts),
+                                    {"GXCKPT": ckpt.name, "GXMETHOD": m[:68], "GXIMAGES": kind})
+            click.echo(f"wrote {path}")
+    if report:
+        page = Report("galaxai explanations", f"{ckpt}")
+        explanation_section(page, D, real[:4], generated[:4], out, title="Discriminator explanations")
+        click.echo(str(page.write(out / "report").resolve()))
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              required=True, help="Blend store; its first test targets are explained.")
+@click.option("--n", "n", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Default: RUN/timeline.")
+def timeline(run, images, n, out):
+    """Explain the same images at every checkpoint of RUN: montage PNG, GIF and curves."""
+    from galaxai.viz.report import Report
+    from galaxai.workflows import timeline_section
+
+    out = out or run / "timeline"
+    data = _store_images(images, n)
+    page = Report("galaxai training timeline", str(run))
+    timeline_section(page, run, data["target_a"] * 2 - 1, out, title="Polarized-LRP over training")
+    click.echo(str(page.write(out / "report").resolve()))
+
+
 # --------------------------------------------------------------------------------------- demo
 @main.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_output"),
