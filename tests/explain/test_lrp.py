@@ -212,13 +212,14 @@ def _split(a, b, r, positive):
     return torch.where(den == 0, 0.0, ca / safe) * r, torch.where(den == 0, 0.0, cb / safe) * r
 
 
-def test_residual_discriminator_matches_hand_reference():
+@pytest.mark.parametrize("engine", ["fused", "zennit"])
+def test_residual_discriminator_matches_hand_reference(engine):
     torch.manual_seed(1)
     model = ResidualDiscriminator().double().eval()
     x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     with torch.no_grad():
         model.head.bias -= model(x).median()
-    result = polarized_lrp(model, x, bias="ignore")
+    result = polarized_lrp(model, x, bias="ignore", engine=engine)
     assert set(result.polarity.tolist()) == {-1, 1}
     assert (result.maps >= 0).all() and (result.maps.sum((1, 2, 3)) <= result.scores).all()
 
@@ -258,6 +259,31 @@ def _layer_relevance(seq, inp, r, positive):
     op = ref._plan(seq)[0]
     fn = ref._eq1_conv if op["kind"] == "conv" else ref._eq1_linear
     return fn(op, inp[0].detach(), r[0].detach(), positive, False)[None]
+
+
+class FunctionalActs(nn.Module):
+    def __init__(self, inplace: bool) -> None:
+        super().__init__()
+        self.inplace = inplace
+        self.conv, self.head = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4 * 8 * 8, 1)
+
+    def forward(self, x):
+        h = F.leaky_relu(self.conv(x), 0.2, self.inplace)
+        return self.head(torch.flatten(h * 0.5, 1))
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_functional_activations_and_scaling_pass_relevance(inplace):
+    torch.manual_seed(3)
+    model = FunctionalActs(inplace).eval()
+    modular = nn.Sequential(model.conv, nn.LeakyReLU(0.2), nn.Flatten(), model.head)
+    x = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    ours = polarized_lrp(model, x, polarity="positive", bias="ignore")
+    theirs = polarized_lrp(modular, x, polarity="positive", bias="ignore")
+    # scaling by 0.5 changes p but not the Eq. 1 shares (biases ignored)
+    torch.testing.assert_close(ours.maps / ours.scores.view(-1, 1, 1, 1),
+                               theirs.maps / theirs.scores.view(-1, 1, 1, 1))
+    assert not torch.allclose(ours.scores, theirs.scores)
 
 
 class ParamSpectralD(nn.Module):
@@ -378,7 +404,6 @@ def test_lrp_zero_is_gradient_times_input_for_relu_nets():
 @pytest.mark.parametrize("rule", sorted(LRP_RULES))
 def test_every_baseline_runs_on_deblender_like(rule):
     model = ref.deblender_like("conv-act-bn", widths=(4, 4, 8, 8, 8, 8, 8), size=16, dense=8)
-    result = lrp(model, torch.rand(2, 3, 16, 16))
     result = lrp(model, torch.rand(2, 3, 16, 16), rule=rule)
     assert result.maps.shape == (2, 3, 16, 16) and torch.isfinite(result.maps).all()
     assert result.method == f"lrp_{rule}" and result.polarity is None

@@ -100,16 +100,26 @@ def test_smoothgrad_explains_the_logit_of_a_sigmoid_model():
     torch.testing.assert_close(a.logits, b.logits)
 
 
+class OneOutput(nn.Module):
+    """One output of a classifier, as a single-output model."""
+
+    def __init__(self, model: nn.Module, index: int) -> None:
+        super().__init__()
+        self.model, self.index = model, index
+
+    def forward(self, x):
+        return self.model(x)[:, self.index]
+
+
 def test_smoothgrad_options_and_target():
     torch.manual_seed(6)
     classifier = nn.Sequential(nn.Conv2d(3, 4, 3), nn.SiLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
     x = torch.rand(2, 3, 8, 8, generator=_gen(4))
-    single = nn.Sequential(classifier, nn.Unflatten(1, (3, 1)))
     with pytest.raises(ValueError, match="target"):
         smoothgrad(classifier, x, n=2)
     a = smoothgrad(classifier, x, target=1, n=6, chunk=4, aggregate="signed_mean", channel_reduce=None,
                    normalise=None)
-    b = smoothgrad(lambda_model(single, 1), x, n=6, chunk=6, aggregate="signed_mean",
+    b = smoothgrad(OneOutput(classifier, 1), x, n=6, chunk=6, aggregate="signed_mean",
                    channel_reduce=None, normalise=None)
     torch.testing.assert_close(a.maps, b.maps)
     sq = smoothgrad(classifier, x, target=[0, 2], n=6, aggregate="square_mean", channel_reduce="sum",
@@ -119,15 +129,6 @@ def test_smoothgrad_options_and_target():
     assert float(sq.maps.max()) == pytest.approx(1.0) and float(var.maps.min()) == pytest.approx(0.0)
     with pytest.raises(ValueError, match="aggregate"):
         smoothgrad(classifier, x, target=0, aggregate="median")
-
-
-class lambda_model(nn.Module):  # noqa: N801 - a tiny adapter: one output of a classifier
-    def __init__(self, model: nn.Module, index: int) -> None:
-        super().__init__()
-        self.model, self.index = model, index
-
-    def forward(self, x):
-        return self.model(x)[:, self.index]
 
 
 def test_integrated_gradients_completeness_and_sky_baseline():

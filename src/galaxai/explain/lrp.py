@@ -35,6 +35,13 @@ zennit :class:`~zennit.composites.LayerMapComposite` mapping layer types to rule
   relevance through, functional average pools and means use the positive-linear rule. Any other
   operation that carries relevance raises :class:`UnsupportedLayerError` naming it and the module.
 
+Conservation: with ``bias="ignore"`` (or all biases 0) the input relevance sums to the start
+relevance exactly *unless* relevance reaches a neuron whose own denominator is 0. With ReLU that
+never happens (such a neuron outputs 0 and receives nothing); with LeakyReLU a neuron whose inputs
+all contribute with the wrong sign outputs a small value of the other sign, can still receive
+relevance through weights of that sign, and then passes none (0/0 := 0, as Eq. 1 prescribes), so
+the sum is ``<= p``. The tests check both cases against an independent Eq. 1 reference.
+
 A mixed real/generated batch is explained in one pass: the relevance of a negative-polarity sample
 is carried with a minus sign, each rule routes a sample by the sign of its incoming relevance, and
 the returned maps are multiplied back by the polarity (both maps are non-negative).
@@ -70,6 +77,11 @@ from galaxai.explain.saliency import Attribution, as_input, register_method
 
 __all__ = [
     "UnsupportedLayerError",
+    "ShiftedConv",
+    "LINEAR",
+    "ELEMENTWISE",
+    "AVGPOOL",
+    "ROUTING",
     "PolarizedLRP",
     "polarized_lrp",
     "LRP",
@@ -135,9 +147,9 @@ class ShiftedConv(nn.Module):
         per_out = scale.view(groups, -1).repeat_interleave(c_out // groups, dim=0)
         shape = per_out.shape + (1,) * (conv.weight.ndim - 2)
         self.weight = nn.Parameter(conv.weight.detach() * per_out.view(shape), requires_grad=False)
-        self.register_buffer("original_weight", conv.weight.detach().clone())
-        self.register_buffer("shift", shift.detach().clone())
-        self.register_buffer("original_bias", conv.bias.detach().clone() if conv.bias is not None
+        self.register_buffer("original_weight", conv.weight.detach())
+        self.register_buffer("shift", shift.detach())
+        self.register_buffer("original_bias", conv.bias.detach() if conv.bias is not None
                              else torch.zeros(c_out, dtype=scale.dtype, device=scale.device))
         self.bias: nn.Parameter | None = None
         self._bias_size: tuple[int, ...] | None = None
@@ -378,6 +390,8 @@ class _Guard(TorchFunctionMode):
         if name in _PASS_OPS or name in _SCALE_OPS and self._positive_scalar(args):
             if kwargs.get("inplace"):
                 kwargs = {**kwargs, "inplace": False}
+            if len(args) > 1 and args[-1] is True:  # F.<activation>(x, ..., inplace=True)
+                args = (*args[:-1], False)
             out = func(*args, **kwargs)
             self._track(name, args, out)
             self.hits[(where, name, "pass-through")] += 1
@@ -563,9 +577,10 @@ def _zennit() -> dict[str, Any]:
                 reducer=lambda ins, grads: ins[0] * grads[0] + ins[1] * grads[1],
             )
 
-    return {"PolarizedEq1": PolarizedEq1, "PolarizedPositiveLinear": PolarizedPositiveLinear,
-            "PassThrough": PassThrough,
-            "ZMinus": ZMinus, "ZPolar": ZPolar, "ZPolarPool": ZPolarPool}
+    classes = (PolarizedEq1, PolarizedPositiveLinear, PassThrough, ZMinus, ZPolar, ZPolarPool)
+    for cls in classes:
+        cls.__qualname__ = cls.__name__
+    return {cls.__name__: cls for cls in classes}
 
 
 def __getattr__(name: str) -> Any:  # PEP 562: zennit-based classes load on first access
@@ -742,7 +757,8 @@ class _Explainer:
         self._notes: list[str] | None = None
         self._stack: list[tuple[str, bool]] = []
         self._handles: list[Any] = []
-        self._composite = None
+        self._composite = None  # the composite of the last call (zennit engine: per batch)
+        self._closed = False
         self._last_hits: Counter = Counter()
         self._check_layers(allow_batchnorm=True)
 
@@ -788,6 +804,7 @@ class _Explainer:
 
     def close(self) -> None:
         """Remove every hook from the snapshot (the user's model never had any)."""
+        self._closed = True
         if self._composite is not None:
             self._composite.remove()
         for handle in self._handles:
@@ -814,27 +831,29 @@ class _Explainer:
         prob = (guard.last_kind == "sigmoid" and guard.last_sigmoid is not None
                 and guard.last_sigmoid[1].numel() == out.numel())
         logits = (guard.last_sigmoid[0] if prob else out).detach().reshape(-1)
-        return out, guard, logits, prob
+        return out, guard, logits
 
-    def _run(self, x: Any, seed_fn: Callable[[torch.Tensor, torch.Tensor, bool], tuple]) -> tuple:
+    def _run(self, x: Any, seed_fn: Callable[[torch.Tensor, torch.Tensor], tuple]) -> tuple:
+        if self._closed:
+            raise RuntimeError(f"this {type(self).__name__} was closed; create a new one")
         x = as_input(self._twin, x)
         if self._notes is None:
             self._prepare(x)
         xg = x.clone().requires_grad_(True)
         if self._persistent():
-            out, guard, logits, prob = self._forward(xg, grad=True)
-            start, extra = seed_fn(logits, torch.sigmoid(logits), prob)
+            out, guard, logits = self._forward(xg, grad=True)
+            start, extra = seed_fn(logits, torch.sigmoid(logits))
             (relevance,) = torch.autograd.grad(out, xg, start.view_as(out))
         else:  # generic zennit path: choose the rules for this batch, then attach them
-            _, _, logits, prob = self._forward(xg, grad=False)
-            start, extra = seed_fn(logits, torch.sigmoid(logits), prob)
-            composite = self._make_composite(extra)
-            composite.register(self._twin)
+            _, _, logits = self._forward(xg, grad=False)
+            start, extra = seed_fn(logits, torch.sigmoid(logits))
+            self._composite = self._make_composite(extra)
+            self._composite.register(self._twin)
             try:
-                out, guard, _, _ = self._forward(xg, grad=True)
+                out, guard, _ = self._forward(xg, grad=True)
                 (relevance,) = torch.autograd.grad(out, xg, start.view_as(out))
             finally:
-                composite.remove()
+                self._composite.remove()
         self._last_hits = guard.hits
         return relevance.detach(), logits, extra
 
@@ -845,11 +864,10 @@ class _Explainer:
                     "snapshot); call it on a batch first")
         lines = [f"{type(self).__name__} ({self.method})"]
         lines += [f"  canonise: {note}" for note in self._notes]
-        composite = self._composite if self._composite is not None else self._make_composite(None)
         for name, module in self._twin.named_modules():
             if next(module.children(), None) is not None:
                 continue
-            hook = composite.module_map({}, name, module)
+            hook = self._composite.module_map({}, name, module)
             rule = type(hook).__name__ if hook is not None else "gradient (exact routing)"
             lines.append(f"  {name:<28} {type(module).__name__:<14} -> {rule}")
         for (where, op, rule), count in sorted(self._last_hits.items()):
@@ -941,7 +959,7 @@ class PolarizedLRP(_Explainer):
         if polarity not in ("auto", "positive", "negative"):
             raise ValueError(f"polarity={polarity!r}; use 'auto', 'positive' or 'negative'")
 
-        def seed(logits, prob, prob_output):
+        def seed(logits, prob):
             if polarity == "auto":
                 pol = torch.where(prob >= 0.5, 1, -1)
             else:
@@ -1063,7 +1081,7 @@ class LRP(_Explainer):
 
     def __call__(self, x: Any) -> Attribution:
         """Explain a batch; ``maps`` ``(B, C, H, W)`` signed, ``logits``/``scores`` per sample."""
-        relevance, logits, _ = self._run(x, lambda logits, prob, is_prob: (logits, None))
+        relevance, logits, _ = self._run(x, lambda logits, prob: (logits, None))
         return Attribution(relevance, logits, self.method, torch.sigmoid(logits),
                            params={"rule": self.rule, "epsilon": self.epsilon})
 

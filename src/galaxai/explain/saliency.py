@@ -42,6 +42,9 @@ __all__ = [
     "smoothgrad_noise",
     "integrated_gradients",
     "grad_cam",
+    "as_input",
+    "eval_mode",
+    "forward_logits",
 ]
 
 
