@@ -13,14 +13,6 @@ from galaxai.train.checkpoints import export_generator, save_checkpoint
 CFG = DeblenderConfig.preset("tiny", image_size=32)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     g, d = build_generator(CFG, seed=0), build_discriminator(CFG)

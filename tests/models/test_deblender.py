@@ -17,15 +17,6 @@ from galaxai.models.deblender import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: small convolutions on a shared CPU run faster without OpenMP spinning."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def conv(k: int, cin: int, cout: int) -> int:
     return k * k * cin * cout + cout
 

@@ -20,15 +20,6 @@ from galaxai.models.morphology import (
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest single-threaded on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
 def _no_downloads(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("galaxai must never download weights")

@@ -19,15 +19,6 @@ from galaxai.models.perceptual import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: small convolutions on a shared CPU run faster without OpenMP spinning."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch, tmp_path):
     """No real hub cache, no env var, no network, and a fresh warn-once flag in every test."""

@@ -31,15 +31,6 @@ from galaxai.train.checkpoints import (
 CFG = DeblenderConfig.preset("tiny", image_size=32)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: small convolutions on a shared CPU run faster without OpenMP spinning."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _save(run, iteration, seed=0, **kw):
     g, d = build_generator(CFG, seed=seed), build_discriminator(CFG, seed=seed + 1)
     # make BN buffers non-trivial so that they are checked too

@@ -58,15 +58,6 @@ def tiny(**kw) -> TrainConfig:
     )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: tiny convolutions on a shared CPU run faster without OpenMP spinning."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def data():
     return Blobs(24, seed=0), Blobs(8, seed=1)
