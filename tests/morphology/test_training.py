@@ -1,0 +1,102 @@
+"""Training recipe, Keras-style callbacks and the aligned control (galaxai.morphology.training)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from galaxai.morphology.training import (EarlyStopping, ReduceLROnPlateau, TrainConfig, augment,
+                                         predict, train_control, train_model)
+
+
+def test_plateau_follows_keras_on_a_scripted_sequence():
+    p = ReduceLROnPlateau(factor=0.5, patience=5, min_delta=1e-4)
+    # improves for 2 epochs, then 5 epochs within min_delta of the best -> one reduction
+    losses = [1.0, 0.9] + [0.89995] * 5 + [0.5] + [0.6] * 5
+    reduced = [p.step(v) for v in losses]
+    assert reduced == [False] * 6 + [True] + [False] * 5 + [True]
+    assert p.scale == 0.25
+
+
+def test_early_stopping_patience_10_without_min_delta():
+    s = EarlyStopping(patience=10)
+    stops = [s.step(v) for v in [1.0, 0.9] + [0.95] * 9 + [0.8999] + [0.95] * 10]
+    assert not any(stops[:-1]) and stops[-1]
+    assert len(stops) == 22 and s.best == pytest.approx(0.8999)
+
+
+class _Tiny(nn.Module):
+    def __init__(self, k=2):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.SiLU(), nn.AdaptiveAvgPool2d(1),
+                                 nn.Flatten(), nn.Linear(4, k), nn.Sigmoid())
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def _data(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 1, (n, 16, 16, 3)).astype(np.float32)
+    bright = x.mean(axis=(1, 2, 3))
+    y = np.stack([bright, 1 - bright], 1)
+    return x, y
+
+
+def test_training_reduces_loss_and_is_seeded():
+    x, y = _data()
+    cfg = TrainConfig(epochs=8, batch_size=16, lr=1e-2, rotation=0, shift=0.0, flips=False,
+                      brightness=(1, 1), augment_validation=False)
+    torch.manual_seed(0)
+    h = train_model(_Tiny(), x, y, x, y, cfg).history
+    assert h["val_loss"].iloc[-1] < 0.5 * h["val_loss"].iloc[0]
+    assert np.allclose(h["rmse"], np.sqrt(h["loss"]))
+    torch.manual_seed(0)
+    h2 = train_model(_Tiny(), x, y, x, y, cfg).history
+    assert h.equals(h2)
+    # the per-step decay on top of the plateau scale: lr_t = lr·scale / (1 + 5e-4 t), 4 steps
+    # per epoch; the last epoch trained with the scale set after the one before
+    scale = h["lr_scale"].iloc[-2]
+    assert h["lr_last"].iloc[-1] == pytest.approx(1e-2 * scale / (1 + 5e-4 * (8 * 4 - 1)))
+
+
+def test_early_stop_keeps_last_weights():
+    x, y = _data(32)
+    cfg = TrainConfig(epochs=50, batch_size=32, lr=0.0 + 1e-12, stop_patience=2,
+                      plateau_patience=1, augment_validation=False)
+    torch.manual_seed(1)
+    res = train_model(_Tiny(), x, y, x, y, cfg)
+    h = res.history
+    assert h["stopped"].iloc[-1] and len(h) < 50
+    assert h["reduced"].any() and h["lr_scale"].iloc[-1] < 1
+    assert not res.model.training
+
+
+def test_augment_preserves_range_shape_and_seed():
+    x = torch.rand(6, 3, 20, 20)
+    cfg = TrainConfig()
+    a = augment(x, cfg, torch.Generator().manual_seed(3))
+    b = augment(x, cfg, torch.Generator().manual_seed(3))
+    assert a.shape == x.shape and torch.equal(a, b)
+    assert a.min() >= 0 and a.max() <= 1
+    ident = TrainConfig(rotation=0, flips=False, brightness=(1, 1), shift=0.0)
+    torch.testing.assert_close(augment(x, ident, torch.Generator().manual_seed(0)), x,
+                               atol=1e-5, rtol=0)
+
+
+def test_control_predictions_are_aligned_by_id():
+    x, _ = _data(24, seed=2)
+    lengths = np.linspace(0.1, 0.7, 24)
+    cfg = TrainConfig.preset("tiny", epochs=1, batch_size=8)
+    big = np.repeat(np.repeat(x, 2, 1), 2, 2)  # 32² images
+    model = train_control(big, lengths, big[:8], lengths[:8], preset="tiny", config=cfg).model
+    ids = [f"gal{i}" for i in range(24)]
+    p = predict(model, big, ids, columns=["length_scaled"])
+    perm = np.random.default_rng(0).permutation(24)
+    q = predict(model, big[perm], [ids[i] for i in perm], columns=["length_scaled"])
+    assert list(q.index) == [ids[i] for i in perm]
+    np.testing.assert_allclose(q.loc[ids].to_numpy(), p.to_numpy(), rtol=1e-5, atol=1e-6)
+    assert math.isfinite(float(p.iloc[0, 0]))
+    with pytest.raises(ValueError, match="unique"):
+        predict(model, big, ["a"] * 24)
