@@ -36,7 +36,7 @@ import zarr
 from galaxai._atomic import atomic_write, atomic_write_json
 from galaxai.config import config_to_dict
 from galaxai.data.blend import BlendConfig, make_blends
-from galaxai.data.store import StoreError, _create_arrays, _write_chunk
+from galaxai.data.store import StoreError, _create_arrays, _write_chunk, check_same_settings
 
 __all__ = ["build_galaxy_pool", "GalaxyPool", "BlendStream", "chunk_mode"]
 
@@ -113,10 +113,7 @@ def build_galaxy_pool(path: str | os.PathLike, n: int, seed: int, sim_config=Non
                     "complete": False}
         atomic_write_json(path / _MANIFEST, manifest)
     else:
-        diff = sorted(k for k in settings if manifest.get(k) != settings[k])
-        if diff:
-            raise StoreError(f"{path} was started with different settings ({', '.join(diff)}); "
-                             "re-run with the original arguments to resume, or use a new path")
+        check_same_settings(path, manifest, settings)
         if manifest["complete"]:
             return path
     done = set(manifest["chunks_done"])

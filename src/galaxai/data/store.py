@@ -58,6 +58,7 @@ from galaxai.data.blend import BlendBatch, BlendConfig, make_blends
 __all__ = [
     "ARRAYS",
     "StoreError",
+    "check_same_settings",
     "build_store",
     "write_store",
     "open_store",
@@ -180,6 +181,14 @@ def _simulated_chunk(c: int, lo: int, hi: int, seed: int, sim_config, blend_conf
     return batch, cat
 
 
+def check_same_settings(path: Path, manifest: dict, settings: dict) -> None:
+    """Refuse to resume a build at ``path`` whose manifest was written with other settings."""
+    diff = sorted(k for k in settings if manifest.get(k) != settings[k])
+    if diff:
+        raise StoreError(f"{path} was started with different settings ({', '.join(diff)}); "
+                         "re-run with the original arguments to resume, or use a new path")
+
+
 def _read_manifest(path: Path) -> dict | None:
     mpath = path / _MANIFEST
     if not mpath.exists():
@@ -265,10 +274,7 @@ def build_store(path: str | os.PathLike, n: int, seed: int, sim_config=None,
         if manifest.get("kind") != "simulated":
             raise StoreError(f"{path} holds a store written by write_store, not a simulated build; "
                              "choose a new path")
-        diff = sorted(k for k in settings if manifest.get(k) != settings[k])
-        if diff:
-            raise StoreError(f"{path} was started with different settings ({', '.join(diff)}); "
-                             "re-run with the original arguments to resume, or use a new path")
+        check_same_settings(path, manifest, settings)
         if manifest["complete"]:
             return path
     done = set(manifest["chunks_done"])
