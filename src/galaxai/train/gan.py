@@ -181,6 +181,10 @@ class TrainConfig:
                 batch_size=8,
                 burn_in=100,
                 iterations=1_500,
+                # 5x the paper's rates: at 1e-4 the held-out PSNR stalled near 18 dB within
+                # 1,500 iterations (measured), far from converged.
+                lr=5e-4,
+                lr_late=5e-5,
                 checkpoint_every=100,
                 eval_size=256,
                 log_every=10,
