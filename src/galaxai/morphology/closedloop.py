@@ -68,7 +68,7 @@ from galaxai.models.morphology import ARCHITECTURES, GZ_COLUMNS, build_classifie
 from galaxai.morphology.barlength import measure_bar, x_input
 from galaxai.morphology.gridsearch import grid_search, measurement_table, rho_report, split_catalogue
 from galaxai.morphology.training import TrainConfig, predict, train_control, train_model
-from galaxai.viz.render import heatmap, montage, save_png
+from galaxai.viz.render import heatmap, montage
 
 __all__ = [
     "GZ_R90_PX",
@@ -349,7 +349,8 @@ def _measure(config: ClosedLoopConfig, maps: dict[tuple[str, float], np.ndarray]
     """Long table of lengths: source, algorithm, x_input, s_noise, t_c, t_l, id, length_px."""
     ids = list(data.eval_catalogue["id"])
     images = data.eval_images.astype(np.float64)
-    luma = images @ np.array([0.2989, 0.5870, 0.1140])
+    unit = np.ones(images.shape[1:3])
+    luma = np.stack([x_input(unit, im) for im in images])  # the grayscale image of x_input
     lo, hi = luma.min(axis=(1, 2), keepdims=True), luma.max(axis=(1, 2), keepdims=True)
     image_maps = (luma - lo) / np.where(hi > lo, hi - lo, 1.0)
     tables = []
@@ -406,7 +407,8 @@ def _score(config: ClosedLoopConfig, table: pd.DataFrame, data: ClosedLoopData
 
 def _control(config: ClosedLoopConfig, data: ClosedLoopData, out: Path, progress: bool
              ) -> tuple[list[dict[str, Any]], pd.Series]:
-    train = data.catalogue[data.catalogue["has_bar"].to_numpy(dtype=bool)]
+    keep = data.catalogue["has_bar"].to_numpy(dtype=bool)
+    train = data.catalogue[keep]
     if len(train) < 2:
         raise ValueError(f"only {len(train)} barred galaxies in the classifier pool to train the "
                          "control on; raise n_train or sim.bar_fraction")
@@ -414,7 +416,6 @@ def _control(config: ClosedLoopConfig, data: ClosedLoopData, out: Path, progress
     pos = {i: k for k, i in enumerate(data.eval_catalogue["id"])}
     val_idx = [pos[i] for i in data.validation_ids]
     test_idx = [pos[i] for i in data.test_ids]
-    keep = data.catalogue["has_bar"].to_numpy(dtype=bool)
     cfg = dataclasses.replace(config.control_train,
                               seed=config.control_train.seed + 7919 + config.seed)
     result = train_control(data.images[keep], train["length_scaled"].to_numpy(),
