@@ -161,7 +161,7 @@ def explanation_section(report: Report, discriminator, real: np.ndarray, generat
     plrp = attributions["polarized_lrp"]
     display = ((x + 1) / 2).clamp(0, 1).numpy()
     probs = plrp.scores.numpy()
-    labels = [f"{lab}: D={p:.2f}" for lab, p in zip(labels, probs)]
+    labels = [f"{lab}\nD={p:.2f}" for lab, p in zip(labels, probs)]
     report.add_section(title, "The discriminator gives one probability p that its input is real. "
                        "Polarized-LRP back-propagates p with positive contributions where p ≥ 0.5 "
                        "('why real') and negative contributions where p < 0.5 ('why generated'). "
