@@ -32,6 +32,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import resource
 import subprocess
@@ -86,13 +87,10 @@ def _captum_lrp(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return LRP(model).attribute(x.clone().requires_grad_(True), target=0)
 
 
-def _captum_ready(model: nn.Module) -> nn.Module:
-    """A copy of the model on which captum's LRP runs: IdentityRule on LeakyReLU and Flatten."""
-    import copy
-
+def _with_identity_rules(twin: nn.Module) -> nn.Module:
+    """Give LeakyReLU and Flatten captum's ``IdentityRule`` (captum deletes rules after a call)."""
     from captum.attr._utils.lrp_rules import IdentityRule
 
-    twin = copy.deepcopy(model)
     for module in twin.modules():
         if isinstance(module, (nn.LeakyReLU, nn.Flatten)):
             module.rule = IdentityRule()
@@ -103,7 +101,7 @@ def methods(model: nn.Module) -> dict:
     """name -> callable(x); the explainer is built once (kept ready across batches)."""
     ready = PolarizedLRP(model)
     ready_zennit = PolarizedLRP(model, engine="zennit")
-    captum_twin = _captum_ready(model)
+    captum_twin = copy.deepcopy(model)
     return {
         "input_gradient": lambda x: input_gradient(model, x),
         "polarized_lrp (PolarizedLRP, kept ready)": lambda x: ready(x),
@@ -111,7 +109,7 @@ def methods(model: nn.Module) -> dict:
         "polarized_lrp (engine='zennit')": lambda x: ready_zennit(x),
         "zennit ZPlus composite per call": lambda x: _zennit_zplus(model, x),
         "captum LRP (epsilon)": lambda x: _captum_lrp(model, x),
-        "captum LRP (eps., IdentityRule on LReLU/Flatten)": lambda x: _captum_lrp(captum_twin, x),
+        "captum LRP (eps., IdentityRule on LReLU/Flatten)": lambda x: _captum_lrp(_with_identity_rules(captum_twin), x),
     }
 
 

@@ -18,14 +18,18 @@ user's model is never modified. Rules are zennit hooks (:class:`zennit.core.Hook
 zennit :class:`~zennit.composites.LayerMapComposite` mapping layer types to rules:
 
 * Linear / Conv: Eq. 1. ``engine="fused"`` (default) uses :class:`PolarizedEq1`, a hook that
-  reroutes the backward pass through one autograd function per layer: per sample it stacks the
-  sign-split input so that ``[z]^+`` (or ``[z]^-``) sums are *one* linear call, and never computes
-  the layer's ordinary gradient (about 5 convolution costs per layer against 2 for a plain input
-  gradient). ``engine="zennit"`` uses stock zennit ``BasicHook`` rules: zennit's ``ZPlus`` for
-  positive batches, :class:`ZMinus` for negative ones and :class:`ZPolar` (both branch pairs) for
-  mixed ones — the generic reference path, slower.
+  reroutes the backward pass through one autograd function per layer and never computes the
+  layer's ordinary gradient. The clamped weights ``W^+``, ``W^-`` are cached; per sample the
+  sign-split inputs are swapped (``x^+ W^+ + x^- W^-`` or ``x^- W^+ + x^+ W^-``), so a mixed batch
+  costs two linear calls forward and two backward, like a uniform one: about 5 convolution costs
+  per layer against 2 for a plain input gradient (``benchmarks/bench_lrp.py`` measures about
+  2.3-2.6x on the paper discriminator, against 3.5-5x for zennit's generic ZPlus composite).
+  ``engine="zennit"`` uses stock zennit ``BasicHook`` rules: zennit's ``ZPlus`` for positive
+  batches, :class:`ZMinus` for negative ones and :class:`ZPolar` (both branch pairs) for mixed
+  ones — the generic reference path, slower, composite registered per call.
 * Average pooling: a linear layer with positive weights (:class:`PolarizedPositiveLinear`).
-* Element-wise activations (ReLU, LeakyReLU, PReLU, ELU, SiLU, Tanh, Sigmoid, ...): zennit ``Pass``.
+* Element-wise activations (ReLU, LeakyReLU, PReLU, ELU, SiLU, Tanh, Sigmoid, ...): pass-through
+  (:class:`PassThrough` for the fused engine, zennit's ``Pass`` for the zennit engine).
 * Max pooling, Flatten, Dropout, reshapes: the gradient itself routes relevance exactly
   (max pooling's gradient is winner-take-all).
 * Operations written in a container's ``forward`` are seen by a ``TorchFunctionMode`` guard:
