@@ -36,7 +36,13 @@ import zarr
 from galaxai._atomic import atomic_write, atomic_write_json
 from galaxai.config import config_to_dict
 from galaxai.data.blend import BlendConfig, make_blends
-from galaxai.data.store import StoreError, _create_arrays, _write_chunk, check_same_settings
+from galaxai.data.store import (
+    StoreError,
+    _create_arrays,
+    _write_chunk,
+    check_same_settings,
+    read_manifest,
+)
 
 __all__ = ["build_galaxy_pool", "GalaxyPool", "BlendStream", "chunk_mode"]
 
@@ -151,16 +157,7 @@ def build_galaxy_pool(path: str | os.PathLike, n: int, seed: int, sim_config=Non
 
 
 def _read_manifest(path: Path) -> dict[str, Any] | None:
-    mpath = path / _MANIFEST
-    if not mpath.exists():
-        return None
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise StoreError(f"{mpath} is unreadable ({exc}); delete {path} and rebuild it") from None
-    if manifest.get("format") != _FORMAT:
-        raise StoreError(f"{mpath} is not a galaxai galaxy-pool manifest")
-    return manifest
+    return read_manifest(path, _FORMAT, f"build one with `galaxai data pool --out {path}`")
 
 
 class GalaxyPool:

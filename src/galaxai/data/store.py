@@ -59,6 +59,7 @@ __all__ = [
     "ARRAYS",
     "StoreError",
     "check_same_settings",
+    "read_manifest",
     "build_store",
     "write_store",
     "open_store",
@@ -189,7 +190,11 @@ def check_same_settings(path: Path, manifest: dict, settings: dict) -> None:
                          "re-run with the original arguments to resume, or use a new path")
 
 
-def _read_manifest(path: Path) -> dict | None:
+def read_manifest(path: Path, fmt: str = _FORMAT, advice: str | None = None) -> dict | None:
+    """The ``manifest.json`` of a store-like directory of format ``fmt``; ``None`` if absent.
+
+    An unreadable file or another format raises :class:`StoreError` naming it (and ``advice``).
+    """
     mpath = path / _MANIFEST
     if not mpath.exists():
         return None
@@ -197,8 +202,9 @@ def _read_manifest(path: Path) -> dict | None:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise StoreError(f"{mpath} is unreadable ({exc}); delete {path} and rebuild it") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
-        raise StoreError(f"{mpath} is not a galaxai blend-store manifest; {_how_to_build(path)}")
+    if not isinstance(manifest, dict) or manifest.get("format") != fmt:
+        raise StoreError(f"{mpath} is not a galaxai {fmt} manifest; "
+                         f"{advice if advice is not None else _how_to_build(path)}")
     return manifest
 
 
@@ -256,7 +262,7 @@ def build_store(path: str | os.PathLike, n: int, seed: int, sim_config=None,
     }
     # round-trip through JSON so that comparisons with a manifest read back are like for like
     settings = json.loads(json.dumps(settings))
-    manifest = _read_manifest(path)
+    manifest = read_manifest(path)
     if manifest is None:
         if path.exists() and any(p.name not in _OWN and not p.name.startswith(".")
                                  for p in path.iterdir()):
@@ -430,7 +436,7 @@ class BlendStore(torch.utils.data.Dataset):
         if not self.path.is_dir():
             raise StoreError(f"{self.path} is not a blend store (no such directory); "
                              f"{_how_to_build(self.path)}")
-        manifest = _read_manifest(self.path)
+        manifest = read_manifest(self.path)
         if manifest is None:
             raise StoreError(f"{self.path} is not a blend store (no {_MANIFEST}); "
                              f"{_how_to_build(self.path)}")
