@@ -8,7 +8,6 @@ from torch import nn
 
 from galaxai.explain import aopc, pixel_flipping, random_order_curves, relevance_mass_ratio, sky_like
 
-torch.set_num_threads(2)
 
 
 class Planted(nn.Module):

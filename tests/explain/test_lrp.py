@@ -11,7 +11,6 @@ from torch import nn
 import eq1_reference as ref
 from galaxai.explain import LRP_RULES, METHODS, PolarizedLRP, UnsupportedLayerError, lrp, polarized_lrp
 
-torch.set_num_threads(2)
 
 
 def _state(model: nn.Module) -> dict:

@@ -9,7 +9,6 @@ import eq1_reference as ref
 from galaxai.explain import grad_cam, input_gradient, integrated_gradients, smoothgrad
 from galaxai.explain.saliency import smoothgrad_noise
 
-torch.set_num_threads(2)
 
 
 def _gen(seed: int) -> torch.Generator:

@@ -10,7 +10,6 @@ import eq1_reference as ref
 from galaxai.explain import explain_timeline, polarized_lrp
 from galaxai.explain.timeline import core_periphery_masks
 
-torch.set_num_threads(2)
 
 
 def test_timeline_over_checkpoints_polarized_lrp():
