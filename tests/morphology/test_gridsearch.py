@@ -26,7 +26,7 @@ from galaxai.morphology.gridsearch import (
     split_catalogue,
 )
 
-HOYLE = Path("/work/shared/data/hoyle_barlengths.csv")
+HOYLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "hoyle_barlengths.csv"
 
 
 def synthetic_r90(n: int, seed: int, cv: float = 0.42) -> np.ndarray:
