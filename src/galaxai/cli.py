@@ -185,17 +185,10 @@ def train(data_path, eval_data, run_dir, preset, iterations, burn_in, checkpoint
               help="Also run photutils, SEP (and scarlet2 if installed) and copy-the-blend.")
 def evaluate(data_path, checkpoint, out, n, classical):
     """Score the deblender (and classical peers) on held-out blends: PSNR/SSIM, bins, panels."""
-    from galaxai.data.store import BlendStore
     from galaxai.viz.report import Report
     from galaxai.workflows import deblenders_for, evaluation_section
 
-    store = BlendStore(data_path, split="test")
-    if len(store) == 0:
-        store = BlendStore(data_path)
-    rows = np.arange(len(store) if n is None else min(n, len(store)))
-    items = [store[int(i)] for i in rows]
-    stack = {k: np.stack([it[k].numpy() for it in items]) for k in ("blend", "target_a", "target_b")}
-    catalogue = store.catalogue.iloc[rows].reset_index(drop=True)
+    stack, catalogue = _store_images(data_path, n)
     report = Report("galaxai evaluation", f"{data_path} · checkpoint {checkpoint or 'shipped small model'}")
     table = evaluation_section(report, deblenders_for(checkpoint, classical=classical),
                                stack["blend"], stack["target_a"], stack["target_b"], catalogue, out,
@@ -235,29 +228,32 @@ def audit(dataset, max_items):
 @click.option("--name", default="small", show_default=True)
 def export(checkpoint, dest, name):
     """Ship a checkpoint (run directory = its latest) as the default deblender and discriminator."""
-    from galaxai.train.checkpoints import export_network, latest_checkpoint
+    from galaxai.train.checkpoints import export_network
 
-    if (checkpoint / "checkpoints").is_dir():
-        ref = latest_checkpoint(checkpoint)
-        if ref is None:
-            raise click.ClickException(f"{checkpoint} has no finished checkpoint yet")
-        checkpoint = ref.path
+    checkpoint = _checkpoint_of(checkpoint)
     for network, stem in (("G", "deblender"), ("D", "discriminator")):
         out = export_network(checkpoint, dest / f"{stem}_{name}", network)
         click.echo(f"{network}: {out} ({out.stat().st_size / 1e6:.2f} MB)")
 
 
-def _store_images(path: Path, n: int):
-    """The first ``n`` test blends of a store: blends, targets (channel-first, [0, 1])."""
+def _store_images(path: Path, n: int | None):
+    """The first ``n`` (default all) test blends of a store, or of all rows if it has no test split.
+
+    Returns the arrays ``blend``, ``target_a``, ``target_b`` (channel-first, [0, 1]) and their
+    catalogue rows.
+    """
     from galaxai.data.store import BlendStore
 
     store = BlendStore(path, split="test")
     store = store if len(store) else BlendStore(path)
-    items = [store[i] for i in range(min(n, len(store)))]
-    return {k: np.stack([it[k].numpy() for it in items]) for k in ("blend", "target_a", "target_b")}
+    rows = range(len(store) if n is None else min(n, len(store)))
+    items = [store[i] for i in rows]
+    arrays = {k: np.stack([it[k].numpy() for it in items]) for k in ("blend", "target_a", "target_b")}
+    return arrays, store.catalogue.iloc[list(rows)].reset_index(drop=True)
 
 
 def _checkpoint_of(run: Path) -> Path:
+    """A checkpoint path as given, or the latest checkpoint of a run directory."""
     from galaxai.train.checkpoints import latest_checkpoint
 
     if (run / "checkpoints").is_dir():
@@ -297,7 +293,7 @@ def explain(run, images, methods, n, batch_size, report):
     ckpt = _checkpoint_of(run)
     D, _ = load_discriminator(ckpt)
     G, _ = load_generator(ckpt)
-    data = _store_images(images, n)
+    data, _ = _store_images(images, n)
     real = data["target_a"] * 2 - 1
     with torch.no_grad():
         generated = G(torch.from_numpy(data["blend"]))[0].numpy()
@@ -332,7 +328,7 @@ def timeline(run, images, n, out):
     from galaxai.workflows import timeline_section
 
     out = out or run / "timeline"
-    data = _store_images(images, n)
+    data, _ = _store_images(images, n)
     page = Report("galaxai training timeline", str(run))
     timeline_section(page, run, data["target_a"] * 2 - 1, out, title="Polarized-LRP over training")
     click.echo(str(page.write(out / "report").resolve()))
