@@ -5,7 +5,7 @@ import pytest
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.wcs import WCS
-from PIL import Image
+from galaxy_zoo_layout import smooth_rgb, write_kaggle_layout
 
 from galaxai.data.sources import (
     GALAXY_ZOO_CLASSES,
@@ -20,37 +20,20 @@ from galaxai.data.sources import (
 )
 
 
-def smooth_rgb(seed, size=424):
-    """A smooth uint8 RGB image (JPEG keeps it within a few levels)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size] / size
-    img = np.stack([np.sin(2 * np.pi * (xx * rng.uniform(0.5, 2) + rng.random())) for _ in range(3)], -1)
-    return ((img * 0.4 + 0.5) * 255).astype(np.uint8)
-
-
 @pytest.fixture
 def kaggle(tmp_path):
     """A small Kaggle layout: 3 good images, one corrupt, one truncated, one grey, one too small,
     one without a CSV row."""
-    img_dir = tmp_path / "images_training_rev1"
-    img_dir.mkdir()
     good = [100008, 100023, 100053]
-    originals = {}
-    for k, gid in enumerate(good):
-        arr = smooth_rgb(k)
-        Image.fromarray(arr).save(img_dir / f"{gid}.jpg", quality=95)
-        originals[gid] = arr
+    originals = {gid: smooth_rgb(k) for k, gid in enumerate(good)}
+    odd = {100122: smooth_rgb(5)[..., 0], 100123: smooth_rgb(6, size=100),
+           999999: smooth_rgb(7)}  # grey, too small, no label row
+    ids = good + [100078, 100090, 100122, 100123]
+    table = write_kaggle_layout(tmp_path, {**originals, **odd}, label_ids=ids)
+    img_dir = tmp_path / "images_training_rev1"
     (img_dir / "100078.jpg").write_bytes(b"this is not a jpeg")
     full = (img_dir / "100008.jpg").read_bytes()
     (img_dir / "100090.jpg").write_bytes(full[: len(full) // 2])
-    Image.fromarray(smooth_rgb(5)[..., 0]).save(img_dir / "100122.jpg")
-    Image.fromarray(smooth_rgb(6, size=100)).save(img_dir / "100123.jpg")
-    Image.fromarray(smooth_rgb(7)).save(img_dir / "999999.jpg")  # no label row
-    ids = good + [100078, 100090, 100122, 100123]
-    rng = np.random.default_rng(0)
-    table = pd.DataFrame(rng.random((len(ids), 37)), columns=list(GALAXY_ZOO_CLASSES))
-    table.insert(0, "GalaxyID", ids)
-    table.to_csv(tmp_path / "training_solutions_rev1.csv", index=False)
     return tmp_path, originals, table
 
 
