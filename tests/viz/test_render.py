@@ -18,6 +18,7 @@ from galaxai.viz.render import (
     lupton_rgb,
     montage,
     save_png,
+    scatter_plot,
     signed_heatmap,
     stretch_image,
     symmetric_vmax,
@@ -144,3 +145,17 @@ def test_nan_image_rejected(stamps):
     bad[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         deblend_panel(bad, stamps[0], stamps[0], stamps[0], stamps[0], 1.0, 1.0)
+
+
+def test_scatter_plot_with_lines(tmp_path):
+    x = np.array([1.0, 2.0, 3.0])
+    path = scatter_plot({"galaxies": (x, 2 * x)}, lines={"1:1": 1.0, "fit": 2.0},
+                        xlabel="catalogue", ylabel="measured", path=tmp_path / "s.png",
+                        size=(300, 240))
+    assert _png_size(path) == (300, 240)
+    array = scatter_plot({"a": (x, x)})
+    assert array.dtype == np.uint8 and array.shape[2] == 3
+    with pytest.raises(ValueError, match="3 points but y has 2"):
+        scatter_plot({"bad": (x, x[:2])})
+    with pytest.raises(ValueError, match="at least one"):
+        scatter_plot({})

@@ -56,8 +56,6 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from galaxai._atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from galaxai.config import write_config
@@ -68,7 +66,7 @@ from galaxai.models.morphology import ARCHITECTURES, GZ_COLUMNS, build_classifie
 from galaxai.morphology.barlength import measure_bar, x_input
 from galaxai.morphology.gridsearch import grid_search, measurement_table, rho_report, split_catalogue
 from galaxai.morphology.training import TrainConfig, predict, train_control, train_model
-from galaxai.viz.render import heatmap, montage
+from galaxai.viz.render import heatmap, montage, scatter_plot
 
 __all__ = [
     "GZ_R90_PX",
@@ -432,26 +430,6 @@ def _control(config: ClosedLoopConfig, data: ClosedLoopData, out: Path, progress
     return _report_rows(report, method="control", algorithm="regression"), pred
 
 
-def _scatter_png(path: Path, series: dict[str, tuple[np.ndarray, np.ndarray]]) -> Path:
-    fig = Figure(figsize=(5.6, 5.0), dpi=100, facecolor="white")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    top = 1.0
-    for label, (truth, measured) in series.items():
-        ax.scatter(truth, measured, s=12, alpha=0.7, label=label)
-        top = max(top, float(np.max(truth)), float(np.max(measured)))
-    ax.plot([0, top], [0, top], color="grey", lw=1, ls="--", label="1:1")
-    ax.set_xlabel("true projected bar length (px)")
-    ax.set_ylabel("measured bar length (px)")
-    ax.set_title("closed loop: measured vs true (test galaxies)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return atomic_write_bytes(path, buf.getvalue())
-
-
 def _figures(config: ClosedLoopConfig, data: ClosedLoopData, maps, table: pd.DataFrame,
              best: dict, control: pd.Series | None, out: Path) -> None:
     ev = data.eval_catalogue.set_index("id")
@@ -482,7 +460,10 @@ def _figures(config: ClosedLoopConfig, data: ClosedLoopData, maps, table: pd.Dat
     if control is not None:
         series["control (regression)"] = (truth, control.to_numpy() * 2.0 *
                                           ev.loc[data.test_ids, "r90"].to_numpy())
-    _scatter_png(out / "fig4_measured_vs_true.png", series)
+    scatter_plot(series, lines={"1:1": 1.0}, xlabel="true projected bar length (px)",
+                 ylabel="measured bar length (px)",
+                 title="closed loop: measured vs true (test galaxies)",
+                 path=out / "fig4_measured_vs_true.png")
 
 
 def run_closed_loop(out_dir: str | Path, config: ClosedLoopConfig | None = None,

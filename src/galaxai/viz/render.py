@@ -64,6 +64,7 @@ __all__ = [
     "blend_grid",
     "explanation_panel",
     "curve_plot",
+    "scatter_plot",
 ]
 
 DISPLAY_SIZE = 256
@@ -675,5 +676,65 @@ def curve_plot(
     ax.grid(alpha=0.3)
     if labels is not None:
         ax.legend(fontsize=_FONT - 1)
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+def scatter_plot(
+    series: Mapping[str, tuple[Any, Any]],
+    *,
+    lines: Mapping[str, float] | None = None,
+    xlabel: str = "",
+    ylabel: str = "",
+    title: str = "",
+    size: tuple[int, int] = (560, 500),
+    path: PathLike | None = None,
+) -> np.ndarray | Path:
+    """Scatter plot of one or more point sets with optional lines through the origin.
+
+    Used for measured-vs-true comparisons (e.g. bar lengths against a catalogue, with the 1:1
+    line and a fit ``y = k x``).
+
+    Parameters
+    ----------
+    series : mapping of label to (x, y)
+        Point sets; ``x`` and ``y`` of one set have equal length.
+    lines : mapping of label to float, optional
+        Lines ``y = slope · x`` drawn from 0 to the largest plotted value, e.g.
+        ``{"1:1": 1.0, "fit": 0.8}``; the first is dashed grey.
+    xlabel, ylabel, title : str, optional
+    size : (int, int), optional
+        Figure width and height in pixels.
+    path : path-like, optional
+        Write a PNG there (returning the path); otherwise return the RGB ``uint8`` array.
+    """
+    points = []
+    for label, (x, y) in series.items():
+        xs = _as_array(x, f"series[{label!r}] x").astype(np.float64).ravel()
+        ys = _as_array(y, f"series[{label!r}] y").astype(np.float64).ravel()
+        if xs.shape != ys.shape:
+            raise ValueError(f"series {label!r}: x has {xs.size} points but y has {ys.size}")
+        points.append((label, xs, ys))
+    if not points:
+        raise ValueError("scatter_plot needs at least one point set")
+    fig = Figure(figsize=(size[0] / _DPI, size[1] / _DPI), dpi=_DPI, facecolor="white")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    top = 0.0
+    for label, xs, ys in points:
+        ax.scatter(xs, ys, s=12, alpha=0.7, label=label)
+        finite = np.concatenate([xs, ys])
+        finite = finite[np.isfinite(finite)]
+        top = max(top, float(finite.max()) if finite.size else 0.0)
+    top = top if top > 0 else 1.0
+    for i, (label, slope) in enumerate((lines or {}).items()):
+        style = dict(color="grey", ls="--") if i == 0 else dict(ls="-")
+        ax.plot([0, top / max(1.0, float(slope))], [0, top * min(1.0, float(slope))],
+                lw=1, label=label, **style)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=_FONT - 2)
     fig.tight_layout()
     return _finish(fig, path)
