@@ -1,1 +1,16 @@
-"""galaxai.data."""
+"""galaxai.data: simulated and real galaxy images, blends, stores and Galaxy Zoo style votes.
+
+Submodules: :mod:`.simulate`, :mod:`.sources`, :mod:`.blend`, :mod:`.background`,
+:mod:`.store`, :mod:`.pool`, :mod:`.fits_export` and :mod:`.votes`. The public API of
+:mod:`.votes` (Galaxy-Zoo-style vote fractions for simulated galaxies) is re-exported here; it is
+imported on first use, so importing one ``galaxai.data`` submodule does not load the others.
+"""
+from galaxai._lazy import lazy_exports
+
+_LAZY = dict.fromkeys(("GZ_PARENTS", "VoteConfig", "bar_vote_probability",
+                       "answer_probabilities", "simulate_votes", "tree_residuals"), "votes")
+
+__all__ = list(_LAZY)
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

@@ -1,10 +1,17 @@
 """galaxai.morphology: saliency-based galaxy measurements.
 
 Bar lengths from saliency maps by Algorithm 1 of Bhambra, Joachimi & Lahav (2022,
-arXiv:2110.08288) and its fast and rotation-invariant variants (:mod:`.barlength`), and the grid
+arXiv:2110.08288) and its fast and rotation-invariant variants (:mod:`.barlength`), the grid
 search and honest correlation reports used to compare them with the Hoyle et al. (2011) catalogue
-(:mod:`.gridsearch`).
+(:mod:`.gridsearch`), the classifiers' training recipe (:mod:`.training`), the closed loop on
+simulated bars of known length (:mod:`.closedloop`) and the train → saliency → bars workflow on
+real Galaxy Zoo data (:mod:`.workflow`).
+
+:mod:`.barlength` and :mod:`.gridsearch` (NumPy, SciPy, pandas) are imported with the package;
+the names of the torch-based modules are imported on first use, so ``import galaxai.morphology``
+stays light.
 """
+from galaxai._lazy import lazy_exports
 from galaxai.morphology.barlength import (
     GZ_FRAME_SIZE,
     METHODS,
@@ -17,6 +24,8 @@ from galaxai.morphology.barlength import (
     x_input,
 )
 from galaxai.morphology.gridsearch import (
+    CATALOGUE_FRACTIONAL_ERROR,
+    HOYLE_SEED,
     GridSearchResult,
     OriginFit,
     RhoEstimate,
@@ -28,12 +37,27 @@ from galaxai.morphology.gridsearch import (
     measurement_table,
     origin_fit_weights,
     partial_pearson,
+    paper_plot_units,
     pearson,
     rho_report,
     run_to_run_sigma,
+    shuffle_catalogue,
     spearman,
     split_catalogue,
 )
+
+# Lazily imported public names: name -> submodule.
+_LAZY = {
+    **dict.fromkeys(("TrainConfig", "ReduceLROnPlateau", "EarlyStopping", "augment", "as_batch",
+                     "TrainResult", "train_model", "predict", "train_control"), "training"),
+    **dict.fromkeys(("GZ_R90_PX", "ALGORITHMS", "ClosedLoopConfig", "ClosedLoopData",
+                     "make_data", "run_closed_loop"), "closedloop"),
+    **dict.fromkeys(("InputError", "MODEL_FILE", "SIDECAR_FILE", "DEFAULT_TARGET", "HOYLE_ENV",
+                     "TrainedClassifier", "train_classifier", "load_classifier",
+                     "SaliencyRun", "compute_saliency", "MapSet", "read_maps", "BarsResult",
+                     "measure_bars", "read_bar_catalogue", "find_hoyle_catalogue", "parse_ids",
+                     "scaled_t_l"), "workflow"),
+}
 
 __all__ = [
     "GZ_FRAME_SIZE",
@@ -45,6 +69,8 @@ __all__ = [
     "measure_bar",
     "rescale_length",
     "x_input",
+    "CATALOGUE_FRACTIONAL_ERROR",
+    "HOYLE_SEED",
     "GridSearchResult",
     "OriginFit",
     "RhoEstimate",
@@ -55,10 +81,16 @@ __all__ = [
     "grid_search",
     "measurement_table",
     "origin_fit_weights",
+    "paper_plot_units",
     "partial_pearson",
     "pearson",
     "rho_report",
     "run_to_run_sigma",
+    "shuffle_catalogue",
     "spearman",
     "split_catalogue",
+    *_LAZY,
 ]
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
