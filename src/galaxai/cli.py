@@ -6,6 +6,7 @@ stays fast.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -378,6 +379,145 @@ def morphology_validate(out, preset):
 
     table = run_closed_loop(out, ClosedLoopConfig.preset(preset), progress=True)
     click.echo(table.to_string(float_format=lambda v: f"{v:.3g}"))
+
+
+@contextlib.contextmanager
+def _input_errors():
+    """Turn the workflow's input errors into click errors naming the option at fault."""
+    from galaxai.morphology.workflow import InputError
+
+    try:
+        yield
+    except InputError as exc:
+        if exc.param:
+            raise click.BadParameter(str(exc), param_hint=f"'--{exc.param.replace('_', '-')}'"
+                                     ) from None
+        raise click.ClickException(str(exc)) from None
+
+
+def _skipped_summary(skipped: list, what: str) -> None:
+    if skipped:
+        click.echo(f"skipped {len(skipped)} {what}:", err=True)
+        for item in skipped[:10]:
+            click.echo(f"  {item['id']}: {item['reason']}", err=True)
+        if len(skipped) > 10:
+            click.echo(f"  ... and {len(skipped) - 10} more", err=True)
+
+
+_DIR = click.Path(file_okay=False, path_type=Path)
+
+
+@morphology.command("train")
+@click.option("--data", "data_path", type=click.Path(path_type=Path), required=True,
+              help="Kaggle galaxy-zoo-the-galaxy-challenge folder (images_training_rev1/ + "
+                   "training_solutions_rev1.csv).")
+@click.option("--model", "architecture", type=click.Choice(["vgg16", "resnet50v2", "xception"]),
+              default="vgg16", show_default=True)
+@click.option("--preset", type=click.Choice(PRESETS), default="small", show_default=True,
+              help="Network size and recipe: paper (224², published), small (128², CPU), tiny.")
+@click.option("--out", type=_DIR, required=True, help="Run directory to create.")
+@click.option("--weights", type=click.Path(path_type=Path), default=None,
+              help="Local initial weights (.safetensors or torch state dict); never downloaded.")
+@click.option("--backbone-only", is_flag=True,
+              help="Load only the convolutional backbone from --weights (e.g. ImageNet VGG16).")
+@click.option("--limit", type=click.IntRange(min=2), default=None,
+              help="Use only the first N labelled images (all are held in memory).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Maximum epochs (default: the preset's; early stopping may end sooner).")
+@click.option("--seed", type=int, default=0, show_default=True)
+def morphology_train(data_path, architecture, preset, out, weights, backbone_only, limit, epochs,
+                     seed):
+    """Train a Galaxy Zoo vote-fraction classifier (37 sigmoid outputs, MSE/RMSE)."""
+    from galaxai.morphology.workflow import train_classifier
+
+    with _input_errors():
+        run = train_classifier(data_path, out, architecture=architecture, preset=preset,
+                               weights=weights, backbone_only=backbone_only, limit=limit,
+                               epochs=epochs, seed=seed, progress=True)
+    _skipped_summary(run.skipped, "unreadable images")
+    info = run.info
+    click.echo(f"{architecture} ({preset}): {info['epochs']} epochs on {info['n_train']} images, "
+               f"validation RMSE {info['val_rmse']:.4f} (predicting the mean: "
+               f"{info['val_rmse_constant']:.4f})")
+    click.echo(str(run.run_dir.resolve()))
+
+
+@morphology.command("saliency")
+@click.option("--model", "model_path", type=click.Path(path_type=Path), required=True,
+              help="Run directory of `galaxai morphology train`.")
+@click.option("--data", "data_path", type=click.Path(path_type=Path), required=True,
+              help="Kaggle folder or a folder of <id>.jpg images (e.g. GZ2 cut-outs by objid).")
+@click.option("--ids", default=None,
+              help="Comma-separated ids or a file of ids (default: the catalogue's galaxies "
+                   "found in --data).")
+@click.option("--catalogue", type=click.Path(path_type=Path), default=None,
+              help="Catalogue choosing the default ids (default: the Hoyle et al. 2011 table, "
+                   "found via $GALAXAI_HOYLE_CATALOGUE or ../shared/data).")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Maps file: <name>.npz or <name>.zarr.")
+@click.option("--n-samples", type=click.IntRange(min=1), default=256, show_default=True,
+              help="SmoothGrad N (the authors' 256).")
+@click.option("--noise", type=click.FloatRange(min=0), default=0.1, show_default=True,
+              help="SmoothGrad S, relative to each image's range (the authors' 0.1).")
+@click.option("--x-input", "use_x_input", is_flag=True,
+              help="Measure bars on saliency × grayscale image (recorded for `bars`).")
+@click.option("--target", default="Class3.1", show_default=True,
+              help="Galaxy Zoo column whose pre-sigmoid logit is explained.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Galaxies per written batch.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def morphology_saliency(model_path, data_path, ids, catalogue, out, n_samples, noise, use_x_input,
+                        target, batch_size, seed):
+    """SmoothGrad maps of the bar logit for many galaxies, saved with their ids (resumable)."""
+    from galaxai.morphology.workflow import compute_saliency
+
+    with _input_errors():
+        run = compute_saliency(model_path, data_path, out, ids=ids, catalogue=catalogue,
+                               n_samples=n_samples, noise=noise, use_x_input=use_x_input,
+                               target=target, batch_size=batch_size, seed=seed, progress=True)
+    _skipped_summary(run.skipped, "galaxies")
+    resumed = f" ({run.resumed} from an interrupted run)" if run.resumed else ""
+    click.echo(f"{len(run.ids)} maps{resumed}, {len(run.skipped)} skipped")
+    click.echo(str(run.path.resolve()))
+
+
+@morphology.command("bars")
+@click.option("--maps", "maps", type=click.Path(path_type=Path), required=True, multiple=True,
+              help="Maps file of `galaxai morphology saliency`; repeat to average the lengths "
+                   "of several models (averagemeasurements).")
+@click.option("--out", type=_DIR, required=True,
+              help="Folder for bar_lengths.csv, rho.csv, figures and report/index.html.")
+@click.option("--catalogue", type=click.Path(path_type=Path), default=None,
+              help="Bar-length catalogue with length_scaled (e.g. hoyle_barlengths.csv).")
+@click.option("--r90", type=click.Path(path_type=Path), default=None,
+              help="Table of id + petroR90_r, for the faithful ρ and its nulls.")
+@click.option("--t-c", type=click.FloatRange(0, 1), default=None,
+              help="Correlation threshold [default: 0.85].")
+@click.option("--t-l", type=click.IntRange(min=0), default=None,
+              help="Pixel-count threshold in map pixels [default: 40 scaled to the map area].")
+@click.option("--grid-search", "use_grid_search", is_flag=True,
+              help="Choose x_input, T_c, T_l by validation ρ on the catalogue (authors' split).")
+@click.option("--method", type=click.Choice(["paper", "fast", "elongation"]), default="fast",
+              show_default=True, help="fast = paper's Algorithm 1, faster; elongation = "
+                                      "rotation invariant.")
+@click.option("--format", "table_format", type=click.Choice(["csv", "parquet"]), default="csv",
+              show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def morphology_bars(maps, out, catalogue, r90, t_c, t_l, use_grid_search, method, table_format,
+                    seed):
+    """Bar lengths from saliency maps; with a catalogue, ρ with its nulls and an HTML report."""
+    from galaxai.morphology.workflow import measure_bars
+
+    with _input_errors():
+        result = measure_bars(list(maps), out, catalogue=catalogue, r90=r90, t_c=t_c, t_l=t_l,
+                              use_grid_search=use_grid_search, method=method,
+                              table_format=table_format, seed=seed, progress=True)
+    st = result.settings
+    click.echo(f"{st['n_measured']} bar lengths (T_c {st['t_c']}, T_l {st['t_l']}, x_input "
+               f"{st['x_input']}, {st['thresholds']}): {result.table_path}")
+    if result.rho is not None:
+        click.echo(result.rho.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    click.echo(str(result.report_path.resolve()))
 
 
 # --------------------------------------------------------------------------------------- demo
