@@ -66,7 +66,11 @@ def test_forward_shapes_all_presets(preset):
     assert a.shape == b.shape == x.shape
     assert a.abs().max() <= 1 and b.abs().max() <= 1
     assert logits.shape == (n, 1)
-    assert not torch.equal(a, b)  # unshared branches
+    # unshared branches (output_skip starts both at copy-the-blend, so compare their parameters)
+    w1, w2 = (torch.cat([p.flatten() for p in br.parameters()]) for br in g.branches)
+    assert not torch.equal(w1, w2)
+    if not cfg.output_skip:
+        assert not torch.equal(a, b)
 
 
 def test_small_and_tiny_are_smaller_than_paper():
@@ -182,3 +186,35 @@ def test_config_hash_depends_on_values():
     tiny = DeblenderConfig.preset("tiny")
     assert config_hash(tiny) == config_hash(DeblenderConfig.preset("tiny"))
     assert config_hash(tiny) != config_hash(dataclasses.replace(tiny, leaky_slope=0.3))
+
+
+def test_output_skip_starts_from_copy_the_blend_and_learns_a_correction():
+    cfg = dataclasses.replace(DeblenderConfig.preset("tiny"), output_skip=True)
+    g = build_generator(cfg, seed=3).eval()
+    blend = torch.rand(2, 3, cfg.image_size, cfg.image_size) * 0.9 + 0.05
+    g1, g2 = g(blend)
+    # tanh(atanh(v)) = v: at initialisation both branches return the blend on the [-1, 1] scale
+    torch.testing.assert_close(g1, 2 * blend - 1, atol=1e-5, rtol=0)
+    torch.testing.assert_close(g2, 2 * blend - 1, atol=1e-5, rtol=0)
+    # the correction is trainable: one gradient step moves branch 1 towards a darker target
+    opt = torch.optim.SGD(g.parameters(), lr=0.1)
+    target = torch.full_like(blend, -1.0)
+    loss = lambda: (g(blend)[0] - target).pow(2).mean()  # noqa: E731
+    before = loss().item()
+    for _ in range(3):
+        opt.zero_grad()
+        loss().backward()
+        opt.step()
+    assert loss().item() < before
+    # saturated inputs stay finite
+    edge = torch.zeros(1, 3, cfg.image_size, cfg.image_size)
+    edge[..., :10] = 1.0
+    assert torch.isfinite(torch.stack(g(edge))).all()
+
+
+def test_output_skip_is_off_in_the_paper_preset_and_needs_the_blend():
+    assert DeblenderConfig.preset("paper").output_skip is False
+    cfg = dataclasses.replace(DeblenderConfig.preset("tiny"), output_skip=True)
+    branch = build_generator(cfg).branches[0]
+    with pytest.raises(ValueError, match="needs the blend"):
+        branch(torch.zeros(1, cfg.g_filters, 8, 8))
