@@ -92,3 +92,22 @@ def test_bad_arguments_and_missing_checkpoints(checkpoint, tmp_path, monkeypatch
     monkeypatch.setattr(api, "DEFAULT_WEIGHTS", tmp_path / "weights" / "deblender_small.safetensors")
     with pytest.raises(FileNotFoundError, match=r"default model.*TrainConfig\.preset\('small'\)"):
         deblend(_blends(1))
+
+
+def test_batch_statistics_normalise_by_the_pass_and_leave_the_model_alone(checkpoint):
+    import copy
+
+    path, g = checkpoint
+    x = _blends(n=6, seed=3)
+    stored = [b.clone() for b in api._generator(path, torch.device("cpu")).buffers()]
+    a, b = deblend(x, checkpoint=path, device="cpu", batch_statistics=True, batch_size=3)
+    # reference: a train-mode copy normalises each pass by its own batch statistics
+    ref = copy.deepcopy(g).train()
+    with torch.no_grad():
+        outs = [ref(torch.from_numpy(c).permute(0, 3, 1, 2)) for c in (x[:3], x[3:])]
+    ref_a = torch.cat([(o[0] + 1) / 2 for o in outs]).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(a, ref_a, atol=1e-5)
+    running, _ = deblend(x, checkpoint=path, device="cpu")
+    assert np.abs(running - a).max() > 1e-3  # running statistics give different outputs
+    after = list(api._generator(path, torch.device("cpu")).buffers())
+    assert all(torch.equal(s, t) for s, t in zip(stored, after))

@@ -15,6 +15,7 @@ With ``checkpoint=None`` the shipped default model ``galaxai/weights/deblender_s
 """
 from __future__ import annotations
 
+import copy
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -100,11 +101,21 @@ def _as_batch(blends: Any) -> tuple[torch.Tensor, bool, torch.device | None]:
     return x.float().permute(0, 3, 1, 2), single, src_device
 
 
+def _without_running_stats(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` whose BatchNorm layers use batch statistics in eval mode."""
+    model = copy.deepcopy(model)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean = m.running_var = None  # eval mode then normalises by the batch
+    return model
+
+
 def deblend(
     blends: Any,
     checkpoint: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     batch_size: int = 64,
+    batch_statistics: bool = False,
 ) -> tuple[Any, Any]:
     """Separate blended galaxy pairs into the centred galaxy and its neighbour.
 
@@ -121,6 +132,10 @@ def deblend(
         ``"cuda"`` when available, else ``"cpu"``.
     batch_size : int
         Images per forward pass (bounds memory).
+    batch_statistics : bool
+        Normalise with each forward pass's own BatchNorm statistics instead of the running ones,
+        as the original TensorFlow graph evaluated (spec: report it as a check). Outputs then
+        depend on which blends share a pass. The model's stored statistics are not changed.
 
     Returns
     -------
@@ -142,6 +157,8 @@ def deblend(
         "cuda" if torch.cuda.is_available() else "cpu"
     )
     model = _generator(checkpoint, dev)
+    if batch_statistics:
+        model = _without_running_stats(model)
     channels = model.config.channels
     if x.shape[1] != channels:
         raise ValueError(f"blends have {x.shape[1]} channels, the model expects {channels}")
