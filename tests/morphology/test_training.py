@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from galaxai.morphology import training
 from galaxai.morphology.training import (EarlyStopping, ReduceLROnPlateau, TrainConfig, augment,
                                          predict, train_control, train_model)
 
@@ -61,15 +62,34 @@ def test_training_reduces_loss_and_is_seeded():
     assert h["lr_last"].iloc[-1] == pytest.approx(1e-2 * scale / (1 + 5e-4 * (8 * 4 - 1)))
 
 
-def test_early_stop_keeps_last_weights():
+def test_early_stop_keeps_last_weights(monkeypatch):
+    """Keras ``restore_best_weights=False``: the model of the last epoch, not of the best one.
+
+    A real learning rate changes the weights every epoch; a scripted validation sequence makes
+    epoch 2 the best and stops at epoch 4 (patience 2), so restoring the best weights would
+    return the epoch-2 snapshot.
+    """
     x, y = _data(32)
-    cfg = TrainConfig(epochs=50, batch_size=32, lr=0.0 + 1e-12, stop_patience=2,
-                      plateau_patience=1, augment_validation=False)
+    cfg = TrainConfig(epochs=50, batch_size=16, lr=1e-2, stop_patience=2, plateau_patience=1,
+                      augment_validation=False)
+    losses = iter([1.0, 0.5, 0.9, 0.8] + [0.7] * 46)
+    snapshots = []
+
+    def scripted_val_loss(model, *args, **kwargs):
+        snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return next(losses)
+
+    monkeypatch.setattr(training, "_mse", scripted_val_loss)
     torch.manual_seed(1)
     res = train_model(_Tiny(), x, y, x, y, cfg)
     h = res.history
-    assert h["stopped"].iloc[-1] and len(h) < 50
-    assert h["reduced"].any() and h["lr_scale"].iloc[-1] < 1
+    assert list(h["val_loss"]) == [1.0, 0.5, 0.9, 0.8] and len(snapshots) == 4
+    assert h["stopped"].tolist() == [False, False, False, True]
+    assert h["reduced"].tolist() == [False, False, True, True] and h["lr_scale"].iloc[-1] == 0.25
+    final = res.model.state_dict()
+    best, last = snapshots[1], snapshots[-1]
+    assert all(torch.equal(final[k], last[k]) for k in final)
+    assert not all(torch.equal(final[k], best[k]) for k in final)
     assert not res.model.training
 
 
