@@ -105,6 +105,25 @@ def test_fast_equals_paper(name, m, setting):
     assert bar_length(m, t_c, t_l, "fast") == bar_length(m, t_c, t_l, "paper")
 
 
+def _cases_224():
+    """The authors' 224² maps: exact ties stopping on ρ, a bar in smooth noise on the count."""
+    bar = 0.7 * ferrers_map(15.0, a=35.0, q=0.3) + 0.3 * smooth_map(5, 224, 6.0)
+    return [("ties224", np.round(smooth_map(13, 224, 8.0), 2), (0.8, 30)),
+            ("bar_noise224", (bar - bar.min()) / (bar.max() - bar.min()), (0.85, 40))]
+
+
+CASES_224 = _cases_224()
+
+
+@pytest.mark.parametrize("name,m,setting", CASES_224, ids=[c[0] for c in CASES_224])
+def test_fast_equals_paper_224(name, m, setting):
+    """One "paper" run per map (~1–2 s each at 224²); the stop rule differs between the two."""
+    p = measure_bar(m, *setting, "paper")
+    assert_same(p, measure_bar(m, *setting, "fast"))
+    assert p.stopped_by == {"ties224": "statistic", "bar_noise224": "count"}[name]
+    assert m.shape == (224, 224) and p.count > 1
+
+
 def _reference_stats(m):
     out = []
     for t in STOP_THRESHOLDS:
