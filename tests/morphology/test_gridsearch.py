@@ -17,6 +17,7 @@ from galaxai.morphology.gridsearch import (
     grid_search,
     measurement_table,
     origin_fit_weights,
+    paper_fit,
     paper_plot_units,
     partial_pearson,
     pearson,
@@ -114,6 +115,38 @@ def test_origin_fit_closed_form():
         origin_fit_weights(np.zeros(5), 0.0)
 
 
+def test_origin_fit_slope_error_matches_the_scatter_of_repeated_fits():
+    rng = np.random.default_rng(5)
+    x = rng.uniform(1, 15, 40)
+    sigma = 0.2 + 0.1 * x  # heteroscedastic; weights 1/σ² make the error estimate exact
+    fits = [fit_through_origin(x, 0.8 * x + rng.normal(0, sigma), 1 / sigma ** 2)
+            for _ in range(2000)]
+    slopes = np.array([f.slope for f in fits])
+    errors = np.array([f.slope_err for f in fits])
+    assert slopes.mean() == pytest.approx(0.8, abs=2e-3)
+    assert np.mean(errors) == pytest.approx(slopes.std(), rel=0.06)
+    # closed form on one fit: s² = Σ w r² / (n − 1), err = √(s² / Σ w x²)
+    w, y = 1 / sigma ** 2, 0.8 * x + rng.normal(0, sigma)
+    f = fit_through_origin(x, y, w)
+    s2 = np.sum(w * (y - f.slope * x) ** 2) / (x.size - 1)
+    assert f.slope_err == pytest.approx(math.sqrt(s2 / np.sum(w * x * x)), rel=1e-12)
+    assert fit_through_origin(x, 2 * x).slope_err == pytest.approx(0.0, abs=1e-12)
+
+
+def test_paper_fit_is_the_authors_weighted_fit_in_plot_units():
+    rng = np.random.default_rng(8)
+    ls, r90 = rng.uniform(0.2, 0.9, 50), synthetic_r90(50, seed=2)
+    measured = 100 * ls * rng.lognormal(0, 0.2, 50)
+    sigma = rng.uniform(0.5, 5.0, 50)  # faithful units, L424·R90
+    fit = paper_fit(measured, ls, r90, sigma)
+    y, x = paper_plot_units(measured * r90, ls * r90)
+    w = 1 / (0.17 * x + sigma * 0.02 * 0.396)
+    assert fit.slope == pytest.approx(np.sum(w * x * y) / np.sum(w * x * x), rel=1e-12)
+    assert fit.n == 50 and fit.slope_err > 0
+    assert paper_fit(measured, ls, r90).slope != fit.slope  # σ_meas changes the weights
+    assert paper_fit(100 * ls, ls, r90).slope == pytest.approx(0.792 / 0.7, rel=1e-12)
+
+
 def test_run_to_run_sigma_is_decile_mean_spread():
     run1 = np.arange(20, dtype=float)
     run2 = run1 + np.where(run1 < 10, 1.0, 3.0)  # spread 1 for the low half, 3 for the high
@@ -121,6 +154,9 @@ def test_run_to_run_sigma_is_decile_mean_spread():
     assert np.allclose(sigma, np.where(run1 < 10, 1.0, 3.0))
     deciles = run_to_run_sigma(run1, run1 + run1 % 2, n_bins=10)  # pairs (0, 1) per decile
     assert np.allclose(deciles, 0.5)
+    # every galaxy with the same mean: one bin, not NaN
+    assert np.allclose(run_to_run_sigma(np.full(6, 2.0), np.full(6, 2.0)), 0.0)
+    assert np.allclose(run_to_run_sigma(np.array([1.0, 3, 1, 3]), np.array([3.0, 1, 3, 1])), 2.0)
 
 
 def test_constant_length_null_on_hoyle_is_strong(hoyle):
@@ -179,7 +215,13 @@ def test_grid_search_finds_the_true_setting(units):
     assert result.rho_test > 0.9 and result.report.n == 300
     assert result.report.scaled.value > 0.9
     assert result.rho_test > result.report.constant_null.value
-    assert result.fit.n == 300
+    assert result.fit.n == 300 and result.fit.slope_err > 0
+    chosen = measurements[(measurements.t_c == truth[0]) & (measurements.t_l == truth[1])
+                          & (measurements.x_input == truth[2])].set_index("id")
+    ids = list(test.objid)
+    cat = catalogue.set_index("objid")
+    assert result.fit == paper_fit(chosen.loc[ids, "length_px"], cat.loc[ids, "length_scaled"],
+                                   cat.loc[ids, "R90"])
     y, x = paper_plot_units(100 * np.ones(1), np.ones(1))
     assert result.fit.slope == pytest.approx(y[0] / x[0], rel=0.1)  # measured ≈ 100·scaled
 

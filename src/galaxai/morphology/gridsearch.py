@@ -52,6 +52,7 @@ __all__ = [
     "OriginFit",
     "origin_fit_weights",
     "fit_through_origin",
+    "paper_fit",
     "run_to_run_sigma",
     "paper_plot_units",
     "measurement_table",
@@ -385,6 +386,10 @@ class OriginFit:
     ----------
     slope : float
         ``Σ w x y / Σ w x²``.
+    slope_err : float
+        Its standard error ``√(s² / Σ w x²)`` with ``s² = Σ w (y − slope·x)² / (n − 1)`` (the
+        weighted-least-squares error with the scale estimated from the residuals, as
+        ``statsmodels`` WLS reports it); NaN for a single galaxy.
     rmse : float
         Unweighted root-mean-square of ``y − slope · x``.
     rmse_identity : float
@@ -393,6 +398,7 @@ class OriginFit:
     """
 
     slope: float
+    slope_err: float
     rmse: float
     rmse_identity: float
     n: int
@@ -440,8 +446,38 @@ def fit_through_origin(x, y, weights=None) -> OriginFit:
     if den <= 0:
         raise ValueError("the fit is undefined: Σ w x² is zero")
     slope = float(np.sum(w * x * y)) / den
-    return OriginFit(slope=slope, rmse=float(np.sqrt(np.mean((y - slope * x) ** 2))),
+    resid = y - slope * x
+    err = math.sqrt(float(np.sum(w * resid ** 2)) / (x.size - 1) / den) if x.size > 1 else math.nan
+    return OriginFit(slope=slope, slope_err=err, rmse=float(np.sqrt(np.mean(resid ** 2))),
                      rmse_identity=float(np.sqrt(np.mean((y - x) ** 2))), n=int(x.size))
+
+
+def paper_fit(measured, length_scaled, r90, sigma_measured=0.0) -> OriginFit:
+    """The authors' Fig. 4 fit of measured on catalogue lengths (``save_figures.py``).
+
+    Both sides in their plot units (:func:`paper_plot_units` of ``L424·R90`` and
+    ``length_scaled·R90``), weights :func:`origin_fit_weights` with ``σ_meas`` converted like
+    the measured side. A perfect measurement (``L424 = 100·length_scaled``) has slope
+    ``0.02·0.396·100 / 0.7 ≈ 1.131``, not 1.
+
+    Parameters
+    ----------
+    measured : array_like, shape (n,)
+        ``L424`` (e.g. the mean of two SmoothGrad runs).
+    length_scaled, r90 : array_like, shape (n,)
+        Catalogue lengths and ``petroR90_r`` of the same galaxies.
+    sigma_measured : float or array_like, shape (n,)
+        ``σ_meas`` in faithful units (``L424·R90``), e.g. :func:`run_to_run_sigma` of the two
+        runs' ``L424·R90``; 0 for a single run.
+
+    Returns
+    -------
+    OriginFit
+    """
+    m, ls, r = _vectors(measured=measured, length_scaled=length_scaled, r90=r90)
+    y, x = paper_plot_units(m * r, ls * r)
+    sigma = np.broadcast_to(np.asarray(sigma_measured, dtype=np.float64), m.shape)
+    return fit_through_origin(x, y, origin_fit_weights(x, sigma * _PLOT_MEASURED))
 
 
 def run_to_run_sigma(run1, run2, *, n_bins: int = 10) -> np.ndarray:
@@ -457,6 +493,7 @@ def run_to_run_sigma(run1, run2, *, n_bins: int = 10) -> np.ndarray:
     a, b = _vectors(run1=run1, run2=run2)
     mean = (a + b) / 2.0
     bins = pd.qcut(mean, n_bins, labels=False, duplicates="drop")
+    bins = np.where(np.isnan(bins), -1, bins)  # every mean equal: qcut leaves no bin, use one
     spread = pd.Series(np.abs(a - b)).groupby(bins).transform("mean")
     return spread.to_numpy(dtype=np.float64)
 
@@ -639,9 +676,8 @@ def grid_search(measurements: pd.DataFrame, catalogue: pd.DataFrame, validation_
     ls = cat.loc[ids, "length_scaled"].to_numpy(dtype=float)
     r = cat.loc[ids, "r90"].to_numpy(dtype=float)
     report = rho_report(meas, ls, r, n_boot=n_boot, n_perm=n_perm, ci=ci, seed=seed)
-    sigma = chosen.loc[ids, sigma_col].to_numpy(dtype=float) if sigma_col else np.zeros(len(ids))
-    y, x = paper_plot_units(meas * r, ls * r)
-    fit = fit_through_origin(x, y, origin_fit_weights(x, sigma * _PLOT_MEASURED))
+    sigma = chosen.loc[ids, sigma_col].to_numpy(dtype=float) if sigma_col else 0.0
+    fit = paper_fit(meas, ls, r, sigma)
     return GridSearchResult(table=table, best=best,
                             rho_validation=float(table.loc[0, "rho_validation"]),
                             rho_test=report.faithful.value, report=report, fit=fit)
