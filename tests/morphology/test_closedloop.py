@@ -1,10 +1,17 @@
 """The tiny closed loop: simulated bars → votes → classifiers → SmoothGrad → lengths → ρ."""
+import dataclasses
+import json
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from galaxai.config import read_config
+from galaxai.morphology import closedloop
 from galaxai.morphology.closedloop import ClosedLoopConfig, make_data, run_closed_loop
+from galaxai.morphology.gridsearch import paper_fit
+from galaxai.morphology.training import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +41,35 @@ def test_table_has_every_row_with_finite_rho_and_intervals(run):
     pd.testing.assert_frame_equal(pd.read_csv(out / "rho.csv"), table, check_dtype=False)
 
 
+def test_origin_fit_is_reported_from_two_runs(run):
+    out, cfg, table = run
+    fit_cols = ["fit_slope", "fit_slope_err", "fit_rmse", "fit_rmse_identity", "fit_runs",
+                "fit_sigma_meas"]
+    saliency = table[table["method"] != "control"]
+    assert np.isfinite(saliency[fit_cols].to_numpy(dtype=float)).all()
+    assert (saliency["fit_slope"] > 0).all() and (saliency["fit_sigma_meas"] >= 0).all()
+    runs = saliency.groupby("method")["fit_runs"].unique()
+    assert {m: list(v) for m, v in runs.items()} == {
+        m: [1 if m == "image" else 2] for m in runs.index}
+    assert table.loc[table["method"] == "control", fit_cols].isna().all().all()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_control"] == cfg.n_control
+    fits = pd.DataFrame(summary["origin_fit"]).set_index(["method", "algorithm"])
+    one = saliency.drop_duplicates(["method", "algorithm"]).set_index(["method", "algorithm"])
+    np.testing.assert_allclose(fits.loc[one.index, "slope"], one["fit_slope"])
+    assert (fits["n"] == cfg.n_eval - int(cfg.n_eval * cfg.validation_fraction)).all()
+    # the noise-free image null: the grid search's own single-run fit at its chosen setting
+    m = pd.read_csv(out / "measurements.csv.gz")
+    row = one.loc[("image", "paper")]
+    sel = m[(m["source"] == "image") & (m["algorithm"] == "fast") & (m["t_c"] == row["best_t_c"])
+            & (m["t_l"] == row["best_t_l"])].set_index("id")
+    data = make_data(dataclasses.replace(cfg, n_train=8, n_val=4))  # eval set: its own stream
+    ev = data.eval_catalogue.set_index("id").loc[data.test_ids]
+    fit = paper_fit(sel.loc[data.test_ids, "length_gz"], ev["length_scaled"], ev["r90"])
+    assert row["fit_slope"] == pytest.approx(fit.slope)
+    assert row["fit_rmse"] == pytest.approx(fit.rmse)
+
+
 def test_run_directory(run):
     out, cfg, _ = run
     for name in ("config.toml", "classifiers.csv", "measurements.csv.gz", "summary.json",
@@ -59,3 +95,45 @@ def test_bad_config_is_named():
         ClosedLoopConfig.preset("tiny", architectures=("alexnet",))
     with pytest.raises(ValueError, match="fewer than 3"):
         ClosedLoopConfig.preset("tiny", n_eval=4)
+
+
+def test_control_presets_keep_the_authors_ratio():
+    assert ClosedLoopConfig().n_control == 2520
+    for name in ClosedLoopConfig.PRESETS:
+        cfg = ClosedLoopConfig.preset(name)
+        assert cfg.n_control / cfg.n_eval == pytest.approx(0.8, abs=0.03)
+    with pytest.raises(ValueError, match="n_control"):
+        ClosedLoopConfig.preset("tiny", n_control=0)
+
+
+def test_control_subset_is_seeded_barred_and_sized():
+    barred = np.arange(60) % 3 != 0
+    data = SimpleNamespace(catalogue=pd.DataFrame({"has_bar": barred}))
+    cfg = ClosedLoopConfig.preset("tiny", n_control=25)
+    a = closedloop._control_subset(cfg, data)
+    assert np.array_equal(a, closedloop._control_subset(cfg, data))
+    assert len(a) == 25 == len(set(a)) and barred[a].all() and np.all(np.diff(a) > 0)
+    other = closedloop._control_subset(ClosedLoopConfig.preset("tiny", n_control=25, seed=1), data)
+    assert not np.array_equal(a, other)
+    with pytest.raises(ValueError, match="n_control=41 .* only 40 barred"):
+        closedloop._control_subset(ClosedLoopConfig.preset("tiny", n_control=41), data)
+
+
+def test_control_trains_on_the_aligned_subset(monkeypatch, tmp_path):
+    cfg = ClosedLoopConfig.preset("tiny", n_train=40, n_val=4, n_control=6,
+                                  control_train=TrainConfig.preset("tiny", epochs=1))
+    data = make_data(cfg)
+    seen = {}
+    real = closedloop.train_control
+
+    def spy(images, lengths, *args, **kwargs):
+        seen.update(images=np.asarray(images), lengths=np.asarray(lengths))
+        return real(images, lengths, *args, **kwargs)
+
+    monkeypatch.setattr(closedloop, "train_control", spy)
+    rows, pred = closedloop._control(cfg, data, tmp_path, False)
+    idx = closedloop._control_subset(cfg, data)
+    assert data.catalogue["has_bar"].sum() > cfg.n_control == len(seen["lengths"])
+    np.testing.assert_array_equal(seen["images"], data.images[idx])
+    np.testing.assert_array_equal(seen["lengths"], data.catalogue["length_scaled"].iloc[idx])
+    assert list(pred.index) == list(data.test_ids)

@@ -31,12 +31,21 @@ with the honest reports of §7:
    statistic ``Pearson(L_GZ·R90, length_scaled·R90)`` is then exactly Pearson of measured vs
    true length in pixels; the constant-length null is Pearson of R90 vs the true length (what
    galaxy size alone gives), ``scaled`` drops the shared R90, ``partial_r90`` controls for it.
-6. **Control**: an Xception-style regressor of ``length_scaled`` trained on the barred galaxies
-   of the classifier pool (validated on the grid-search validation split) and scored on the
-   same test galaxies, in a fixed order.
+6. **Control**: an Xception-style regressor of ``length_scaled`` trained on ``n_control``
+   barred galaxies of the classifier pool, a subset drawn from ``seed`` (the authors had 2,520
+   labelled bars: 2,016 train + 504 validation), validated on the grid-search validation split
+   and scored on the same test galaxies, in a fixed order.
+7. **Fit** (§5): the authors' weighted regression through the origin
+   (:func:`~galaxai.morphology.gridsearch.paper_fit`) of every saliency method at its chosen
+   setting, on the mean of **two SmoothGrad runs** (seeds ``seed`` and ``seed + 1``; the
+   second run only for the chosen ``S`` and only on the test galaxies) with ``σ_meas`` =
+   :func:`~galaxai.morphology.gridsearch.run_to_run_sigma`; the ρ statistics stay those of
+   run 1, on which the setting was chosen. The no-network null has one (noise-free) run. Slope,
+   its error and RMSE are in the authors' plot units, where a perfect measurement has slope
+   ``0.792/0.7 ≈ 1.131``.
 
-Not done here (open): the two-run averaging and run-to-run error bars of §5, stratification by
-PA, q_b, a/FWHM, B/T and noise, and ImageNet initialisation.
+Not done here (open): stratification by PA, q_b, a/FWHM, B/T and noise, the fit of the
+control, and ImageNet initialisation.
 
 References
 ----------
@@ -64,7 +73,9 @@ from galaxai.data.votes import VoteConfig, simulate_votes
 from galaxai.explain.saliency import smoothgrad
 from galaxai.models.morphology import ARCHITECTURES, GZ_COLUMNS, build_classifier, gz_column_index
 from galaxai.morphology.barlength import measure_bar, x_input
-from galaxai.morphology.gridsearch import grid_search, measurement_table, rho_report, split_catalogue
+from galaxai.morphology.gridsearch import (GridSearchResult, OriginFit, grid_search,
+                                           measurement_table, paper_fit, paper_plot_units,
+                                           rho_report, run_to_run_sigma, split_catalogue)
 from galaxai.morphology.training import TrainConfig, predict, train_control, train_model
 from galaxai.viz.render import heatmap, montage, scatter_plot
 
@@ -84,6 +95,7 @@ ALGORITHMS: tuple[str, ...] = ("fast", "elongation")
 _TARGET = "Class3.1"
 _STATISTICS = ("pearson_px", "size_null", "pearson_scaled", "partial_r90", "spearman_px",
                "permutation_null")
+_SETTINGS = ("x_input", "s_noise", "t_c", "t_l")
 
 
 def _tiny_sim() -> SimConfig:
@@ -127,6 +139,10 @@ class ClosedLoopConfig:
         Subset of :data:`ALGORITHMS`.
     control : bool
         Train and score the direct-regression control.
+    n_control : int
+        Labelled barred galaxies of the classifier pool the control trains on, a subset drawn
+        from ``seed`` (the authors': 2,520 = 2,016 train + 504 validation; here it validates on
+        the grid-search validation split).
     n_boot, n_perm : int
         Bootstrap resamples and permutations of every ρ.
     n_figure : int
@@ -155,6 +171,7 @@ class ClosedLoopConfig:
     x_input: tuple[bool, ...] = (False, True)
     algorithms: tuple[str, ...] = ALGORITHMS
     control: bool = True
+    n_control: int = 2520
     n_boot: int = 2000
     n_perm: int = 2000
     n_figure: int = 6
@@ -171,7 +188,8 @@ class ClosedLoopConfig:
         if not self.algorithms or bad_alg:
             raise ValueError(f"ClosedLoopConfig.algorithms must be a non-empty subset of "
                              f"{ALGORITHMS}, got {self.algorithms!r}")
-        for name in ("n_train", "n_val", "n_eval", "n_samples", "chunk", "n_boot", "n_perm"):
+        for name in ("n_train", "n_val", "n_eval", "n_samples", "chunk", "n_boot", "n_perm",
+                     "n_control"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"ClosedLoopConfig.{name} must be ≥ 1, got "
                                  f"{getattr(self, name)!r}")
@@ -187,7 +205,8 @@ class ClosedLoopConfig:
         """``tiny``: 64² frames, width-1/16 networks, 3 epochs, N = 8 (tests, < 60 s).
         ``small``: 96² frames, width-1/8 networks, ≤ 12 epochs on 1,200 galaxies, N = 32,
         180 barred test/validation galaxies (~15 min on 2 CPU cores). ``paper``: 224² frames,
-        the published networks, recipe, N = 256, S and grid, and the Hoyle sample size."""
+        the published networks, recipe, N = 256, S and grid, and the Hoyle sample size.
+        ``n_control`` keeps the authors' ratio to ``n_eval`` (2,520 : 3,150 = 0.8)."""
         presets: dict[str, dict[str, Any]] = {
             "paper": {},
             "small": dict(
@@ -196,13 +215,13 @@ class ClosedLoopConfig:
                 train=TrainConfig.preset("small", epochs=12),
                 control_train=TrainConfig.preset("small", epochs=12),
                 model_preset="tiny", model_width=0.125, n_train=1000, n_val=200, n_eval=180,
-                n_samples=32, s_noise=(0.1, 0.2), chunk=32, t_l=(2, 4, 6, 7, 9),
+                n_control=144, n_samples=32, s_noise=(0.1, 0.2), chunk=32, t_l=(2, 4, 6, 7, 9),
                 n_boot=1000, n_perm=1000),
             "tiny": dict(
                 sim=_tiny_sim(), train=TrainConfig.preset("tiny"),
                 control_train=TrainConfig.preset("tiny"), model_preset="tiny", n_train=96,
-                n_val=32, n_eval=18, n_samples=8, s_noise=(0.1,), chunk=8, t_c=(0.8, 0.85),
-                t_l=(2, 4), n_boot=200, n_perm=200, n_figure=3),
+                n_val=32, n_eval=18, n_control=14, n_samples=8, s_noise=(0.1,), chunk=8,
+                t_c=(0.8, 0.85), t_l=(2, 4), n_boot=200, n_perm=200, n_figure=3),
         }
         if name not in presets:
             raise ValueError(f"unknown ClosedLoopConfig preset {name!r}; choose one of "
@@ -324,10 +343,15 @@ def _train_classifiers(config: ClosedLoopConfig, data: ClosedLoopData, out: Path
     return models, pd.DataFrame(rows)
 
 
+def _smoothgrad(config: ClosedLoopConfig, model: torch.nn.Module, images: np.ndarray, s: float,
+                seed: int) -> np.ndarray:
+    x = torch.as_tensor(images).permute(0, 3, 1, 2).float().contiguous()
+    return smoothgrad(model, x, target=gz_column_index(_TARGET), n=config.n_samples, noise=s,
+                      chunk=config.chunk, seed=seed).maps.numpy()
+
+
 def _saliency(config: ClosedLoopConfig, models: dict[str, torch.nn.Module],
               images: np.ndarray, progress: bool) -> dict[tuple[str, float], np.ndarray]:
-    x = torch.as_tensor(images).permute(0, 3, 1, 2).float().contiguous()
-    target = gz_column_index(_TARGET)
     jobs = [(arch, s) for arch in models for s in config.s_noise]
     if progress:
         from tqdm.auto import tqdm
@@ -335,8 +359,7 @@ def _saliency(config: ClosedLoopConfig, models: dict[str, torch.nn.Module],
         jobs = tqdm(jobs, desc="smoothgrad", unit="map set")
     maps = {}
     for arch, s in jobs:
-        maps[(arch, s)] = smoothgrad(models[arch], x, target=target, n=config.n_samples,
-                                     noise=s, chunk=config.chunk, seed=config.seed).maps.numpy()
+        maps[(arch, s)] = _smoothgrad(config, models[arch], images, s, config.seed)
     for s in config.s_noise:
         maps[("averageheatmaps", s)] = np.mean([maps[(a, s)] for a in models], axis=0)
     return maps
@@ -386,30 +409,100 @@ def _report_rows(report, **labels: Any) -> list[dict[str, Any]]:
 
 
 def _score(config: ClosedLoopConfig, table: pd.DataFrame, data: ClosedLoopData
-           ) -> tuple[list[dict[str, Any]], dict[tuple[str, str], dict]]:
+           ) -> dict[tuple[str, str], GridSearchResult]:
+    """Grid search (selection on validation, report on test) of every (source, algorithm)."""
     catalogue = data.eval_catalogue[["id", "length_scaled", "r90"]]
-    rows, best = [], {}
-    settings = ["x_input", "s_noise", "t_c", "t_l"]
-    for (source, alg), group in table.groupby(["source", "algorithm"], sort=False):
-        result = grid_search(group[["id", *settings, "length_gz"]], catalogue,
-                             data.validation_ids, data.test_ids, settings=settings,
-                             length_col="length_gz", n_boot=config.n_boot, n_perm=config.n_perm,
-                             seed=config.seed)
-        best[(source, alg)] = result.best
+    settings = list(_SETTINGS)
+    return {(source, alg): grid_search(group[["id", *settings, "length_gz"]], catalogue,
+                                       data.validation_ids, data.test_ids, settings=settings,
+                                       length_col="length_gz", n_boot=config.n_boot,
+                                       n_perm=config.n_perm, seed=config.seed)
+            for (source, alg), group in table.groupby(["source", "algorithm"], sort=False)}
+
+
+def _chosen(table: pd.DataFrame, source: str, alg: str, best: dict, ids: list,
+            column: str = "length_px") -> np.ndarray:
+    """``column`` of ``ids`` (in that order) at one source's chosen setting."""
+    sel = table[(table["source"] == source) & (table["algorithm"] == alg)]
+    for key, value in best.items():
+        sel = sel[sel[key] == value]
+    return sel.set_index("id").loc[ids, column].to_numpy(dtype=float)
+
+
+def _two_run_fits(config: ClosedLoopConfig, models: dict[str, torch.nn.Module],
+                  data: ClosedLoopData, table: pd.DataFrame,
+                  results: dict[tuple[str, str], GridSearchResult]
+                  ) -> dict[tuple[str, str], tuple[OriginFit, int, float]]:
+    """Spec §5 (module docstring, 7.): (fit, runs, mean σ_meas in plot units) per source."""
+    ids = list(data.test_ids)
+    pos = {i: k for k, i in enumerate(data.eval_catalogue["id"])}
+    images = data.eval_images[[pos[i] for i in ids]]
+    ev = data.eval_catalogue.set_index("id")
+    ls, r90 = ev.loc[ids, "length_scaled"].to_numpy(), ev.loc[ids, "r90"].to_numpy()
+    second_maps: dict[tuple[str, float], np.ndarray] = {}
+
+    def run2(arch: str, s: float) -> np.ndarray:
+        if (arch, s) not in second_maps:
+            second_maps[(arch, s)] = _smoothgrad(config, models[arch], images, s,
+                                                 config.seed + 1)
+        return second_maps[(arch, s)]
+
+    def lengths(stack: np.ndarray, best: dict, alg: str) -> np.ndarray:
+        if best["x_input"]:
+            stack = np.stack([x_input(a, im) for a, im in zip(stack, images.astype(np.float64))])
+        return measurement_table(stack, ids, t_c=[best["t_c"]], t_l=[best["t_l"]], method=alg,
+                                 scale_to=None)["length_px"].to_numpy(dtype=float)
+
+    fits = {}
+    for (source, alg), result in results.items():
+        if source == "image":  # no noise: one run, σ_meas = 0 (the grid search's own fit)
+            fits[(source, alg)] = (result.fit, 1, 0.0)
+            continue
+        best, s = result.best, float(result.best["s_noise"])
+        archs = list(models) if source in ("averageheatmaps", "averagemeasurements") else [source]
+        if source == "averageheatmaps":
+            second = lengths(np.mean([run2(a, s) for a in archs], axis=0), best, alg)
+        else:
+            second = np.mean([lengths(run2(a, s), best, alg) for a in archs], axis=0)
+        first = _chosen(table, source, alg, best, ids, "length_gz")
+        second = GZ_R90_PX * second / r90
+        sigma = run_to_run_sigma(first * r90, second * r90)
+        fits[(source, alg)] = (paper_fit((first + second) / 2, ls, r90, sigma), 2,
+                               float(np.mean(paper_plot_units(sigma, ls)[0])))
+    return fits
+
+
+def _result_rows(results: dict[tuple[str, str], GridSearchResult],
+                 fits: dict[tuple[str, str], tuple[OriginFit, int, float]]
+                 ) -> list[dict[str, Any]]:
+    rows = []
+    for (source, alg), result in results.items():
+        fit, runs, sigma = fits[(source, alg)]
         labels = dict(method=source, algorithm="paper" if alg == "fast" else alg,
                       rho_validation=result.rho_validation,
                       **{f"best_{k}": v for k, v in result.best.items()})
-        rows += _report_rows(result.report, **labels)
-    return rows, best
+        fit_columns = dict(fit_slope=fit.slope, fit_slope_err=fit.slope_err, fit_rmse=fit.rmse,
+                           fit_rmse_identity=fit.rmse_identity, fit_runs=runs,
+                           fit_sigma_meas=sigma)
+        rows += [dict(row, **fit_columns) for row in _report_rows(result.report, **labels)]
+    return rows
+
+
+def _control_subset(config: ClosedLoopConfig, data: ClosedLoopData) -> np.ndarray:
+    """Pool positions (sorted) of the ``n_control`` labelled bars the control learns from."""
+    barred = np.flatnonzero(data.catalogue["has_bar"].to_numpy(dtype=bool))
+    if len(barred) < config.n_control:
+        raise ValueError(f"n_control={config.n_control} but the classifier pool holds only "
+                         f"{len(barred)} barred galaxies; lower n_control or raise n_train or "
+                         "sim.bar_fraction")
+    rng = np.random.default_rng([int(config.seed), 7919])
+    return np.sort(rng.choice(barred, size=config.n_control, replace=False))
 
 
 def _control(config: ClosedLoopConfig, data: ClosedLoopData, out: Path, progress: bool
              ) -> tuple[list[dict[str, Any]], pd.Series]:
-    keep = data.catalogue["has_bar"].to_numpy(dtype=bool)
-    train = data.catalogue[keep]
-    if len(train) < 2:
-        raise ValueError(f"only {len(train)} barred galaxies in the classifier pool to train the "
-                         "control on; raise n_train or sim.bar_fraction")
+    keep = _control_subset(config, data)
+    train = data.catalogue.iloc[keep]
     ev = data.eval_catalogue.set_index("id")
     pos = {i: k for k, i in enumerate(data.eval_catalogue["id"])}
     val_idx = [pos[i] for i in data.validation_ids]
@@ -451,11 +544,8 @@ def _figures(config: ClosedLoopConfig, data: ClosedLoopData, maps, table: pd.Dat
     series = {}
     truth = ev.loc[data.test_ids, "length_true_px"].to_numpy()
     for alg in config.algorithms:
-        b = best[("averagemeasurements", alg)]
-        sel = table[(table["source"] == "averagemeasurements") & (table["algorithm"] == alg)]
-        for key, value in b.items():
-            sel = sel[sel[key] == value]
-        measured = sel.set_index("id").loc[data.test_ids, "length_px"].to_numpy()
+        measured = _chosen(table, "averagemeasurements", alg, best[("averagemeasurements", alg)],
+                           data.test_ids)
         series[f"averagemeasurements, {'paper' if alg == 'fast' else alg}"] = (truth, measured)
     if control is not None:
         series["control (regression)"] = (truth, control.to_numpy() * 2.0 *
@@ -490,7 +580,10 @@ def run_closed_loop(out_dir: str | Path, config: ClosedLoopConfig | None = None,
         ``pearson_px`` (measured vs true projected length), ``size_null`` (R90 vs true),
         ``pearson_scaled`` (both divided by R90), ``partial_r90``, ``spearman_px``,
         ``permutation_null``; ``value, low, high`` (bootstrap or null interval), ``n_test``,
-        ``permutation_p``, ``rho_validation`` and the chosen ``best_*`` settings.
+        ``permutation_p``, ``rho_validation``, the chosen ``best_*`` settings and the §5 fit
+        at them (module docstring, 7.): ``fit_slope``, ``fit_slope_err``, ``fit_rmse``,
+        ``fit_rmse_identity`` (authors' plot units), ``fit_runs`` and ``fit_sigma_meas`` (mean
+        σ_meas, plot units); the fit columns are empty for the control.
     """
     config = ClosedLoopConfig.preset("small") if config is None else config
     if not isinstance(config, ClosedLoopConfig):
@@ -507,17 +600,27 @@ def run_closed_loop(out_dir: str | Path, config: ClosedLoopConfig | None = None,
     buf = io.BytesIO()
     table.to_csv(buf, index=False, compression="gzip")
     atomic_write_bytes(out / "measurements.csv.gz", buf.getvalue())
-    rows, best = _score(config, table, data)
+    results = _score(config, table, data)
+    fits = _two_run_fits(config, models, data, table, results)
+    rows = _result_rows(results, fits)
     control = None
     if config.control:
         control_rows, control = _control(config, data, out, progress)
         rows += control_rows
     result = pd.DataFrame(rows)
     atomic_write_text(out / "rho.csv", result.to_csv(index=False))
-    _figures(config, data, maps, table, best, control, out)
+    _figures(config, data, maps, table, {k: r.best for k, r in results.items()}, control, out)
     atomic_write_json(out / "summary.json", {
         "n_eval": len(data.eval_catalogue), "n_validation": len(data.validation_ids),
-        "n_test": len(data.test_ids), "weights": "from scratch (no ImageNet weights file)",
-        "classifiers": classifiers.to_dict(orient="records")})
+        "n_test": len(data.test_ids), "n_control": config.n_control if config.control else 0,
+        "weights": "from scratch (no ImageNet weights file)",
+        "classifiers": classifiers.to_dict(orient="records"),
+        "origin_fit_units": "authors' plot units (paper_fit); a perfect measurement has slope "
+                            "0.792/0.7 ≈ 1.131",
+        "origin_fit": [dict(method=source, algorithm="paper" if alg == "fast" else alg,
+                            slope=fit.slope, slope_err=fit.slope_err, rmse=fit.rmse,
+                            rmse_identity=fit.rmse_identity, n=fit.n, runs=runs,
+                            sigma_meas=sigma)
+                       for (source, alg), (fit, runs, sigma) in fits.items()]})
     return result
 
