@@ -384,7 +384,7 @@ def morphology_validate(out, preset):
 @contextlib.contextmanager
 def _input_errors():
     """Turn the workflow's input errors into click errors naming the option at fault."""
-    from galaxai.morphology.workflow import InputError
+    from galaxai.morphology import InputError
 
     try:
         yield
@@ -428,7 +428,7 @@ _DIR = click.Path(file_okay=False, path_type=Path)
 def morphology_train(data_path, architecture, preset, out, weights, backbone_only, limit, epochs,
                      seed):
     """Train a Galaxy Zoo vote-fraction classifier (37 sigmoid outputs, MSE/RMSE)."""
-    from galaxai.morphology.workflow import train_classifier
+    from galaxai.morphology.classifier_runs import train_classifier
 
     with _input_errors():
         run = train_classifier(data_path, out, architecture=architecture, preset=preset,
@@ -469,7 +469,7 @@ def morphology_train(data_path, architecture, preset, out, weights, backbone_onl
 def morphology_saliency(model_path, data_path, ids, catalogue, out, n_samples, noise, use_x_input,
                         target, batch_size, seed):
     """SmoothGrad maps of the bar logit for many galaxies, saved with their ids (resumable)."""
-    from galaxai.morphology.workflow import compute_saliency
+    from galaxai.morphology.saliency_maps import compute_saliency
 
     with _input_errors():
         run = compute_saliency(model_path, data_path, out, ids=ids, catalogue=catalogue,
@@ -506,7 +506,7 @@ def morphology_saliency(model_path, data_path, ids, catalogue, out, n_samples, n
 def morphology_bars(maps, out, catalogue, r90, t_c, t_l, use_grid_search, method, table_format,
                     seed):
     """Bar lengths from saliency maps; with a catalogue, ρ with its nulls and an HTML report."""
-    from galaxai.morphology.workflow import measure_bars
+    from galaxai.morphology.bars import measure_bars
 
     with _input_errors():
         result = measure_bars(list(maps), out, catalogue=catalogue, r90=r90, t_c=t_c, t_l=t_l,

@@ -4,8 +4,10 @@ Bar lengths from saliency maps by Algorithm 1 of Bhambra, Joachimi & Lahav (2022
 arXiv:2110.08288) and its fast and rotation-invariant variants (:mod:`.barlength`), the grid
 search and honest correlation reports used to compare them with the Hoyle et al. (2011) catalogue
 (:mod:`.gridsearch`), the classifiers' training recipe (:mod:`.training`), the closed loop on
-simulated bars of known length (:mod:`.closedloop`) and the train → saliency → bars workflow on
-real Galaxy Zoo data (:mod:`.workflow`).
+simulated bars of known length (:mod:`.closedloop`) and the train → saliency → bars steps on
+real Galaxy Zoo data: galaxy ids and catalogues (:mod:`.catalogues`), classifier runs
+(:mod:`.classifier_runs`), saliency map files (:mod:`.saliency_maps`) and bar lengths with their
+report (:mod:`.bars`).
 
 :mod:`.barlength` and :mod:`.gridsearch` (NumPy, SciPy, pandas) are imported with the package;
 the names of the torch-based modules are imported on first use, so ``import galaxai.morphology``
@@ -53,11 +55,14 @@ _LAZY = {
                      "TrainResult", "train_model", "predict", "train_control"), "training"),
     **dict.fromkeys(("GZ_R90_PX", "ALGORITHMS", "ClosedLoopConfig", "ClosedLoopData",
                      "make_data", "run_closed_loop"), "closedloop"),
-    **dict.fromkeys(("InputError", "MODEL_FILE", "SIDECAR_FILE", "DEFAULT_TARGET", "HOYLE_ENV",
-                     "TrainedClassifier", "train_classifier", "load_classifier",
-                     "SaliencyRun", "compute_saliency", "MapSet", "read_maps", "BarsResult",
-                     "measure_bars", "read_bar_catalogue", "find_hoyle_catalogue", "parse_ids",
-                     "scaled_t_l"), "workflow"),
+    "InputError": "_common",
+    **dict.fromkeys(("HOYLE_ENV", "find_hoyle_catalogue", "read_bar_catalogue", "parse_ids"),
+                    "catalogues"),
+    **dict.fromkeys(("MODEL_FILE", "SIDECAR_FILE", "TrainedClassifier", "train_classifier",
+                     "load_classifier"), "classifier_runs"),
+    **dict.fromkeys(("DEFAULT_TARGET", "SaliencyRun", "compute_saliency", "MapSet", "read_maps"),
+                    "saliency_maps"),
+    **dict.fromkeys(("scaled_t_l", "BarsResult", "measure_bars"), "bars"),
 }
 
 __all__ = [

@@ -14,19 +14,11 @@ from galaxai.cli import main
 from galaxai.data.sources import read_jpeg
 from galaxai.explain import smoothgrad
 from galaxai.models.morphology import GZ_COLUMNS, gz_column_index
-from galaxai.morphology import bar_length, measure_bar
-from galaxai.morphology.workflow import (
-    InputError,
-    compute_saliency,
-    find_hoyle_catalogue,
-    load_classifier,
-    measure_bars,
-    parse_ids,
-    read_bar_catalogue,
-    read_maps,
-    scaled_t_l,
-    train_classifier,
-)
+from galaxai.morphology import InputError, bar_length, measure_bar
+from galaxai.morphology.bars import measure_bars, scaled_t_l
+from galaxai.morphology.catalogues import find_hoyle_catalogue, parse_ids, read_bar_catalogue
+from galaxai.morphology.classifier_runs import load_classifier, train_classifier
+from galaxai.morphology.saliency_maps import compute_saliency, read_maps
 
 N_GALAXIES = 30
 CORRUPT = 100000 + N_GALAXIES - 1       # a JPEG that cannot be read
@@ -220,7 +212,7 @@ def test_saliency_resumes_after_an_interruption(pipeline, kaggle, tmp_path, monk
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("galaxai.morphology.workflow.smoothgrad", flaky)
+    monkeypatch.setattr("galaxai.morphology.saliency_maps.smoothgrad", flaky)
     target = tmp_path / "maps.zarr"
     with pytest.raises(KeyboardInterrupt):
         compute_saliency(out / "run", kaggle, target, ids=ids, n_samples=4, batch_size=2)
@@ -304,7 +296,8 @@ def test_measure_bar_on_the_figure_mask_matches_the_table(pipeline):
 
 
 @pytest.mark.parametrize("package, modules", [
-    (galaxai.morphology, ("barlength", "gridsearch", "training", "closedloop", "workflow")),
+    (galaxai.morphology, ("barlength", "gridsearch", "training", "closedloop", "_common",
+                           "catalogues", "classifier_runs", "saliency_maps", "bars")),
     (galaxai.data, ("votes",)),
 ])
 def test_package_re_exports(package, modules):
