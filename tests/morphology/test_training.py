@@ -93,6 +93,47 @@ def test_early_stop_keeps_last_weights(monkeypatch):
     assert not res.model.training
 
 
+class _TinyBN(nn.Module):
+    def __init__(self, k=2):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4, momentum=0.01),
+                                 nn.SiLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, k),
+                                 nn.Sigmoid())
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_batchnorm_statistics_are_those_of_the_training_images():
+    """Keras moving averages (momentum 0.99, initial variance 1) still hold ~0.99^t of the initial
+    variance after a short run; on dark images (display sky ~0.05) the true variance is far below
+    1, so eval mode (validation, predict, SmoothGrad) would barely see the image. The trained
+    model must carry the training images' own batch-norm statistics."""
+    x, y = _data(32)
+    x = 0.05 * x
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=1e-2, augment_validation=False)
+    torch.manual_seed(0)
+    model = train_model(_TinyBN(), x, y, x, y, cfg).model
+    bn = model.net[1]
+    xt = torch.as_tensor(x).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        h = model.net[0](xt)
+    per_batch = h.reshape(4, 8, 4, 16, 16).transpose(1, 2).reshape(4, 4, -1)
+    torch.testing.assert_close(bn.running_mean, per_batch.mean(-1).mean(0), rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(bn.running_var, per_batch.var(-1).mean(0), rtol=1e-4, atol=1e-9)
+    assert bn.momentum == 0.01 and not model.training
+    with torch.no_grad():  # eval mode now matches what training optimised (batch statistics)
+        evaluated = model(xt)
+        model.train()
+        batched = torch.cat([model(xt[i:i + 8]) for i in range(0, 32, 8)])
+    torch.testing.assert_close(evaluated, batched, atol=2e-3, rtol=0)
+    # recalibrate_bn=False keeps the Keras moving averages, still near the initial variance 1
+    torch.manual_seed(0)
+    keras = train_model(_TinyBN(), x, y, x, y,
+                        TrainConfig(**{**cfg.__dict__, "recalibrate_bn": False})).model
+    assert float(keras.net[1].running_var.min()) > 10 * float(bn.running_var.max())
+
+
 def test_augment_preserves_range_shape_and_seed():
     x = torch.rand(6, 3, 20, 20)
     cfg = TrainConfig()
