@@ -112,6 +112,18 @@ def data_pool(out, n, seed, preset, cosmos_fraction, chunk, workers):
 
 
 # --------------------------------------------------------------------------------------- train
+def _warn_if_stale_pool(pool_path: Path) -> None:
+    """Warn on stderr when a galaxy pool was simulated by other simulator code than this one."""
+    from galaxai.data.pool import reproduction_error
+
+    error = reproduction_error(pool_path)
+    if error:
+        click.echo(f"warning: {pool_path} was simulated by a different version of the galaxai "
+                   f"simulator (its first parametric galaxy differs from a fresh simulation by up "
+                   f"to {error:.3g} in display units); models trained on it will not match data "
+                   f"made today. Rebuild it with `galaxai data pool` into a new folder.", err=True)
+
+
 def _training_data(data_path: Path, length: int, seed: int, padding: str | None):
     """A store (blends.zarr) or a galaxy pool (galaxies.zarr) as a training dataset."""
     import dataclasses
@@ -121,6 +133,7 @@ def _training_data(data_path: Path, length: int, seed: int, padding: str | None)
     from galaxai.data.store import BlendStore
 
     if (data_path / "galaxies.zarr").exists():
+        _warn_if_stale_pool(data_path)
         cfg = BlendConfig.preset("small")
         if padding:
             cfg = dataclasses.replace(cfg, padding=padding)
@@ -355,6 +368,7 @@ def experiment_phantom(pool_path, eval_data, out, preset, iterations, seed):
     """Train zero- and noise-padded twins; measure relevance in the band and the shortcut."""
     from galaxai.experiments import phantom_boundary_experiment
 
+    _warn_if_stale_pool(pool_path)
     result = phantom_boundary_experiment(pool_path, eval_data, out, preset=preset,
                                          iterations=iterations, seed=seed, progress=True)
     for padding, run in result["runs"].items():

@@ -71,3 +71,21 @@ def test_chunk_mode_share():
     modes = [chunk_mode(c, 0.25) for c in range(40)]
     assert modes.count("cosmos") == 10
     assert all(chunk_mode(c, 0.0) == "parametric" for c in range(10))
+
+
+def test_reproduction_error_flags_a_pool_from_other_simulator_code(tmp_path, tiny_pool):
+    import shutil
+
+    import zarr
+
+    from galaxai.data.pool import reproduction_error
+
+    assert reproduction_error(tiny_pool) == 0.0
+    stale = tmp_path / "stale"
+    shutil.copytree(tiny_pool, stale)
+    display = zarr.open_group(store=str(stale / "galaxies.zarr"), mode="r+")["display"]
+    display[0] = display[0] * 0.7  # what an older display stretch would have stored
+    expected = float(np.abs(display[0] / 0.7 - display[0]).max())
+    assert reproduction_error(stale) == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(StoreError, match="not a finished galaxy pool"):
+        reproduction_error(tmp_path)
