@@ -52,7 +52,8 @@ from galaxai.morphology.gridsearch import (
 # Lazily imported public names: name -> submodule.
 _LAZY = {
     **dict.fromkeys(("TrainConfig", "ReduceLROnPlateau", "EarlyStopping", "augment", "as_batch",
-                     "TrainResult", "train_model", "predict", "train_control"), "training"),
+                     "TrainResult", "train_model", "predict", "train_control",
+                     "recalibrate_batchnorm"), "training"),
     **dict.fromkeys(("GZ_R90_PX", "ALGORITHMS", "ClosedLoopConfig", "ClosedLoopData",
                      "make_data", "run_closed_loop"), "closedloop"),
     "InputError": "_common",
