@@ -8,6 +8,10 @@ a CPU can train them:
 
 * ``vgg16``: VGG16 without top (torchvision's layer layout, no batch norm) → Flatten →
   Dense 16·37 → Dense 8·37 → Dense 37, sigmoid (the authors' head, swish on both hidden layers).
+  ``vgg_batchnorm=True`` (presets ``small`` and ``tiny`` only; a labelled deviation) puts a
+  batch norm after every convolution (torchvision's ``vgg16_bn`` layout): trained from scratch
+  for a CPU budget, the plain network never leaves predict-the-mean (see
+  :class:`MorphologyConfig`).
 * ``resnet50v2``: pre-activation ResNet50V2 as in Keras (stride on the last block of a stage,
   biased stem and expansion convolutions, ``BN eps = 1.001e-5``) → global average pool →
   Dense 37, sigmoid.
@@ -122,6 +126,19 @@ class MorphologyConfig:
         Repeats of Xception's middle-flow block (8).
     vgg_head : tuple of int
         Hidden dense widths of the VGG16 head before the width multiplier (``(16·37, 8·37)``).
+    vgg_batchnorm : bool
+        **Deviation** (off in ``paper``, on in ``small`` and ``tiny``): a ``BatchNorm2d`` after
+        every VGG16 convolution, before its activation (torchvision ``vgg16_bn``). Without it,
+        from scratch (Glorot init, swish, dark galaxy images with median pixel 0), the image
+        signal dies in the 13 unnormalised convolutions: the flattened features vary across
+        galaxies by ~1e-6 at init and the closed loop's ``small`` VGG16 stayed at
+        predict-the-mean (val RMSE 0.1825 vs 0.1824 for the mean). Measured on 400/150
+        closed-loop ``small`` galaxies (96², width 1/8, 12 epochs, seed 0), val RMSE vs 0.186
+        for the mean and mean ``Class3.1`` output barred/unbarred: plain 0.188, 0.189/0.189;
+        He init 0.188, 0.147/0.146; input standardisation 0.225; He + standardisation 0.181,
+        0.133/0.083; lr 1e-4 0.268 (He: 0.260); **batch norm 0.162, 0.295/0.155**. The
+        state-dict keys differ from the plain network, so torchvision's ImageNet ``vgg16``
+        backbone loads only with ``vgg_batchnorm=False``.
     """
 
     architecture: str = "vgg16"
@@ -133,6 +150,7 @@ class MorphologyConfig:
     resnet_blocks: tuple[int, ...] = (3, 4, 6, 3)
     xception_middle: int = 8
     vgg_head: tuple[int, ...] = (16 * 37, 8 * 37)
+    vgg_batchnorm: bool = False
 
     PRESETS: ClassVar[tuple[str, ...]] = ("paper", "small", "tiny")
 
@@ -156,6 +174,8 @@ class MorphologyConfig:
             raise ValueError(f"xception_middle must be >= 0, got {self.xception_middle}")
         if len(self.vgg_head) < 1 or min(self.vgg_head) < 1:
             raise ValueError(f"vgg_head must list positive widths, got {self.vgg_head}")
+        if not isinstance(self.vgg_batchnorm, bool):
+            raise ValueError(f"vgg_batchnorm must be True or False, got {self.vgg_batchnorm!r}")
 
     @classmethod
     def preset(cls, name: str, architecture: str = "vgg16", **overrides: Any) -> "MorphologyConfig":
@@ -163,14 +183,18 @@ class MorphologyConfig:
 
         ``paper``: published width and depth at 224². ``small``: width 1/4, shallower
         ResNet/Xception, 128² inputs — sized for CPU training. ``tiny``: width 1/16, minimal
-        depth, 64² inputs — for tests.
+        depth, 64² inputs — for tests. ``small`` and ``tiny`` add batch norm to VGG16
+        (``vgg_batchnorm=True``, a deviation: without it VGG16 trained from scratch on a CPU
+        budget stays at predict-the-mean; measurements under :class:`MorphologyConfig`).
         """
         presets = {
             "paper": dict(),
+            # vgg_batchnorm: plain VGG16 from scratch does not learn in a CPU budget (val RMSE
+            # 0.188 vs 0.186 for the mean; with BN 0.162, bar output 0.295 vs 0.155 unbarred).
             "small": dict(width=0.25, image_size=128, resnet_blocks=(2, 2, 2, 2),
-                          xception_middle=2),
+                          xception_middle=2, vgg_batchnorm=True),
             "tiny": dict(width=0.0625, image_size=64, resnet_blocks=(2, 2, 2, 2),
-                         xception_middle=1),
+                         xception_middle=1, vgg_batchnorm=True),
         }
         if name not in presets:
             raise ValueError(
@@ -196,7 +220,8 @@ def _bn(c: int, eps: float) -> nn.BatchNorm2d:
 
 def _vgg16_features(cfg: MorphologyConfig) -> nn.Sequential:
     layout = [v if v == "M" else cfg.channels(v) for v in _VGG_CFGS["D"]]
-    features = _vgg_make_layers(layout, batch_norm=False)  # torchvision's layer indices
+    # torchvision's layer indices (vgg16 / vgg16_bn)
+    features = _vgg_make_layers(layout, batch_norm=bool(cfg.vgg_batchnorm))
     for i, layer in enumerate(features):
         if isinstance(layer, nn.ReLU):
             features[i] = _act(cfg)

@@ -18,6 +18,8 @@ with the honest reports of §7:
    84° inclination are elongated ovals, and bulges have axis ratios down to 0.5; the spec's
    optional unbarred ovals (q ≈ 0.7) are not rendered separately.
 2. **Classifiers** per architecture (``MorphologyConfig`` preset at a CPU width), from scratch.
+   The ``small`` and ``tiny`` model presets give VGG16 batch norm (``vgg_batchnorm``, a
+   deviation): without it VGG16 stayed at predict-the-mean here; ``paper`` is plain VGG16.
 3. **SmoothGrad** of the pre-sigmoid ``Class3.1`` logit (``N`` = ``n_samples``, each
    ``S`` in ``s_noise``); ``averageheatmaps`` = mean of the models' maps (not renormalised).
 4. **Bar lengths** by Algorithm 1 (``"fast"``, identical to ``"paper"``) and the rotation-invariant
