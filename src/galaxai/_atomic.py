@@ -11,7 +11,13 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json"]
+__all__ = [
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_json",
+    "atomic_write_safetensors",
+]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -61,3 +67,18 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def atomic_write_safetensors(path: str | os.PathLike, weights: Any,
+                             metadata: dict[str, str] | None = None) -> Path:
+    """Write a ``torch.nn.Module``'s state dict (or a dict of tensors) as safetensors, atomically.
+
+    Tensors are detached, moved to the CPU and made contiguous first. ``metadata`` goes into the
+    file header (strings only).
+    """
+    from safetensors.torch import save_file  # imported here: keeps this module free of torch
+
+    tensors = weights.state_dict() if hasattr(weights, "state_dict") else weights
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+

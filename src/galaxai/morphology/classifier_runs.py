@@ -27,10 +27,9 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 import galaxai
-from galaxai._atomic import atomic_write, atomic_write_json, atomic_write_text
+from galaxai._atomic import atomic_write_json, atomic_write_safetensors, atomic_write_text
 from galaxai.config import config_from_mapping, config_to_dict
 from galaxai.data.sources import SourceError, read_galaxy_zoo_labels
 from galaxai.models.morphology import (
@@ -117,11 +116,10 @@ def _kaggle_training_items(root: Path, limit: int | None) -> tuple[list[tuple[in
 
 
 def _save_model(run_dir: Path, model: MorphologyClassifier, sidecar: dict) -> None:
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     meta = {"format": "pt", "galaxai_network": "morphology-classifier",
             "galaxai_version": galaxai.__version__,
             "model_config": json.dumps(config_to_dict(model.config), sort_keys=True)}
-    atomic_write(run_dir / MODEL_FILE, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    atomic_write_safetensors(run_dir / MODEL_FILE, model, meta)
     atomic_write_json(run_dir / SIDECAR_FILE, sidecar)  # last: marks the run complete
 
 

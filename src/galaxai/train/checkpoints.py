@@ -28,11 +28,10 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 import galaxai
-from galaxai._atomic import atomic_write, atomic_write_json
+from galaxai._atomic import atomic_write, atomic_write_json, atomic_write_safetensors
 from galaxai.config import config_from_mapping, config_to_dict
 from galaxai.models.deblender import (
     DeblenderConfig,
@@ -80,14 +79,6 @@ class CheckpointRef:
 def checkpoint_dir(run_dir: str | os.PathLike, iteration: int) -> Path:
     """``run_dir/checkpoints/<iteration zero-padded to 9 digits>``."""
     return Path(run_dir) / "checkpoints" / f"{int(iteration):09d}"
-
-
-def _tensors(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
-
-
-def _write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def save_checkpoint(
@@ -145,7 +136,7 @@ def save_checkpoint(
             "model_config": model_cfg_json,
             "model_config_hash": config_hash(model_cfg),
         }
-        _write_safetensors(out / f"{name}.safetensors", _tensors(net), meta)
+        atomic_write_safetensors(out / f"{name}.safetensors", net, meta)
     sidecar = {
         "iteration": int(iteration),
         "config": dict(config or {}),
@@ -352,7 +343,7 @@ def export_network(checkpoint: str | os.PathLike, dest: str | os.PathLike, netwo
     load_state(build(cfg), weights)  # validate before shipping
     dest = Path(dest)
     out = dest.with_suffix(".safetensors")
-    _write_safetensors(out, tensors, metadata)
+    atomic_write_safetensors(out, tensors, metadata)
     atomic_write_json(dest.with_suffix(".json"), {**info, "model_config": config_to_dict(cfg)})
     return out
 
