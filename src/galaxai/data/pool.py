@@ -34,7 +34,7 @@ import torch
 import zarr
 
 from galaxai._atomic import atomic_write, atomic_write_json
-from galaxai.config import config_to_dict
+from galaxai.config import config_from_mapping, config_to_dict
 from galaxai.data.blend import BlendConfig, make_blends
 from galaxai.data.store import (
     StoreError,
@@ -160,6 +160,16 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
     return read_manifest(path, _FORMAT, f"build one with `galaxai data pool --out {path}`")
 
 
+def _finished_manifest(path: Path) -> dict[str, Any]:
+    """The manifest of a completely built pool, or a StoreError saying how to finish it."""
+    manifest = _read_manifest(path)
+    if manifest is None or not manifest["complete"]:
+        raise StoreError(
+            f"{path} is not a finished galaxy pool; build it with "
+            f"`galaxai data pool --out {path}` (re-running resumes an interrupted build)")
+    return manifest
+
+
 def reproduction_error(path: str | os.PathLike) -> float | None:
     """Largest display difference between a pool's first parametric galaxy and a fresh simulation.
 
@@ -168,14 +178,10 @@ def reproduction_error(path: str | os.PathLike) -> float | None:
     by other simulator code (e.g. an older galaxai) and its images differ from what the same
     command makes today. ``None`` when the pool has no parametric chunk to re-simulate.
     """
-    from galaxai.config import config_from_mapping
     from galaxai.data.simulate import SimConfig, simulate
 
     path = Path(path)
-    m = _read_manifest(path)
-    if m is None or not m["complete"]:
-        raise StoreError(f"{path} is not a finished galaxy pool; build it with "
-                         f"`galaxai data pool --out {path}`")
+    m = _finished_manifest(path)
     c = next((c for c in range(m["n_chunks"])
               if chunk_mode(c, m["cosmos_fraction"]) == "parametric"), None)
     if c is None:
@@ -192,11 +198,7 @@ class GalaxyPool:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        manifest = _read_manifest(self.path)
-        if manifest is None or not manifest["complete"]:
-            raise StoreError(
-                f"{self.path} is not a finished galaxy pool; build it with "
-                f"`galaxai data pool --out {self.path}` (re-running resumes an interrupted build)")
+        manifest = _finished_manifest(self.path)
         root = zarr.open_group(store=str(self.path / _ZARR), mode="r")
         self.display = np.asarray(root["display"][:])
         self.noiseless = np.asarray(root["noiseless"][:])
