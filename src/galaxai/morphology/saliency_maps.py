@@ -58,14 +58,6 @@ _MAPS_FORMAT = "galaxai-saliency-v1"
 _MAP_ARRAYS = ("ids", "saliency", "images", "logits")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass(frozen=True)
 class SaliencyRun:
     """What :func:`compute_saliency` wrote.
@@ -250,7 +242,8 @@ def compute_saliency(model: str | os.PathLike | MorphologyClassifier, data: str 
         net, info = load_classifier(model)
         model_ref = str(Path(model).resolve())
         weights = Path(model) / MODEL_FILE if Path(model).is_dir() else Path(model)
-        digest = _sha256(weights)
+        with open(weights, "rb") as fh:
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
     size = net.config.image_size
     index = _image_index(data)
     wanted = _default_ids(index, catalogue, data) if ids is None else (
