@@ -7,7 +7,8 @@ from galaxai.api import DEFAULT_WEIGHTS
 from galaxai.demo import run_demo
 
 SECTIONS = ["Simulated galaxies", "Deblending: GAN vs classical", "discriminator call an image",
-            "Training timeline", "Data audit", "zero-padded band"]
+            "Training timeline", "Data audit", "zero-padded band", "Galaxy morphology",
+            "size-only null", "Fig. 3 analogue"]
 
 
 @pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="shipped weights missing")
