@@ -11,7 +11,7 @@ logit of a tiny VGG16-style classifier against (a) the N × batched-gradient lim
 ``ceil(N / chunk)`` forward/backward passes over ``chunk`` noisy copies per image, measured with
 plain autograd, and (b) a per-sample loop, one forward/backward per noisy copy.
 
-Usage: ``python benchmarks/bench_barlength.py [n_samples] [repeats] [parts]`` (defaults 64, 3 and
+Usage: ``python benchmarks/bench_barlength.py [n_samples] [repeats] [parts]`` (defaults 256 — the paper's N — 3 and
 ``barlength,smoothgrad``; the best of ``repeats`` timings is reported for the fast paths).
 """
 from __future__ import annotations
@@ -162,7 +162,7 @@ def bench_smoothgrad(n: int, repeats: int) -> None:
 
 
 def main(argv: list[str]) -> None:
-    n = int(argv[1]) if len(argv) > 1 else 64
+    n = int(argv[1]) if len(argv) > 1 else 256
     repeats = int(argv[2]) if len(argv) > 2 else 3
     parts = argv[3].split(",") if len(argv) > 3 else ["barlength", "smoothgrad"]
     if "barlength" in parts:
