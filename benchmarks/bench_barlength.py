@@ -12,7 +12,8 @@ logit of a tiny VGG16-style classifier against (a) the N × batched-gradient lim
 plain autograd, and (b) a per-sample loop, one forward/backward per noisy copy.
 
 Usage: ``python benchmarks/bench_barlength.py [n_samples] [repeats] [parts]`` (defaults 256, the
-paper's N; 3; ``barlength,smoothgrad``); the best of ``repeats`` timings is reported for the fast paths.
+paper's N; 3; ``barlength,smoothgrad``); the best of ``repeats`` timings is reported for the
+fast paths.
 """
 from __future__ import annotations
 
