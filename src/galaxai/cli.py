@@ -260,10 +260,8 @@ def _store_images(path: Path, n: int | None):
 
     store = BlendStore(path, split="test")
     store = store if len(store) else BlendStore(path)
-    rows = range(len(store) if n is None else min(n, len(store)))
-    items = [store[i] for i in rows]
-    arrays = {k: np.stack([it[k].numpy() for it in items]) for k in ("blend", "target_a", "target_b")}
-    return arrays, store.catalogue.iloc[list(rows)].reset_index(drop=True)
+    arrays = store.to_arrays(n)
+    return arrays, store.catalogue.iloc[:len(arrays["blend"])].reset_index(drop=True)
 
 
 def _checkpoint_of(run: Path) -> Path:

@@ -78,8 +78,7 @@ def phantom_boundary_experiment(pool_path: str | Path, eval_path: str | Path, ou
     overrides = {} if iterations is None else {"iterations": int(iterations)}
     cfg = TrainConfig.preset(preset, seed=seed, **overrides)
     store = BlendStore(eval_path, split="test")
-    items = [store[i] for i in range(min(n_eval, len(store)))]
-    held = {k: np.stack([it[k].numpy() for it in items]) for k in ("blend", "target_a", "target_b")}
+    held = store.to_arrays(n_eval)
     # Real zero-padded B targets: the stream's own blends with zero padding (same recipe as run_zero).
     probe = BlendStream(pool, n_eval, seed + 10_000, BlendConfig.preset("small", padding="zero"))
     probe_items = [probe[i] for i in range(n_eval)]

@@ -93,6 +93,21 @@ def test_dataset_items_and_modes(built):
     assert open_store(built).data_hash == mem.manifest["data_hash"]
 
 
+def test_to_arrays_stacks_the_items(built):
+    for kwargs in ({}, {"in_memory": False}):
+        test = BlendStore(built, split="test", **kwargs)
+        arrays = test.to_arrays()
+        assert sorted(arrays) == ["blend", "target_a", "target_b"]
+        for k, v in arrays.items():
+            np.testing.assert_array_equal(v, np.stack([test[i][k].numpy() for i in range(len(test))]))
+        first = BlendStore(built, **kwargs).to_arrays(2, names=("fill_mask_b",))
+        assert list(first) == ["fill_mask_b"] and first["fill_mask_b"].shape == (2, 1, 32, 32)
+        np.testing.assert_array_equal(first["fill_mask_b"][1], BlendStore(built)[1]["fill_mask_b"])
+    assert len(BlendStore(built).to_arrays(10_000)["blend"]) == N
+    with pytest.raises(ValueError, match="comp_a_disk.*components=True"):
+        BlendStore(built).to_arrays(names=("comp_a_disk",))
+
+
 def test_splits(built):
     train, test = BlendStore(built, split="train"), BlendStore(built, split="test")
     assert len(train) + len(test) == N and len(test) > 0

@@ -517,6 +517,32 @@ class BlendStore(torch.utils.data.Dataset):
             self._cache.popitem(last=False)
         return data
 
+    def to_arrays(self, n: int | None = None,
+                  names: Sequence[str] = ("blend", "target_a", "target_b")
+                  ) -> dict[str, np.ndarray]:
+        """The first ``n`` selected rows (default all) as stacked NumPy arrays.
+
+        Parameters
+        ----------
+        n : int, optional
+            Number of rows, capped at ``len(self)``.
+        names : sequence of str
+            Arrays to return, from :attr:`names` (default the blend and both targets).
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``(n, C, S, S)`` arrays in store order (the rows of ``catalogue.iloc[:n]``).
+        """
+        unknown = sorted(set(names) - set(self.names))
+        if unknown:
+            raise ValueError(f"{self.path}: no array(s) {unknown} in this dataset; choose from "
+                             f"{self.names} (components need BlendStore(..., components=True))")
+        rows = slice(0, len(self) if n is None else min(int(n), len(self)))
+        if self._memory is not None:
+            return {k: self._memory[k][rows].copy() for k in names}
+        return {k: v for k, v in self._read_rows(self.indices[rows]).items() if k in names}
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for a store of {len(self)} examples")
