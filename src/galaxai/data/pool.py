@@ -36,13 +36,8 @@ import zarr
 from galaxai._atomic import atomic_write, atomic_write_json
 from galaxai.config import config_from_mapping, config_to_dict
 from galaxai.data.blend import BlendConfig, make_blends
-from galaxai.data.store import (
-    StoreError,
-    _create_arrays,
-    _write_chunk,
-    check_same_settings,
-    read_manifest,
-)
+from galaxai.data._zarr_chunks import create_arrays, write_chunk
+from galaxai.data.store import StoreError, check_same_settings, read_manifest
 
 __all__ = ["build_galaxy_pool", "GalaxyPool", "BlendStream", "chunk_mode", "reproduction_error"]
 
@@ -137,8 +132,8 @@ def build_galaxy_pool(path: str | os.PathLike, n: int, seed: int, sim_config=Non
     try:
         for c, arrays, cat in results:
             if not (path / _ZARR).exists():
-                _create_arrays(path / _ZARR, n, chunk, arrays)
-            _write_chunk(path / _ZARR, c, c * chunk, arrays)
+                create_arrays(path / _ZARR, n, chunk, arrays)
+            write_chunk(path / _ZARR, c, c * chunk, arrays)
             catalogues.append(cat)
             table = pd.concat(catalogues, ignore_index=True).sort_values("pool_index")
             atomic_write(path / _CATALOGUE, lambda tmp: table.to_parquet(tmp, index=False))

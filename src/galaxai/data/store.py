@@ -53,6 +53,7 @@ import zarr
 import galaxai
 from galaxai._atomic import atomic_write, atomic_write_json
 from galaxai.config import config_to_dict
+from galaxai.data._zarr_chunks import create_arrays, write_chunk
 from galaxai.data.blend import BlendBatch, BlendConfig, make_blends
 
 __all__ = [
@@ -88,39 +89,11 @@ def _how_to_build(path: Path) -> str:
             "write_store(path, batch)")
 
 
-def _codec() -> list:
-    return [zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")]
-
-
 def _batch_arrays(batch: BlendBatch) -> dict[str, np.ndarray]:
     arrays = {"blend": batch.blend, "target_a": batch.target_a, "target_b": batch.target_b,
               "fill_mask_b": batch.fill_mask_b}
     arrays.update({f"comp_{k}": v for k, v in sorted(batch.components.items())})
     return arrays
-
-
-def _create_arrays(zpath: Path, n: int, chunk: int, arrays: dict[str, np.ndarray]) -> dict:
-    """Create the Zarr arrays: one shard (file) per ``chunk`` examples, one inner chunk per example."""
-    root = zarr.open_group(store=str(zpath), mode="w", zarr_format=3)
-    spec = {}
-    for name, arr in arrays.items():
-        shape = (n,) + tuple(arr.shape[1:])
-        root.create_array(name, shape=shape, shards=(chunk,) + tuple(arr.shape[1:]),
-                          chunks=(1,) + tuple(arr.shape[1:]), dtype=arr.dtype, compressors=_codec(),
-                          fill_value=False if arr.dtype == bool else 0,
-                          chunk_key_encoding={"name": "default", "separator": "/"})
-        spec[name] = {"shape": list(shape), "dtype": str(arr.dtype)}
-    return spec
-
-
-def _write_chunk(zpath: Path, c: int, lo: int, arrays: dict[str, np.ndarray]) -> None:
-    """Write one chunk (shard file) of every array, removing any torn file of an interrupted run."""
-    root = zarr.open_group(store=str(zpath), mode="r+", zarr_format=3)
-    for name, arr in arrays.items():
-        key = zpath / name / "c" / str(c)
-        key = key.joinpath(*["0"] * (arr.ndim - 1))
-        key.unlink(missing_ok=True)
-        root[name][lo:lo + arr.shape[0]] = arr
 
 
 def _chunk_hash(arrays: dict[str, np.ndarray], catalogue: pd.DataFrame) -> str:
@@ -297,11 +270,11 @@ def build_store(path: str | os.PathLike, n: int, seed: int, sim_config=None,
                                           cosmos_dir, test_fraction)
             arrays = _batch_arrays(batch)
             if not manifest["arrays"]:
-                manifest["arrays"] = _create_arrays(path / _ZARR, n, chunk, arrays)
+                manifest["arrays"] = create_arrays(path / _ZARR, n, chunk, arrays)
             elif sorted(arrays) != sorted(manifest["arrays"]):
                 raise StoreError(f"chunk {c} of {path} produced arrays {sorted(arrays)}, expected "
                                  f"{sorted(manifest['arrays'])}")
-            _write_chunk(path / _ZARR, c, lo, arrays)
+            write_chunk(path / _ZARR, c, lo, arrays)
             _write_catalogue(path, cat, done)
             done.add(c)
             manifest["chunks_done"] = sorted(done)
@@ -365,7 +338,7 @@ def write_store(path: str | os.PathLike, batch: BlendBatch, *, split: str | Sequ
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        spec = _create_arrays(tmp / _ZARR, n, chunk, arrays)
+        spec = create_arrays(tmp / _ZARR, n, chunk, arrays)
         root = zarr.open_group(store=str(tmp / _ZARR), mode="r+", zarr_format=3)
         for name, arr in arrays.items():
             root[name][:] = arr
