@@ -574,10 +574,7 @@ def make_blends(frames_a, frames_b, seed: int | np.random.SeedSequence,
             obs_b[i] = simulate.observe(fb_out[i:i + 1].astype(np.float32), sig, rngs[i])[0]
 
         def disp(x: np.ndarray) -> np.ndarray:
-            # astropy's Lupton mapping divides 0/0 at zero-intensity pixels before masking them
-            with np.errstate(invalid="ignore", divide="ignore"):
-                rgb = simulate.to_display(x.astype(np.float32))
-            return np.moveaxis(np.asarray(rgb), -1, 1)
+            return np.moveaxis(np.asarray(simulate.to_display(x.astype(np.float32))), -1, 1)
 
         blend, target_a, target_b = disp(blend_flux), disp(obs_a), disp(obs_b)
     else:
@@ -592,8 +589,7 @@ def make_blends(frames_a, frames_b, seed: int | np.random.SeedSequence,
     else:
         num = target_b.sum(axis=(1, 2, 3), dtype=np.float64)
         den = target_a.sum(axis=(1, 2, 3), dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    ratio = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
     start = (frame - crop) // 2
     centre = (frame - 1) / 2.0
