@@ -99,9 +99,7 @@ def _prefix_map(own_keys: Collection[str], rules: Mapping[str, str | None]) -> K
     """Map each key by its longest matching prefix rule (a full key is a prefix with no rest)."""
     out: KeyMap = {}
     for key in own_keys:
-        prefix = max((p for p in rules if key.startswith(p)), key=len, default=None)
-        if prefix is None:
-            raise ValueError(f"no source key for {key}: the model is not the paper-depth layout")
+        prefix = max((p for p in rules if key.startswith(p)), key=len)
         src = rules[prefix]
         out[key] = None if src is None else src + key[len(prefix):]
     return out

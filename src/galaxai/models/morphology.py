@@ -30,7 +30,10 @@ its own ``nn.Module`` and the network ends in an ``nn.Sigmoid`` module, so expla
 Weights are never downloaded. :func:`load_weights` reads a user-supplied local file only:
 ``.safetensors``, or a PyTorch file read with ``torch.load(weights_only=True)`` (no arbitrary
 unpickling). ``backbone_only=True`` initialises just the convolutional backbone (keys under
-``features.``), e.g. from torchvision's ImageNet ``vgg16`` state dict at ``width=1``.
+``features.``) from ImageNet weights at ``width=1`` and the paper depth: torchvision ``vgg16`` /
+``vgg16_bn`` and timm ``vgg16`` / ``vgg16_bn`` (the same network, exactly), timm ``resnetv2_50``
+and ``legacy_xception`` (key-translated, but timm's networks differ from the Keras layout: see
+:mod:`galaxai.models.imagenet_weights`; loading them warns). Keras ``.h5`` files are not read.
 
 References
 ----------
@@ -145,8 +148,8 @@ class MorphologyConfig:
         for the mean and mean ``Class3.1`` output barred/unbarred: plain 0.188, 0.189/0.189;
         He init 0.188, 0.147/0.146; input standardisation 0.225; He + standardisation 0.181,
         0.133/0.083; lr 1e-4 0.268 (He: 0.260); **batch norm 0.162, 0.295/0.155**. The
-        state-dict keys differ from the plain network, so torchvision's ImageNet ``vgg16``
-        backbone loads only with ``vgg_batchnorm=False``.
+        layer indices differ from the plain network: ImageNet ``vgg16`` backbones load with
+        ``vgg_batchnorm=False``, ``vgg16_bn`` ones with ``vgg_batchnorm=True``.
     """
 
     architecture: str = "vgg16"
