@@ -30,7 +30,10 @@ its own ``nn.Module`` and the network ends in an ``nn.Sigmoid`` module, so expla
 Weights are never downloaded. :func:`load_weights` reads a user-supplied local file only:
 ``.safetensors``, or a PyTorch file read with ``torch.load(weights_only=True)`` (no arbitrary
 unpickling). ``backbone_only=True`` initialises just the convolutional backbone (keys under
-``features.``), e.g. from torchvision's ImageNet ``vgg16`` state dict at ``width=1``.
+``features.``) from ImageNet weights at ``width=1`` and the paper depth: torchvision ``vgg16`` /
+``vgg16_bn`` and timm ``vgg16`` / ``vgg16_bn`` (the same network, exactly), timm ``resnetv2_50``
+and ``legacy_xception`` (key-translated, but timm's networks differ from the Keras layout: see
+:mod:`galaxai.models.imagenet_weights`; loading them warns). Keras ``.h5`` files are not read.
 
 References
 ----------
@@ -46,6 +49,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +62,13 @@ from safetensors.torch import load_file as load_safetensors
 from torch import nn
 from torchvision.models.vgg import cfgs as _VGG_CFGS
 from torchvision.models.vgg import make_layers as _vgg_make_layers
+
+from galaxai.models.imagenet_weights import (
+    WEIGHT_FORMATS,
+    ImageNetLayoutWarning,
+    WeightFormat,
+    detect_format,
+)
 
 __all__ = [
     "GZ_COLUMNS",
@@ -137,8 +148,8 @@ class MorphologyConfig:
         for the mean and mean ``Class3.1`` output barred/unbarred: plain 0.188, 0.189/0.189;
         He init 0.188, 0.147/0.146; input standardisation 0.225; He + standardisation 0.181,
         0.133/0.083; lr 1e-4 0.268 (He: 0.260); **batch norm 0.162, 0.295/0.155**. The
-        state-dict keys differ from the plain network, so torchvision's ImageNet ``vgg16``
-        backbone loads only with ``vgg_batchnorm=False``.
+        layer indices differ from the plain network: ImageNet ``vgg16`` backbones load with
+        ``vgg_batchnorm=False``, ``vgg16_bn`` ones with ``vgg_batchnorm=True``.
     """
 
     architecture: str = "vgg16"
@@ -483,7 +494,8 @@ def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     return state
 
 
-def load_weights(model: nn.Module, path: str | Path, *, backbone_only: bool = False) -> nn.Module:
+def load_weights(model: nn.Module, path: str | Path, *, backbone_only: bool = False,
+                 source: str = "auto") -> nn.Module:
     """Load weights into ``model`` from a local file; never downloads.
 
     Parameters
@@ -493,8 +505,16 @@ def load_weights(model: nn.Module, path: str | Path, *, backbone_only: bool = Fa
         ``.safetensors`` file, or a ``torch.save`` file of a state dict (optionally wrapped as
         ``{"state_dict": ...}`` or ``{"model": ...}``), read with ``weights_only=True``.
     backbone_only : bool
-        Load only the keys under ``features.`` (e.g. ImageNet initialisation from torchvision's
-        ``vgg16`` state dict at width 1) and leave the head as initialised.
+        Load only the backbone (keys under ``features.``) and leave the head as initialised;
+        required for ImageNet files.
+    source : str
+        Key layout of the file: ``"auto"`` (detected from the key names) or a name in
+        :data:`~galaxai.models.imagenet_weights.WEIGHT_FORMATS`: ``"galaxai"``,
+        ``"torchvision-vgg16"``, ``"torchvision-vgg16_bn"``, ``"timm-vgg16"``,
+        ``"timm-vgg16_bn"``, ``"timm-resnetv2_50"``, ``"timm-legacy_xception"``. The
+        torchvision and timm formats fit the ``paper`` preset (width 1) of their architecture.
+        The VGG formats give the source network exactly; timm's ResNetV2 and Xception differ
+        from the Keras layout (see :mod:`galaxai.models.imagenet_weights`), which is warned.
 
     Returns
     -------
@@ -506,19 +526,33 @@ def load_weights(model: nn.Module, path: str | Path, *, backbone_only: bool = Fa
     FileNotFoundError
         The file does not exist.
     ValueError
-        The file is unreadable or not a state dict, or keys/shapes do not match the model (the
-        message names the file, the offending keys and the fix).
+        The file is unreadable or not a state dict, its format is unknown or is for another
+        architecture, or keys/shapes do not match the model (the message names the file, the
+        format, the offending keys and the fix).
+
+    Warns
+    -----
+    ImageNetLayoutWarning
+        The file's network differs from ours with the same weights (timm ResNetV2, Xception).
     """
     path = Path(path)
     state = dict(_read_state_dict(path))
+    fmt = _weight_format(state, path, source)
+    _check_format_fits(model, fmt, path, backbone_only)
     own = model.state_dict()
     if backbone_only:
-        state = {k: v for k, v in state.items() if k.startswith("features.")}
         own = {k: v for k, v in own.items() if k.startswith("features.")}
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in state and state[k].shape != own[k].shape]
+        used = {k for k in state if not k.startswith(fmt.head_prefixes)}
+    else:
+        used = set(state)
+    key_map = fmt.key_map(own)
+    # a missing batch-norm counter is harmless (momentum is fixed): keep the model's
+    key_map = {k: v for k, v in key_map.items()
+               if not (k.endswith("num_batches_tracked") and v not in state)}
+    missing = sorted(v for v in key_map.values() if v is not None and v not in state)
+    unexpected = sorted(used - set(key_map.values()))
+    shapes = [f"{v}: file {tuple(state[v].shape)} vs model {k} {tuple(own[k].shape)}"
+              for k, v in key_map.items() if v in state and state[v].shape != own[k].shape]
     if missing or unexpected or shapes:
         parts = []
         if missing:
@@ -527,16 +561,53 @@ def load_weights(model: nn.Module, path: str | Path, *, backbone_only: bool = Fa
             parts.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[:3]}")
         if shapes:
             parts.append(f"{len(shapes)} shape mismatch(es), e.g. {shapes[:3]}")
-        raise ValueError(f"weights file {path} does not fit the model: {'; '.join(parts)}; "
-                         "build the model with the same architecture, preset and width as the "
-                         "file (or pass backbone_only=True to load only the backbone)")
-    model.load_state_dict(state, strict=not backbone_only)
+        raise ValueError(f"weights file {path} ({fmt.name} format) does not fit the model: "
+                         f"{'; '.join(parts)}; {fmt.fix}")
+    model.load_state_dict({k: torch.zeros_like(own[k]) if v is None else state[v]
+                           for k, v in key_map.items()}, strict=False)
+    if fmt.differences:
+        warnings.warn(ImageNetLayoutWarning(
+            f"{path}: {fmt.name} weights loaded into the Keras {fmt.architecture} layout, which "
+            f"computes a different function with them: {'; '.join(fmt.differences)}"),
+            stacklevel=2)
     return model
+
+
+def _weight_format(state: Mapping[str, torch.Tensor], path: Path, source: str) -> WeightFormat:
+    if source != "auto":
+        if source not in WEIGHT_FORMATS:
+            raise ValueError(f"source={source!r}; choose 'auto' or one of {tuple(WEIGHT_FORMATS)}")
+        return WEIGHT_FORMATS[source]
+    fmt = detect_format(state)
+    if fmt is None:
+        raise ValueError(f"weights file {path} has an unknown key layout (e.g. {sorted(state)[:3]}"
+                         f"); supported: {tuple(WEIGHT_FORMATS)} (timm: vgg16, resnetv2_50, "
+                         "legacy_xception only); pass source=... if detection is wrong")
+    return fmt
+
+
+def _check_format_fits(model: nn.Module, fmt: WeightFormat, path: Path,
+                       backbone_only: bool) -> None:
+    what = f"weights file {path} holds {fmt.name} weights"
+    if fmt.backbone and not backbone_only:
+        raise ValueError(f"{what}, an ImageNet backbone without our head; pass "
+                         "backbone_only=True")
+    if fmt.architecture is None:
+        return
+    cfg = getattr(model, "config", None)
+    if not isinstance(cfg, MorphologyConfig):
+        raise ValueError(f"{what}, which load only into a MorphologyClassifier; {fmt.fix}")
+    if cfg.architecture != fmt.architecture:
+        raise ValueError(f"{what} for architecture {fmt.architecture!r}, not "
+                         f"{cfg.architecture!r}; {fmt.fix}")
+    if fmt.vgg_batchnorm is not None and cfg.vgg_batchnorm != fmt.vgg_batchnorm:
+        raise ValueError(f"{what}, which need vgg_batchnorm={fmt.vgg_batchnorm} (the model has "
+                         f"{cfg.vgg_batchnorm}); {fmt.fix}")
 
 
 def build_classifier(architecture: str = "vgg16", preset: str = "paper", *,
                      weights: str | Path | None = None, backbone_only: bool = False,
-                     **overrides: Any) -> MorphologyClassifier:
+                     source: str = "auto", **overrides: Any) -> MorphologyClassifier:
     """Build one classifier from a preset, optionally loading local weights.
 
     Parameters
@@ -547,8 +618,8 @@ def build_classifier(architecture: str = "vgg16", preset: str = "paper", *,
     weights : str or Path, optional
         Local weights file (:func:`load_weights`). Without it the network is initialised from
         scratch (Keras defaults); record that in the run, as the spec asks.
-    backbone_only : bool
-        Passed to :func:`load_weights`.
+    backbone_only, source
+        Passed to :func:`load_weights` (ImageNet files: ``backbone_only=True``).
     **overrides
         :class:`MorphologyConfig` fields, e.g. ``activation="relu"`` or ``width=0.5``.
 
@@ -560,7 +631,7 @@ def build_classifier(architecture: str = "vgg16", preset: str = "paper", *,
     """
     model = MorphologyClassifier(MorphologyConfig.preset(preset, architecture, **overrides))
     if weights is not None:
-        load_weights(model, weights, backbone_only=backbone_only)
+        load_weights(model, weights, backbone_only=backbone_only, source=source)
     return model
 
 
