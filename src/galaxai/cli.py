@@ -436,16 +436,25 @@ _DIR = click.Path(file_okay=False, path_type=Path)
               help="Use only the first N labelled images (all are held in memory).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Maximum epochs (default: the preset's; early stopping may end sooner).")
+@click.option("--shift", type=click.FloatRange(0, 0.5, max_open=True), default=0.1,
+              show_default=True, help="Augmentation shift, fraction of the image side (the "
+                                      "authors' code 0.1; 0.005 is attributed to the paper).")
+@click.option("--augment-validation/--no-augment-validation", default=True, show_default=True,
+              help="Augment the validation split too, as the authors' code does.")
+@click.option("--activation", type=click.Choice(["swish", "relu"]), default="swish",
+              show_default=True, help="swish everywhere (the authors' code) or the published "
+                                      "ReLU.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def morphology_train(data_path, architecture, preset, out, weights, backbone_only, limit, epochs,
-                     seed):
+                     shift, augment_validation, activation, seed):
     """Train a Galaxy Zoo vote-fraction classifier (37 sigmoid outputs, MSE/RMSE)."""
     from galaxai.morphology.classifier_runs import train_classifier
 
     with _input_errors():
         run = train_classifier(data_path, out, architecture=architecture, preset=preset,
                                weights=weights, backbone_only=backbone_only, limit=limit,
-                               epochs=epochs, seed=seed, progress=True)
+                               epochs=epochs, shift=shift, augment_validation=augment_validation,
+                               activation=activation, seed=seed, progress=True)
     _skipped_summary(run.skipped, "unreadable images")
     info = run.info
     click.echo(f"{architecture} ({preset}): {info['epochs']} epochs on {info['n_train']} images, "
@@ -475,18 +484,21 @@ def morphology_train(data_path, architecture, preset, out, weights, backbone_onl
               help="Measure bars on saliency × grayscale image (recorded for `bars`).")
 @click.option("--target", default="Class3.1", show_default=True,
               help="Galaxy Zoo column whose pre-sigmoid logit is explained.")
+@click.option("--chunk", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Noisy copies per forward/backward pass (bounds memory; same maps).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Galaxies per written batch.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def morphology_saliency(model_path, data_path, ids, catalogue, out, n_samples, noise, use_x_input,
-                        target, batch_size, seed):
+                        target, chunk, batch_size, seed):
     """SmoothGrad maps of the bar logit for many galaxies, saved with their ids (resumable)."""
     from galaxai.morphology.saliency_maps import compute_saliency
 
     with _input_errors():
         run = compute_saliency(model_path, data_path, out, ids=ids, catalogue=catalogue,
                                n_samples=n_samples, noise=noise, use_x_input=use_x_input,
-                               target=target, batch_size=batch_size, seed=seed, progress=True)
+                               target=target, chunk=chunk, batch_size=batch_size, seed=seed,
+                               progress=True)
     _skipped_summary(run.skipped, "galaxies")
     resumed = f" ({run.resumed} from an interrupted run)" if run.resumed else ""
     click.echo(f"{len(run.ids)} maps{resumed}, {len(run.skipped)} skipped")

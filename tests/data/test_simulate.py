@@ -117,6 +117,88 @@ def test_embedded_hoyle_quantiles_match_the_catalogue():
     np.testing.assert_allclose(sim._HOYLE_WIDTH_RATIO_Q, q, atol=6e-5)
 
 
+# ------------------------------------------------------------------------ inclination, q_b
+# (disk_cos_i, bar_q) of galaxies of seed 5 under TINY with bar_fraction 1, computed with the
+# simulator before ``disk_cos_i_min`` and ``bar_q_range`` existed (cos i ~ U(0.1, 1), q_b
+# clipped to [0.15, 0.5]): q_b at both clip limits, unbarred disks beyond 60°, plain bars.
+_PREVIOUS_DRAWS = {
+    0: (0.30599905930471977, None), 4: (0.38504825212567406, None),
+    11: (0.8138760423385747, 0.15), 16: (0.6439782515617619, 0.15),
+    14: (0.6029463010875598, 0.5), 114: (0.6202855936246848, 0.5),
+    1: (0.5899254472583226, 0.17882023609132439), 2: (0.9984075151939964, 0.1989913205032069),
+    7: (0.5098305543271262, 0.16317668542188352),
+}
+
+
+def _draws(cfg: SimConfig, n: int, seed: int = 5) -> pd.DataFrame:
+    """Parameters (no rendering) of galaxies 0 … n − 1 of stream ``seed``."""
+    return pd.DataFrame([sim._draw_parametric(sim._galaxy_rngs(seed, i)[0], cfg)
+                         for i in range(n)])
+
+
+def _closed_loop_sim() -> SimConfig:
+    from galaxai.morphology.closedloop import ClosedLoopConfig
+
+    return ClosedLoopConfig.preset("tiny").sim
+
+
+def test_default_priors_reproduce_the_previous_draws():
+    cfg = dataclasses.replace(TINY, bar_fraction=1.0)
+    assert (cfg.disk_cos_i_min, cfg.bar_q_range) == (0.1, (0.15, 0.5))
+    for i, (cos_i, q) in _PREVIOUS_DRAWS.items():
+        p = sim._draw_parametric(sim._galaxy_rngs(5, i)[0], cfg)
+        assert p["disk_cos_i"] == cos_i and p["has_bar"] == (q is not None), i
+        if q is not None:
+            assert p["bar_q"] == q, i
+
+
+def test_default_priors_keep_the_previous_rule():
+    draws = _draws(dataclasses.replace(TINY, bar_fraction=1.0), 400)
+    assert draws["disk_cos_i"].between(0.1, 1.0).all() and draws["disk_cos_i"].min() < 0.2
+    bars = draws[draws["has_bar"]]
+    assert (bars["disk_cos_i"] >= 0.5).all() and (bars["bt"] < 0.6).all()
+    assert bars["bar_q"].between(0.15, 0.5).all()
+    assert (bars["bar_q"] == 0.15).any() and (bars["bar_q"] == 0.5).any()
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small", "paper"])
+def test_closed_loop_presets_use_the_spec10_priors(preset):
+    from galaxai.morphology.closedloop import ClosedLoopConfig
+
+    cfg = ClosedLoopConfig.preset(preset).sim
+    assert cfg.disk_cos_i_min == 0.5 and cfg.bar_q_range == (0.2, 0.45)
+
+
+def test_closed_loop_catalogue_within_60_degrees_and_q_b_range():
+    cfg = _closed_loop_sim()
+    cat = simulate(12, seed=4, config=cfg).catalogue
+    assert cat["disk_incl_deg"].max() <= 60.0 and cat["has_bar"].sum() >= 4
+    assert cat.loc[cat["has_bar"], "bar_q"].between(0.2, 0.45).all()
+    draws = _draws(cfg, 600)
+    assert draws["disk_incl_deg"].max() <= 60.0 and draws["disk_incl_deg"].min() < 10.0
+    q = draws.loc[draws["has_bar"], "bar_q"]
+    assert q.between(0.2, 0.45).all() and q.nunique() > 100
+
+
+def _barred_share_z(draws: pd.DataFrame, edges: tuple[float, float, float]) -> float:
+    """z-score of the difference in barred share of disks between two inclination bins."""
+    disks = draws[draws["bt"] < 0.6]
+    lo = disks["disk_incl_deg"].between(edges[0], edges[1], inclusive="left")
+    hi = disks["disk_incl_deg"].between(edges[1], edges[2], inclusive="both")
+    p1, p2 = disks.loc[lo, "has_bar"].mean(), disks.loc[hi, "has_bar"].mean()
+    p = disks.loc[lo | hi, "has_bar"].mean()
+    se = math.sqrt(p * (1 - p) * (1 / lo.sum() + 1 / hi.sum()))
+    return (p1 - p2) / se
+
+
+def test_barred_share_does_not_depend_on_inclination_in_the_closed_loop():
+    cfg = _closed_loop_sim()
+    assert abs(_barred_share_z(_draws(cfg, 2000), (0.0, 30.0, 60.0))) < 3
+    # The same test catches the default prior's shortcut: nothing beyond 60° is barred.
+    default = dataclasses.replace(cfg, disk_cos_i_min=0.1)
+    assert _barred_share_z(_draws(default, 2000), (0.0, 60.0, 90.0)) > 10
+
+
 # ------------------------------------------------------------------------------------ bars
 def _forward_bar_points(row, k: int = 801):
     """Points of the in-plane Ferrers region m < 1 mapped forward to the sky (test's own
@@ -329,6 +411,8 @@ def test_presets_and_toml_round_trip(tmp_path):
 @pytest.mark.parametrize("field, value", [
     ("frame", 8), ("frame", 48.0), ("bar_fraction", 1.5), ("psf", "gaussian"),
     ("seeing_range", (2.0, 1.0)), ("gain", (1.0, 2.0)), ("oversample", 0), ("moffat_beta", ()),
+    ("disk_cos_i_min", 0.0), ("disk_cos_i_min", 1.2), ("disk_cos_i_min", float("nan")),
+    ("bar_q_range", (0.45, 0.2)), ("bar_q_range", (0.0, 0.45)), ("bar_q_range", (0.2, 1.5)),
 ])
 def test_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=f"SimConfig.{field}"):

@@ -32,7 +32,14 @@ def test_table_has_every_row_with_finite_rho_and_intervals(run):
     assert ("control", "regression") in pairs
     assert len(table) == 6 * (len(methods - {"control"}) * 2 + 1)
     main = table[table["statistic"] == "pearson_px"]
-    assert np.isfinite(main[["value", "low", "high"]].to_numpy()).all()
+    finite = np.isfinite(main[["value", "low", "high"]].to_numpy()).all(axis=1)
+    # ρ is undefined (NaN) only for a constant measurement. At 64² the no-network image null
+    # can be one: its > T region is the PSF-sized core, 1 or √2 px in every galaxy.
+    assert set(main.loc[~finite, "method"]) <= {"image"}
+    if not finite.all():
+        lengths = pd.read_csv(out / "measurements.csv.gz")
+        assert lengths.loc[lengths["source"] == "image", "length_px"].max() <= 2.0
+    main = main[finite]
     assert (main["low"] <= main["value"] + 1e-12).all() and (main["value"] <= main["high"] + 1e-12).all()
     n_val = int(cfg.n_eval * cfg.validation_fraction)
     assert (table["n_test"] == cfg.n_eval - n_val).all()

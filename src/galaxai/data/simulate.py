@@ -63,21 +63,24 @@ bulge size             R_e/r50 = (1 − B/T)·ρ/1.678 + (B/T)·u,            R_
                                                                          approach R_e ≈ r50
 bulge axis ratio       N(0.8, 0.12) clipped to [0.5, 1]; PA = disk PA    Padilla & Strauss 2008
                        + N(0, 10°)                                       (MNRAS 388, 1321)
-disk                   hlr = r50; cos i ~ U(0.1, 1) (random              Kregel et al. 2002 (MNRAS
-                       orientations); h_z/h ~ U(0.1, 0.2); PA ~ U(0, π)  334, 646) thickness
+disk                   hlr = r50; cos i ~ U(``disk_cos_i_min``, 1)       Kregel et al. 2002 (MNRAS
+                       (random orientations; 0.1: i ≤ 84.3°; 0.5: the    334, 646) thickness; spec
+                       spec §10 closed loop, i ≤ 60°); h_z/h ~ U(0.1,    §10
+                       0.2); PA ~ U(0, π)
 bar presence           disks (B/T < 0.6) seen at i ≤ 60° get a bar with  Masters et al. 2011
-                       probability ``bar_fraction`` (0.3)                (MNRAS 411, 2026): 29 % in
-                                                                         GZ2; 30–60 % optical/NIR
-                                                                         (Eskridge et al. 2000)
+                       probability ``bar_fraction`` (0.3); with          (MNRAS 411, 2026): 29 % in
+                       ``disk_cos_i_min`` ≥ 0.5 every disk is eligible,  GZ2; 30–60 % optical/NIR
+                       so being barred does not depend on inclination    (Eskridge et al. 2000)
 bar length             semi-major a = ``length_scaled`` × R90,disk,      Hoyle et al. 2011 (MNRAS
                        length_scaled drawn from the empirical GZ2        415, 3627); spec §6, §10
                        distribution (quantile table below) truncated at  (a < 0.8 R90)
                        0.8
 bar shape              Ferrers Σ0(1 − m²)^(n+½), n = 2; axis ratio q_b   Hoyle et al. 2011
-                       from Hoyle width/length clipped to [0.15, 0.5];   width/length; Gadotti
-                       boxiness c ~ U(2, 3); in-plane angle φ from the   2011; spec §10
-                       line of nodes ~ U(0, π); bar/T ~ U(0.05, 0.25)
-                       (≤ half the disk light)
+                       from Hoyle width/length clipped to                width/length; Gadotti
+                       ``bar_q_range`` ([0.15, 0.5]; [0.2, 0.45] in the  2011; spec §10
+                       spec §10 closed loop); boxiness c ~ U(2, 3);
+                       in-plane angle φ from the line of nodes ~ U(0,
+                       π); bar/T ~ U(0.05, 0.25) (≤ half the disk light)
 spiral arms            disks at i ≤ 75°, probability 0.6; arm number     Willett et al. 2013 (GZ2
                        m ∈ {1, 2, 3, 4} with p = (0.05, 0.6, 0.2,        spiral fraction); Hart et
                        0.15); pitch ~ U(10°, 30°); sharpness U(2, 6);    al. 2016 (MNRAS 461, 3663)
@@ -221,6 +224,14 @@ class SimConfig:
         Clip of the half-light radius in pixels (keeps galaxies inside the frame).
     bar_fraction, arms_fraction, knots_fraction : float
         Probabilities of a bar (eligible disks), arms and knots (disks).
+    disk_cos_i_min : float
+        Lower limit of cos i ~ U(``disk_cos_i_min``, 1), in (0, 1]. The default 0.1 (i ≤ 84.3°)
+        keeps the deblender pools reproducible, but only disks at i ≤ 60° can be barred, so
+        every galaxy beyond 60° is unbarred: an inclination shortcut for a bar classifier. 0.5
+        (i ≤ 60°, spec §10, the closed-loop presets) makes every disk eligible.
+    bar_q_range : (float, float)
+        Clip of the bar axis ratio q_b drawn from Hoyle's width/length, within (0, 1]; default
+        (0.15, 0.5), spec §10 (closed loop) (0.2, 0.45).
     bar_length_scaled_max : float
         Truncation of Hoyle's ``length_scaled`` (a < this × R90).
     oversample : int
@@ -255,6 +266,8 @@ class SimConfig:
     bar_fraction: float = 0.3
     arms_fraction: float = 0.6
     knots_fraction: float = 0.5
+    disk_cos_i_min: float = 0.1
+    bar_q_range: tuple[float, float] = (0.15, 0.5)
     bar_length_scaled_max: float = 0.8
     oversample: int = 3
     pad_factor: float = 1.5
@@ -287,13 +300,17 @@ class SimConfig:
         for name in ("seeing_sigma_ln", "mu50_sigma", "sky_mag_sigma"):
             if not (np.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 bad(name, "must be a finite number ≥ 0")
-        for name in ("seeing_range", "mag_range", "r50_px_range"):
+        for name in ("seeing_range", "mag_range", "r50_px_range", "bar_q_range"):
             lo_hi = getattr(self, name)
             if len(lo_hi) != 2 or not lo_hi[0] <= lo_hi[1] or not np.all(np.isfinite(lo_hi)):
                 bad(name, "must be (low, high) with low ≤ high")
         if self.seeing_range[0] <= 0 or self.r50_px_range[0] <= 0:
             bad("seeing_range" if self.seeing_range[0] <= 0 else "r50_px_range",
                 "lower limit must be > 0")
+        if not 0 < self.bar_q_range[0] <= self.bar_q_range[1] <= 1:
+            bad("bar_q_range", "must be (low, high) with 0 < low ≤ high ≤ 1")
+        if not 0 < self.disk_cos_i_min <= 1:
+            bad("disk_cos_i_min", "must be in (0, 1] (0.1: i ≤ 84.3°; 0.5: i ≤ 60°)")
         for name in ("bar_fraction", "arms_fraction", "knots_fraction", "cosmos_red_fraction",
                      "cosmos_max_noise_frac"):
             if not 0.0 <= getattr(self, name) <= 1.0:
@@ -499,7 +516,7 @@ def _draw_parametric(rng: np.random.Generator, cfg: SimConfig) -> dict[str, Any]
     p.update(_common_draws(rng, cfg, bt))
     r50 = p["r50_px"]
     h = r50 / _EXP_HLR_OVER_H
-    cos_i = float(rng.uniform(0.1, 1.0))
+    cos_i = float(rng.uniform(cfg.disk_cos_i_min, 1.0))
     disk_pa = float(rng.uniform(0.0, math.pi))
     p.update(disk_r50_px=r50, disk_h_px=h, disk_r90_px=_EXP_R90_OVER_H * h, disk_cos_i=cos_i,
              disk_incl_deg=math.degrees(math.acos(cos_i)), disk_pa_deg=math.degrees(disk_pa),
@@ -527,7 +544,7 @@ def _draw_parametric(rng: np.random.Generator, cfg: SimConfig) -> dict[str, Any]
     frac_bar = 0.0
     if has_bar:
         a = ls * p["disk_r90_px"]
-        q = float(np.clip(_quantile_draw(rng, _HOYLE_WIDTH_RATIO_Q), 0.15, 0.5))
+        q = float(np.clip(_quantile_draw(rng, _HOYLE_WIDTH_RATIO_Q), *cfg.bar_q_range))
         c = float(rng.uniform(2.0, 3.0))
         phi = float(rng.uniform(0.0, math.pi))
         frac_bar = float(min(rng.uniform(0.05, 0.25), 0.5 * (1 - bt)))

@@ -126,8 +126,10 @@ def _save_model(run_dir: Path, model: MorphologyClassifier, sidecar: dict) -> No
 def train_classifier(data: str | os.PathLike, out: str | os.PathLike, *,
                      architecture: str = "vgg16", preset: str = "small",
                      weights: str | os.PathLike | None = None, backbone_only: bool = False,
-                     limit: int | None = None, epochs: int | None = None, seed: int = 0,
-                     val_fraction: float = 0.2, progress: bool = False) -> TrainedClassifier:
+                     limit: int | None = None, epochs: int | None = None,
+                     shift: float | None = None, augment_validation: bool | None = None,
+                     activation: str | None = None, seed: int = 0, val_fraction: float = 0.2,
+                     progress: bool = False) -> TrainedClassifier:
     """Train a 37-output Galaxy Zoo vote-fraction classifier on the Kaggle data (step 1).
 
     Parameters
@@ -153,6 +155,13 @@ def train_classifier(data: str | os.PathLike, out: str | os.PathLike, *,
         memory as float32: ``N · 3 · S² · 4`` bytes (about 600 kB per image at 224²).
     epochs : int, optional
         Override the preset's maximum number of epochs.
+    shift : float, optional
+        Augmentation shift as a fraction of the image side, in [0, 0.5) (default the preset's:
+        0.1, the authors' code; 0.005 is attributed to the paper).
+    augment_validation : bool, optional
+        Augment the validation split too (default the preset's: on, as the authors' code).
+    activation : {"swish", "relu"}, optional
+        Every activation of the network (default the preset's: swish, the authors' code).
     seed : int
         Seed of the initialisation, shuffling and augmentation. The 80/20 split uses seed 123.
     val_fraction : float
@@ -173,9 +182,13 @@ def train_classifier(data: str | os.PathLike, out: str | os.PathLike, *,
                          f"got {limit}", "limit")
     if not 0.0 < val_fraction < 1.0:
         raise InputError(f"val_fraction must be in (0, 1), got {val_fraction}", "val_fraction")
-    model_cfg = MorphologyConfig.preset(preset, architecture)
-    train_cfg = TrainConfig.preset(preset, seed=int(seed),
-                                   **({} if epochs is None else {"epochs": int(epochs)}))
+    model_overrides = {} if activation is None else {"activation": activation}
+    train_overrides = {k: v for k, v in (("epochs", None if epochs is None else int(epochs)),
+                                         ("shift", shift),
+                                         ("augment_validation", augment_validation))
+                       if v is not None}
+    model_cfg = MorphologyConfig.preset(preset, architecture, **model_overrides)
+    train_cfg = TrainConfig.preset(preset, seed=int(seed), **train_overrides)
     items, labels, counts = _kaggle_training_items(data, limit)
     size = model_cfg.image_size
     skipped: list[dict[str, str]] = []
@@ -197,7 +210,7 @@ def train_classifier(data: str | os.PathLike, out: str | os.PathLike, *,
     torch.manual_seed(train_cfg.seed)
     try:
         model = build_classifier(architecture, preset, weights=weights,
-                                 backbone_only=backbone_only)
+                                 backbone_only=backbone_only, **model_overrides)
     except (FileNotFoundError, ValueError) as exc:
         raise InputError(str(exc), "weights") from None
     result = train_model(model, x[train], y[train], x[val], y[val], train_cfg, progress=progress)

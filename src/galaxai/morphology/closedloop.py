@@ -100,9 +100,14 @@ _STATISTICS = ("pearson_px", "size_null", "pearson_scaled", "partial_r90", "spea
 _SETTINGS = ("x_input", "s_noise", "t_c", "t_l")
 
 
+# Spec §10 priors of every preset: i ≤ 60° (every disk may be barred, so inclination does not
+# predict the bar) and q_b in [0.2, 0.45].
+_SPEC10_SIM = dict(disk_cos_i_min=0.5, bar_q_range=(0.2, 0.45))
+
+
 def _tiny_sim() -> SimConfig:
     return dataclasses.replace(SimConfig.preset("tiny"), frame=64, size_scale=0.6,
-                               r50_px_range=(2.0, 10.0), bar_fraction=0.8)
+                               r50_px_range=(2.0, 10.0), bar_fraction=0.8, **_SPEC10_SIM)
 
 
 @dataclass(frozen=True)
@@ -154,7 +159,7 @@ class ClosedLoopConfig:
     """
 
     sim: SimConfig = field(default_factory=lambda: dataclasses.replace(
-        SimConfig.preset("paper"), frame=224, bar_fraction=0.6))
+        SimConfig.preset("paper"), frame=224, bar_fraction=0.6, **_SPEC10_SIM))
     votes: VoteConfig = field(default_factory=VoteConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     control_train: TrainConfig = field(default_factory=TrainConfig)
@@ -213,7 +218,8 @@ class ClosedLoopConfig:
             "paper": {},
             "small": dict(
                 sim=dataclasses.replace(SimConfig.preset("small"), frame=96, size_scale=0.7,
-                                        r50_px_range=(2.5, 14.0), bar_fraction=0.8),
+                                        r50_px_range=(2.5, 14.0), bar_fraction=0.8,
+                                        **_SPEC10_SIM),
                 train=TrainConfig.preset("small", epochs=12),
                 control_train=TrainConfig.preset("small", epochs=12),
                 model_preset="tiny", model_width=0.125, n_train=1000, n_val=200, n_eval=180,

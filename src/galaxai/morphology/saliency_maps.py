@@ -228,10 +228,10 @@ def compute_saliency(model: str | os.PathLike | MorphologyClassifier, data: str 
                          "group)", "out")
     if out.exists():
         raise InputError(f"{out} already exists; choose another output or delete it", "out")
-    if n_samples < 1 or noise < 0 or batch_size < 1 or chunk < 1:
-        raise InputError(f"n_samples, batch_size and chunk must be positive and noise >= 0; got "
-                         f"n_samples={n_samples}, noise={noise}, batch_size={batch_size}, "
-                         f"chunk={chunk}", "n_samples")
+    for name, value, low in (("n_samples", n_samples, 1), ("noise", noise, 0),
+                             ("chunk", chunk, 1), ("batch_size", batch_size, 1)):
+        if not value >= low:
+            raise InputError(f"{name} must be >= {low}, got {value!r}", name)
     try:
         target_index = gz_column_index(target)
     except ValueError as exc:
