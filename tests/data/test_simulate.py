@@ -180,6 +180,23 @@ def test_closed_loop_catalogue_within_60_degrees_and_q_b_range():
     assert q.between(0.2, 0.45).all() and q.nunique() > 100
 
 
+def test_closed_loop_q_b_follows_hoyle_truncated_not_clipped():
+    from scipy.stats import ks_2samp
+
+    cfg = _closed_loop_sim()
+    assert cfg.bar_q_rule == "truncate"
+    q = _draws(dataclasses.replace(cfg, bar_fraction=1.0), 1500).query("has_bar")["bar_q"]
+    assert not q.isin([0.2, 0.45]).any()
+    # Reference by rejection: untruncated inverse-CDF draws, kept when inside the range.
+    table = sim._HOYLE_WIDTH_RATIO_Q
+    u = np.random.default_rng(0).uniform(size=20000)
+    ref = np.interp(u, np.linspace(0, 1, table.size), table)
+    ref = ref[(ref >= 0.2) & (ref <= 0.45)]
+    assert ks_2samp(q, ref).pvalue > 0.01
+    clipped = _draws(dataclasses.replace(cfg, bar_fraction=1.0, bar_q_rule="clip"), 1500)
+    assert ks_2samp(clipped.query("has_bar")["bar_q"], ref).pvalue < 1e-6
+
+
 def _barred_share_z(draws: pd.DataFrame, edges: tuple[float, float, float]) -> float:
     """z-score of the difference in barred share of disks between two inclination bins."""
     disks = draws[draws["bt"] < 0.6]
@@ -412,7 +429,7 @@ def test_presets_and_toml_round_trip(tmp_path):
     ("frame", 8), ("frame", 48.0), ("bar_fraction", 1.5), ("psf", "gaussian"),
     ("seeing_range", (2.0, 1.0)), ("gain", (1.0, 2.0)), ("oversample", 0), ("moffat_beta", ()),
     ("disk_cos_i_min", 0.0), ("disk_cos_i_min", 1.2), ("disk_cos_i_min", float("nan")),
-    ("bar_q_range", (0.45, 0.2)), ("bar_q_range", (0.0, 0.45)), ("bar_q_range", (0.2, 1.5)),
+    ("bar_q_rule", "uniform"), ("bar_q_range", (0.45, 0.2)), ("bar_q_range", (0.0, 0.45)), ("bar_q_range", (0.2, 1.5)),
 ])
 def test_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=f"SimConfig.{field}"):

@@ -77,8 +77,8 @@ bar length             semi-major a = ``length_scaled`` × R90,disk,      Hoyle 
                        0.8
 bar shape              Ferrers Σ0(1 − m²)^(n+½), n = 2; axis ratio q_b   Hoyle et al. 2011
                        from Hoyle width/length clipped to                width/length; Gadotti
-                       ``bar_q_range`` ([0.15, 0.5]; [0.2, 0.45] in the  2011; spec §10
-                       spec §10 closed loop); boxiness c ~ U(2, 3);
+                       ``bar_q_range`` ([0.15, 0.5]; closed loop: drawn  2011; spec §10
+                       truncated to [0.2, 0.45]); boxiness c ~ U(2, 3);
                        in-plane angle φ from the line of nodes ~ U(0,
                        π); bar/T ~ U(0.05, 0.25) (≤ half the disk light)
 spiral arms            disks at i ≤ 75°, probability 0.6; arm number     Willett et al. 2013 (GZ2
@@ -230,8 +230,13 @@ class SimConfig:
         every galaxy beyond 60° is unbarred: an inclination shortcut for a bar classifier. 0.5
         (i ≤ 60°, spec §10, the closed-loop presets) makes every disk eligible.
     bar_q_range : (float, float)
-        Clip of the bar axis ratio q_b drawn from Hoyle's width/length, within (0, 1]; default
+        Range of the bar axis ratio q_b drawn from Hoyle's width/length, within (0, 1]; default
         (0.15, 0.5), spec §10 (closed loop) (0.2, 0.45).
+    bar_q_rule : {"clip", "truncate"}
+        How q_b is kept in ``bar_q_range``: ``"clip"`` (default, reproduces the pools) piles the
+        draws outside the range onto its limits (≈ 22 % of bars at exactly 0.2 for
+        (0.2, 0.45)); ``"truncate"`` (closed-loop presets) draws from Hoyle's distribution
+        restricted to the range.
     bar_length_scaled_max : float
         Truncation of Hoyle's ``length_scaled`` (a < this × R90).
     oversample : int
@@ -268,6 +273,7 @@ class SimConfig:
     knots_fraction: float = 0.5
     disk_cos_i_min: float = 0.1
     bar_q_range: tuple[float, float] = (0.15, 0.5)
+    bar_q_rule: str = "clip"
     bar_length_scaled_max: float = 0.8
     oversample: int = 3
     pad_factor: float = 1.5
@@ -309,6 +315,8 @@ class SimConfig:
                 "lower limit must be > 0")
         if not 0 < self.bar_q_range[0] <= self.bar_q_range[1] <= 1:
             bad("bar_q_range", "must be (low, high) with 0 < low ≤ high ≤ 1")
+        if self.bar_q_rule not in ("clip", "truncate"):
+            bad("bar_q_rule", "must be 'clip' or 'truncate'")
         if not 0 < self.disk_cos_i_min <= 1:
             bad("disk_cos_i_min", "must be in (0, 1] (0.1: i ≤ 84.3°; 0.5: i ≤ 60°)")
         for name in ("bar_fraction", "arms_fraction", "knots_fraction", "cosmos_red_fraction",
@@ -372,11 +380,13 @@ class GalaxySample:
 
 
 # ---------------------------------------------------------------------------------- helpers
-def _quantile_draw(rng: np.random.Generator, table: np.ndarray, upper: float = np.inf) -> float:
-    """Inverse-CDF draw from an equally spaced percentile table, truncated at ``upper``."""
+def _quantile_draw(rng: np.random.Generator, table: np.ndarray, upper: float = np.inf,
+                   lower: float = -np.inf) -> float:
+    """Inverse-CDF draw from an equally spaced percentile table, truncated to [lower, upper]."""
     probs = np.linspace(0.0, 1.0, table.size)
     u_max = float(np.interp(upper, table, probs)) if upper < table[-1] else 1.0
-    return float(np.interp(rng.uniform(0.0, u_max), probs, table))
+    u_min = float(np.interp(lower, table, probs)) if lower > table[0] else 0.0
+    return float(np.interp(rng.uniform(u_min, u_max), probs, table))
 
 
 def _colour(rng: np.random.Generator, name: str, shift: float = 0.0) -> tuple[float, float]:
@@ -544,7 +554,10 @@ def _draw_parametric(rng: np.random.Generator, cfg: SimConfig) -> dict[str, Any]
     frac_bar = 0.0
     if has_bar:
         a = ls * p["disk_r90_px"]
-        q = float(np.clip(_quantile_draw(rng, _HOYLE_WIDTH_RATIO_Q), *cfg.bar_q_range))
+        if cfg.bar_q_rule == "truncate":
+            q = _quantile_draw(rng, _HOYLE_WIDTH_RATIO_Q, cfg.bar_q_range[1], cfg.bar_q_range[0])
+        else:
+            q = float(np.clip(_quantile_draw(rng, _HOYLE_WIDTH_RATIO_Q), *cfg.bar_q_range))
         c = float(rng.uniform(2.0, 3.0))
         phi = float(rng.uniform(0.0, math.pi))
         frac_bar = float(min(rng.uniform(0.05, 0.25), 0.5 * (1 - bt)))

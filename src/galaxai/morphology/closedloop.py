@@ -101,8 +101,9 @@ _SETTINGS = ("x_input", "s_noise", "t_c", "t_l")
 
 
 # Spec §10 priors of every preset: i ≤ 60° (every disk may be barred, so inclination does not
-# predict the bar) and q_b in [0.2, 0.45].
-_SPEC10_SIM = dict(disk_cos_i_min=0.5, bar_q_range=(0.2, 0.45))
+# predict the bar) and q_b from Hoyle's width/length truncated to [0.2, 0.45] (not clipped, which
+# would pile a fifth of the bars onto q_b = 0.2).
+_SPEC10_SIM = dict(disk_cos_i_min=0.5, bar_q_range=(0.2, 0.45), bar_q_rule="truncate")
 
 
 def _tiny_sim() -> SimConfig:
