@@ -296,8 +296,8 @@ def test_measure_bar_on_the_figure_mask_matches_the_table(pipeline):
 
 
 @pytest.mark.parametrize("package, modules", [
-    (galaxai.morphology, ("barlength", "gridsearch", "training", "closedloop", "_common",
-                           "catalogues", "classifier_runs", "saliency_maps", "bars")),
+    (galaxai.morphology, ("barlength", "gridsearch", "strata", "training", "closedloop",
+                           "_common", "catalogues", "classifier_runs", "saliency_maps", "bars")),
     (galaxai.data, ("votes",)),
 ])
 def test_package_re_exports(package, modules):
