@@ -20,7 +20,7 @@ def test_exact_stratum_has_rho_one_and_ratio_one_noise_stratum_has_rho_near_zero
     measured[n // 2:] = 0.5 * rng.permutation(true[n // 2:])
     table = stratified_correlations(measured, true, pd.DataFrame({"q": group}),
                                     strata={"q": (0.0, 0.5, 1.0)}, n_boot=300, seed=1)
-    assert list(table["bin"]) == ["(-0.001, 0.5]", "(0.5, 1.0]"]
+    assert list(table["bin"]) == ["[0, 0.5]", "(0.5, 1]"]
     exact, noise = table.iloc[0], table.iloc[1]
     assert exact.n == noise.n == n // 2
     assert exact.pearson == pytest.approx(1.0) and exact.spearman == pytest.approx(1.0)

@@ -87,19 +87,22 @@ def simulation_covariates(catalogue: pd.DataFrame) -> pd.DataFrame:
     }, index=catalogue.index)
 
 
-def _bins(values: np.ndarray, spec: int | Sequence[float]) -> pd.Categorical:
+def _bins(values: np.ndarray, spec: int | Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Bin index of every value (−1: outside) and the bin edges; the first bin is closed."""
     if isinstance(spec, (int, np.integer)):
         if spec < 1:
             raise ValueError(f"a number of quantile bins must be ≥ 1, got {spec}")
         finite = values[np.isfinite(values)]
-        if finite.size and np.ptp(finite) == 0:  # one value: one closed bin [v, v]
-            v = float(finite[0])
-            return pd.cut(values, pd.IntervalIndex.from_tuples([(v, v)], closed="both"))
-        return pd.qcut(values, int(spec), duplicates="drop")
+        if finite.size and np.ptp(finite) == 0:  # one value: one bin [v, v]
+            return np.where(np.isfinite(values), 0, -1), finite[:1].repeat(2)
+        codes, edges = pd.qcut(values, int(spec), labels=False, retbins=True,
+                               duplicates="drop")
+        return np.nan_to_num(codes, nan=-1).astype(int), edges
     edges = np.asarray(spec, dtype=float)
     if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
         raise ValueError(f"bin edges must be increasing with at least two values, got {spec!r}")
-    return pd.cut(values, edges, include_lowest=True)
+    codes = pd.cut(values, edges, labels=False, include_lowest=True)
+    return np.nan_to_num(codes, nan=-1).astype(int), edges
 
 
 def stratified_correlations(measured, true, covariates: pd.DataFrame, *,
@@ -145,12 +148,12 @@ def stratified_correlations(measured, true, covariates: pd.DataFrame, *,
     ratio = m / t
     rows = []
     for name, spec in strata.items():
-        values = covariates[name].to_numpy(dtype=np.float64)
-        bins = _bins(values, spec)
-        for k, interval in enumerate(bins.categories):
-            idx = np.flatnonzero(bins.codes == k)
-            row = dict(stratum=name, bin=str(interval), low_edge=float(interval.left),
-                       high_edge=float(interval.right), n=int(idx.size))
+        codes, edges = _bins(covariates[name].to_numpy(dtype=np.float64), spec)
+        for k in range(max(1, edges.size - 1)):
+            idx = np.flatnonzero(codes == k)
+            lo, hi = float(edges[k]), float(edges[min(k + 1, edges.size - 1)])
+            row = dict(stratum=name, bin=f"{'[' if k == 0 else '('}{lo:.3g}, {hi:.3g}]",
+                       low_edge=lo, high_edge=hi, n=int(idx.size))
             p = s = r = (math.nan,) * 3
             if idx.size >= min_n:
                 est = [bootstrap_rho(m[idx], t[idx], method=how, n_boot=n_boot, ci=ci, seed=seed)
