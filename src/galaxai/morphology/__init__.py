@@ -4,15 +4,14 @@ Bar lengths from saliency maps by Algorithm 1 of Bhambra, Joachimi & Lahav (2022
 arXiv:2110.08288) and its fast and rotation-invariant variants (:mod:`.barlength`), the grid
 search and honest correlation reports used to compare them with the Hoyle et al. (2011) catalogue
 (:mod:`.gridsearch`) and stratified by galaxy properties (:mod:`.strata`), the classifiers'
-training recipe (:mod:`.training`), the closed loop on
-simulated bars of known length (:mod:`.closedloop`) and the train → saliency → bars steps on
-real Galaxy Zoo data: galaxy ids and catalogues (:mod:`.catalogues`), classifier runs
-(:mod:`.classifier_runs`), saliency map files (:mod:`.saliency_maps`) and bar lengths with their
-report (:mod:`.bars`).
+training recipe (:mod:`.training`), the closed loop on simulated bars of known length
+(:mod:`.closedloop`) and the train → saliency → bars steps on real Galaxy Zoo data: galaxy
+ids and catalogues (:mod:`.catalogues`), classifier runs (:mod:`.classifier_runs`), saliency
+map files (:mod:`.saliency_maps`) and bar lengths with their report (:mod:`.bars`).
 
-:mod:`.barlength`, :mod:`.gridsearch` and :mod:`.strata` (NumPy, SciPy, pandas) are imported with the package;
-the names of the torch-based modules are imported on first use, so ``import galaxai.morphology``
-stays light.
+:mod:`.barlength`, :mod:`.gridsearch` and :mod:`.strata` (NumPy, SciPy, pandas) are imported
+with the package; the names of the torch-based modules are imported on first use, so
+``import galaxai.morphology`` stays light.
 """
 from galaxai._lazy import lazy_exports
 from galaxai.morphology.barlength import (
