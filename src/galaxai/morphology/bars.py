@@ -424,7 +424,8 @@ def measure_bars(maps: str | os.PathLike | Sequence[str | os.PathLike], out: str
     fig_rows = [position[int(i)] for i in (evaluated["id"] if len(evaluated) else ids)][:n_figure]
     figures = _figures(out, sets[0].images[rows[0][fig_rows]], measured[0][fig_rows], t_c, t_l,
                        method, scatter, fit)
-    skipped = [item for s in sets for item in s.meta.get("skipped", [])]
+    skipped = list({item["id"]: item for s in sets for item in s.meta.get("skipped", [])
+                    }.values())  # files of the same galaxies skip the same ones
     settings = {"maps": [str(s.path) for s in sets], "models": sorted({k[0] for k in keys}),
                 "source": source, "s_noise": s_noise, "method": method,
                 "t_c": t_c, "t_l": int(t_l), "x_input": use_xi, "thresholds": chosen,
