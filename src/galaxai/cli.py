@@ -386,11 +386,14 @@ def morphology() -> None:
 @click.option("--preset", type=click.Choice(PRESETS), default="small", show_default=True)
 def morphology_validate(out, preset):
     """Closed loop on simulated bars of known length: train CNNs on GZ-style votes, SmoothGrad,
-    Algorithm 1 (paper and elongation), grid search, and ρ with nulls and bootstrap intervals."""
+    Algorithm 1 (paper and elongation), grid search, and ρ with nulls and bootstrap intervals,
+    also per stratum of bar angle, inclination, q_b, a/FWHM, B/T and bar S/N."""
     from galaxai.morphology.closedloop import ClosedLoopConfig, run_closed_loop
 
     table = run_closed_loop(out, ClosedLoopConfig.preset(preset), progress=True)
     click.echo(table.to_string(float_format=lambda v: f"{v:.3g}"))
+    click.echo(f"strata: {(out / 'stratified.csv').resolve()}")
+    click.echo(f"report: {(out / 'report' / 'index.html').resolve()}")
 
 
 @contextlib.contextmanager
@@ -507,8 +510,8 @@ def morphology_saliency(model_path, data_path, ids, catalogue, out, n_samples, n
 
 @morphology.command("bars")
 @click.option("--maps", "maps", type=click.Path(path_type=Path), required=True, multiple=True,
-              help="Maps file of `galaxai morphology saliency`; repeat to average the lengths "
-                   "of several models (averagemeasurements).")
+              help="Maps file of `galaxai morphology saliency`; repeat for several models "
+                   "(averaged as averagemeasurements) and, with --grid-search, several S.")
 @click.option("--out", type=_DIR, required=True,
               help="Folder for bar_lengths.csv, rho.csv, figures and report/index.html.")
 @click.option("--catalogue", type=click.Path(path_type=Path), default=None,
@@ -520,25 +523,39 @@ def morphology_saliency(model_path, data_path, ids, catalogue, out, n_samples, n
 @click.option("--t-l", type=click.IntRange(min=0), default=None,
               help="Pixel-count threshold in map pixels [default: 40 scaled to the map area].")
 @click.option("--grid-search", "use_grid_search", is_flag=True,
-              help="Choose x_input, T_c, T_l by validation ρ on the catalogue (authors' split).")
+              help="Choose method, S, x_input, T_c, T_l by validation ρ on the catalogue "
+                   "(authors' split); report test ρ of the best and of each method's best.")
+@click.option("--source", "sources", multiple=True,
+              help="Method: a model of the maps files (vgg16, resnet50v2, xception), "
+                   "averageheatmaps or averagemeasurements; repeat to search several with "
+                   "--grid-search [default: every available; one model, or averagemeasurements "
+                   "of several, with fixed thresholds].")
 @click.option("--method", type=click.Choice(["paper", "fast", "elongation"]), default="fast",
               show_default=True, help="fast = paper's Algorithm 1, faster; elongation = "
                                       "rotation invariant.")
 @click.option("--format", "table_format", type=click.Choice(["csv", "parquet"]), default="csv",
               show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-def morphology_bars(maps, out, catalogue, r90, t_c, t_l, use_grid_search, method, table_format,
-                    seed):
+def morphology_bars(maps, out, catalogue, r90, t_c, t_l, use_grid_search, sources, method,
+                    table_format, seed):
     """Bar lengths from saliency maps; with a catalogue, ρ with its nulls and an HTML report."""
     from galaxai.morphology.bars import measure_bars
 
     with _input_errors():
         result = measure_bars(list(maps), out, catalogue=catalogue, r90=r90, t_c=t_c, t_l=t_l,
-                              use_grid_search=use_grid_search, method=method,
-                              table_format=table_format, seed=seed, progress=True)
+                              use_grid_search=use_grid_search, sources=list(sources) or None,
+                              method=method, table_format=table_format, seed=seed,
+                              progress=True)
     st = result.settings
-    click.echo(f"{st['n_measured']} bar lengths (T_c {st['t_c']}, T_l {st['t_l']}, x_input "
-               f"{st['x_input']}, {st['thresholds']}): {result.table_path}")
+    click.echo(f"{st['n_measured']} bar lengths ({st['source']}, S {st['s_noise']}, T_c "
+               f"{st['t_c']}, T_l {st['t_l']}, x_input {st['x_input']}, {st['thresholds']}): "
+               f"{result.table_path}")
+    if result.per_method is not None:
+        cols = ["method", "s_noise", "x_input", "t_c", "t_l", "rho_validation", "rho_test",
+                "rho_test_low", "rho_test_high"]
+        click.echo("best setting per method (validation ρ; test ρ with 95 % interval):")
+        click.echo(result.per_method[cols].to_string(index=False,
+                                                     float_format=lambda v: f"{v:.3f}"))
     if result.rho is not None:
         click.echo(result.rho.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     click.echo(str(result.report_path.resolve()))

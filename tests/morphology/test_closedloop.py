@@ -11,6 +11,7 @@ from galaxai.config import read_config
 from galaxai.morphology import closedloop
 from galaxai.morphology.closedloop import ClosedLoopConfig, make_data, run_closed_loop
 from galaxai.morphology.gridsearch import paper_fit
+from galaxai.morphology.strata import STRATA, simulation_covariates, stratified_correlations
 from galaxai.morphology.training import TrainConfig
 
 
@@ -77,9 +78,41 @@ def test_origin_fit_is_reported_from_two_runs(run):
     assert row["fit_rmse"] == pytest.approx(fit.rmse)
 
 
+def test_stratified_table_report_and_summary(run):
+    out, cfg, table = run
+    strat = pd.read_csv(out / "stratified.csv")
+    assert set(zip(strat["method"], strat["algorithm"])) == set(zip(table["method"],
+                                                                    table["algorithm"]))
+    assert set(strat["stratum"]) == set(STRATA)
+    n_test = cfg.n_eval - int(cfg.n_eval * cfg.validation_fraction)
+    # every test galaxy falls in exactly one bin of each property
+    assert (strat.groupby(["method", "algorithm", "stratum"])["n"].sum() == n_test).all()
+    # one method recomputed from the measurements at its chosen setting
+    row = table[(table["method"] == "averagemeasurements") & (table["algorithm"] == "paper")
+                ].iloc[0]
+    m = pd.read_csv(out / "measurements.csv.gz")
+    sel = m[(m["source"] == "averagemeasurements") & (m["algorithm"] == "fast")
+            & (m["x_input"] == row["best_x_input"]) & (m["s_noise"] == row["best_s_noise"])
+            & (m["t_c"] == row["best_t_c"]) & (m["t_l"] == row["best_t_l"])].set_index("id")
+    data = make_data(dataclasses.replace(cfg, n_train=8, n_val=4))
+    ev = data.eval_catalogue.set_index("id").loc[data.test_ids]
+    expected = stratified_correlations(sel.loc[data.test_ids, "length_px"],
+                                       ev["length_true_px"], simulation_covariates(ev),
+                                       n_boot=cfg.n_boot, seed=cfg.seed)
+    got = strat[(strat["method"] == "averagemeasurements") & (strat["algorithm"] == "paper")]
+    pd.testing.assert_frame_equal(got.drop(columns=["method", "algorithm"]).reset_index(drop=True),
+                                  expected, check_dtype=False)
+    html = (out / "report" / "index.html").read_text()
+    assert "Stratified" in html and "bar_pa_axis_deg" in html and "snr_bar" in html
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["stratified"]) == len(strat) and "sky_sigma_r" in summary[
+        "stratified_covariates"]
+
+
 def test_run_directory(run):
     out, cfg, _ = run
     for name in ("config.toml", "classifiers.csv", "measurements.csv.gz", "summary.json",
+                 "stratified.csv", "report/index.html",
                  "history_control.csv", "fig3_saliency_bars.png", "fig4_measured_vs_true.png",
                  *(f"history_{a}.csv" for a in cfg.architectures)):
         assert (out / name).is_file(), name

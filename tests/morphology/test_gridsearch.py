@@ -9,13 +9,16 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from galaxai.morphology import bar_lengths
+from galaxai.morphology import bar_length, bar_lengths, x_input
 from galaxai.morphology.gridsearch import (
+    average_heatmaps,
     bootstrap_rho,
     control_split,
     fit_through_origin,
     grid_search,
+    grid_search_by,
     measurement_table,
+    method_measurements,
     origin_fit_weights,
     paper_fit,
     paper_plot_units,
@@ -23,6 +26,8 @@ from galaxai.morphology.gridsearch import (
     pearson,
     rho_report,
     run_to_run_sigma,
+    source_lengths,
+    source_maps,
     spearman,
     split_catalogue,
 )
@@ -255,3 +260,83 @@ def test_measurement_table_matches_bar_lengths():
     assert row.length_px.item() == grid[1, 1, 1]
     with pytest.raises(ValueError, match="ids"):
         measurement_table(maps, ["a"])
+
+
+def _lines(lengths, size=32, anti=False):
+    """One diagonal (or anti-diagonal) line of n pixels per map, from pixel (2, 2)."""
+    maps = np.zeros((len(lengths), size, size))
+    for k, n in enumerate(lengths):
+        i = np.arange(2, 2 + n)
+        maps[k, i, size - 1 - i if anti else i] = 1.0
+    return maps
+
+
+def test_average_heatmaps_is_the_plain_mean_not_renormalised():
+    a, b = _lines([10, 20]), _lines([10, 20], anti=True)
+    mean = average_heatmaps([a, b])
+    np.testing.assert_array_equal(mean, (a + b) / 2)
+    assert mean.max() == 0.5            # disjoint peaks: max 0.5, empty mask at T = 0.5 → 1 px
+    assert bar_length(mean[1], 0.85, 3, "fast", scale_to=None) == 1.0
+    with pytest.raises(ValueError, match="at least two"):
+        average_heatmaps([a])
+    with pytest.raises(ValueError, match="shape"):
+        average_heatmaps([a, b[:1]])
+
+
+def test_method_measurements_defines_the_two_averages():
+    n_a, n_b = np.array([5, 12, 20]), np.array([9, 6, 15])
+    maps = {("vgg16", 0.1): _lines(n_a), ("xception", 0.1): _lines(n_b),
+            ("vgg16", 0.2): _lines(n_b)}
+    images = np.full((3, 32, 32, 3), 0.5)
+    table = method_measurements(maps, ["a", "b", "c"], images=images, x_input=(False, True),
+                                t_c=(0.85,), t_l=(3,), scale_to=None, algorithm="fast")
+    assert list(table.columns) == ["id", "t_c", "t_l", "source", "s_noise", "x_input",
+                                   "algorithm", "length_px"]
+    # averages only at S = 0.1, where two models have maps
+    combos = set(zip(table.source, table.s_noise))
+    assert combos == {("vgg16", 0.1), ("xception", 0.1), ("averageheatmaps", 0.1),
+                      ("averagemeasurements", 0.1), ("vgg16", 0.2)}
+    raw = table[~table.x_input].set_index(["source", "s_noise", "id"])["length_px"].sort_index()
+    step = np.sqrt(2)
+    np.testing.assert_allclose(raw.loc[("vgg16", 0.1)], (n_a - 1) * step)
+    np.testing.assert_allclose(raw.loc[("averagemeasurements", 0.1)],
+                               ((n_a - 1) + (n_b - 1)) / 2 * step)
+    # the mean map is 1 where the two lines overlap (the shorter), 0.5 elsewhere: T > 0.5 keeps
+    # the overlap, so averageheatmaps measures the shorter line
+    np.testing.assert_allclose(raw.loc[("averageheatmaps", 0.1)],
+                               (np.minimum(n_a, n_b) - 1) * step)
+    # x_input multiplies by the grayscale image (0.5): max ≤ 0.5, 1 px everywhere (faithful)
+    assert (table[table.x_input].length_px == 1.0).all()
+    # source_lengths at one setting agrees with the grid
+    one = source_lengths(maps, "averagemeasurements", 0.1, 0.85, 3, scale_to=None)
+    np.testing.assert_allclose(one, raw.loc[("averagemeasurements", 0.1)])
+    xi = source_maps(maps, "averageheatmaps", 0.1, images=images, use_x_input=True)
+    np.testing.assert_allclose(xi["averageheatmaps"][0],
+                               x_input(average_heatmaps([_lines(n_a), _lines(n_b)])[0],
+                                       images[0]))
+    only = method_measurements(maps, ["a", "b", "c"], sources=["averageheatmaps"], t_c=(0.85,),
+                               t_l=(3,))
+    assert set(only.source) == {"averageheatmaps"}
+    with pytest.raises(ValueError, match="at least two models"):
+        method_measurements({("vgg16", 0.1): _lines(n_a)}, ["a", "b", "c"],
+                            sources=["averagemeasurements"])
+    with pytest.raises(ValueError, match="no maps of 'resnet50v2'"):
+        source_maps(maps, "resnet50v2", 0.1)
+
+
+def test_grid_search_by_searches_each_group_and_can_skip_failures():
+    catalogue, measurements, truth = synthetic_measurements(n=60)
+    cols = {"id": "objid", "r90": "R90"}
+    flat = measurements.assign(length_px=5.0, source="constant")
+    both = pd.concat([measurements.assign(source="good"), flat], ignore_index=True)
+    val, test = split_catalogue(catalogue)
+    kwargs = dict(by=["source"], settings=["t_c", "t_l", "x_input"], catalogue_cols=cols,
+                  units="scaled", n_boot=50, n_perm=50)
+    with pytest.raises(ValueError, match="undefined validation"):
+        grid_search_by(both, catalogue, val.objid, test.objid, **kwargs)
+    results = grid_search_by(both, catalogue, val.objid, test.objid, skip_failed=True, **kwargs)
+    assert list(results) == ["good"]
+    alone = grid_search(measurements, catalogue, val.objid, test.objid, catalogue_cols=cols,
+                        units="scaled", n_boot=50, n_perm=50)
+    assert results["good"].best == alone.best
+    assert results["good"].rho_test == alone.rho_test

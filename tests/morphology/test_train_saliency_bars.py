@@ -139,19 +139,20 @@ def test_bars_table_rho_and_report(pipeline):
     assert "constant-length null" in results["bars"].output
 
 
-def _line_maps(lengths, size=64):
-    """Maps with one diagonal line each: Algorithm 1 stops at T = 0.5 (|ρ| = 1)."""
+def _line_maps(lengths, size=64, anti=False):
+    """Maps with one diagonal (or anti-diagonal) line each: Algorithm 1 stops at T = 0.5
+    (|ρ| = 1)."""
     maps = np.zeros((len(lengths), size, size), np.float32)
     for k, n in enumerate(lengths):
         i = np.arange(10, 10 + n)
-        maps[k, i, i] = 1.0
+        maps[k, i, size - 1 - i if anti else i] = 1.0
     return maps
 
 
-def _write_maps_file(path, ids, maps, architecture="vgg16", x_input=False):
+def _write_maps_file(path, ids, maps, architecture="vgg16", x_input=False, noise=0.1):
     n, s = maps.shape[:2]
     meta = {"format": "galaxai-saliency-v1", "architecture": architecture, "x_input": x_input,
-            "skipped": []}
+            "noise": noise, "target": "Class3.1", "skipped": []}
     np.savez(path, ids=np.asarray(ids, np.int64), saliency=maps,
              images=np.full((n, s, s, 3), 128, np.uint8), logits=np.zeros(n, np.float32),
              meta=np.array(json.dumps(meta)))
@@ -198,6 +199,133 @@ def test_grid_search_reports_on_the_test_split_only(tmp_path):
     assert res.settings["n_evaluated"] == (res.lengths["split"] == "test").sum() == 20
     assert res.rho["value"].iloc[0] > 0.9      # faithful ρ of exact lengths
     assert (tmp_path / "g" / "grid_search.csv").is_file()
+
+
+@pytest.fixture()
+def four_map_files(tmp_path):
+    """Two models × two S on 30 galaxies: only vgg16 at S 0.1 measures the true lengths."""
+    ids = list(range(2000, 2030))
+    rng = np.random.default_rng(4)
+    n_true = rng.integers(5, 40, len(ids))
+    files = {}
+    for arch, s in (("vgg16", 0.1), ("xception", 0.1), ("vgg16", 0.2), ("xception", 0.2)):
+        n = n_true if (arch, s) == ("vgg16", 0.1) else rng.integers(5, 40, len(ids))
+        files[(arch, s)] = _write_maps_file(tmp_path / f"{arch}_{s}.npz", ids, _line_maps(n),
+                                            arch, noise=s), n
+    cat = pd.DataFrame({"objid": ids, "length_scaled": n_true / 30.0,
+                        "petroR90_r": rng.uniform(4, 12, len(ids))})
+    cat.to_csv(tmp_path / "cat.csv", index=False)
+    return tmp_path, ids, files
+
+
+def test_grid_search_over_models_s_and_averages(four_map_files):
+    tmp_path, ids, files = four_map_files
+    paths = [p for p, _ in files.values()]
+    res = measure_bars(paths, tmp_path / "g", catalogue=tmp_path / "cat.csv",
+                       use_grid_search=True, n_boot=100, n_perm=100)
+    st = res.settings
+    assert (st["source"], st["s_noise"], st["x_input"]) == ("vgg16", 0.1, False)
+    n_tl = len(scaled_t_l([10, 20, 30, 40, 50], 64))
+    assert len(res.grid) == 4 * 2 * 2 * 5 * n_tl          # 4 methods × 2 S × x_input × T_c × T_l
+    assert res.grid["rho_validation"].is_monotonic_decreasing
+    methods = res.per_method.set_index("method")
+    assert set(methods.index) == {"vgg16", "xception", "averageheatmaps", "averagemeasurements"}
+    assert methods.loc["vgg16", "s_noise"] == 0.1 and methods.loc["vgg16", "rho_test"] > 0.9
+    assert methods.loc["xception", "rho_test"] < methods.loc["vgg16", "rho_test"]
+    for col in ("constant_null", "partial_r90", "scaled", "spearman"):
+        assert np.isfinite(methods[col]).all()
+    # the chosen method's test ρ is the one reported for it in the per-method table
+    assert res.rho["value"].iloc[0] == pytest.approx(methods.loc["vgg16", "rho_test"])
+    test = res.lengths[res.lengths["split"] == "test"]
+    assert res.settings["n_evaluated"] == len(test) == 20
+    n_true = dict(zip(ids, files[("vgg16", 0.1)][1]))
+    np.testing.assert_allclose(res.lengths["length_px"],
+                               [(n_true[i] - 1) * np.sqrt(2) for i in res.lengths["id"]])
+    assert (tmp_path / "g" / "grid_search_methods.csv").is_file()
+    html = (tmp_path / "g" / "report" / "index.html").read_text()
+    assert "best setting per method" in html and "averageheatmaps" in html
+    assert json.loads((tmp_path / "g" / "summary.json").read_text())["per_method"][0][
+        "method"] == "vgg16"
+    # only the averages searched: the best of them is chosen
+    avg = measure_bars(paths, tmp_path / "a", catalogue=tmp_path / "cat.csv",
+                       use_grid_search=True, sources=["averagemeasurements", "averageheatmaps"],
+                       n_boot=50, n_perm=50)
+    assert set(avg.per_method["method"]) == {"averagemeasurements", "averageheatmaps"}
+    assert avg.settings["source"] == avg.per_method["method"].iloc[0]
+
+
+def test_fixed_averageheatmaps_measures_the_mean_map(four_map_files):
+    tmp_path, ids, files = four_map_files
+    (a, n_a), (b, n_b) = files[("vgg16", 0.2)], files[("xception", 0.2)]
+    res = measure_bars([a, b], tmp_path / "h", sources=["averageheatmaps"], t_c=0.85, t_l=3)
+    # the mean map is 1 on the overlap of the two diagonal lines (the shorter one), else 0.5
+    np.testing.assert_allclose(res.lengths["length_px"], (np.minimum(n_a, n_b) - 1) * np.sqrt(2))
+    assert res.settings["source"] == "averageheatmaps" and res.settings["s_noise"] == 0.2
+    mean = measure_bars([a, b], tmp_path / "m", t_c=0.85, t_l=3)      # default: averagemeasurements
+    np.testing.assert_allclose(mean.lengths["length_px"], (n_a + n_b - 2) / 2 * np.sqrt(2))
+
+
+def test_a_method_without_finite_rho_is_left_out_with_a_note(tmp_path):
+    ids = list(range(3000, 3030))
+    n_px = np.random.default_rng(5).integers(5, 40, len(ids))
+    a = _write_maps_file(tmp_path / "a.npz", ids, _line_maps(n_px))
+    b = _write_maps_file(tmp_path / "b.npz", ids, _line_maps(n_px, anti=True), "xception")
+    pd.DataFrame({"objid": ids, "length_scaled": n_px / 30.0}).to_csv(tmp_path / "cat.csv",
+                                                                      index=False)
+    # no R90: averageheatmaps of crossing lines has max 0.5 and measures 1 px everywhere
+    res = measure_bars([a, b], tmp_path / "g", catalogue=tmp_path / "cat.csv",
+                       use_grid_search=True, n_boot=50, n_perm=50)
+    assert "averageheatmaps" not in set(res.per_method["method"])
+    assert "Left out of the grid search: averageheatmaps" in (
+        tmp_path / "g" / "report" / "index.html").read_text()
+    with pytest.raises(InputError, match="grid search impossible.*undefined validation"):
+        measure_bars([a, b], tmp_path / "h", catalogue=tmp_path / "cat.csv",
+                     use_grid_search=True, sources=["averageheatmaps"], n_boot=50, n_perm=50)
+
+
+def test_map_file_errors_name_the_file_and_the_fix(four_map_files):
+    tmp_path, ids, files = four_map_files
+    (a, n_a), (b, _) = files[("vgg16", 0.1)], files[("xception", 0.1)]
+    a2 = files[("vgg16", 0.2)][0]
+    short = _write_maps_file(tmp_path / "short.npz", ids[:-2], _line_maps(n_a[:-2]), "xception")
+    cat = tmp_path / "cat.csv"
+    with pytest.raises(InputError, match=r"short.npz holds other galaxies .* 2 ids only in the "
+                                         r"first .* same --ids") as err:
+        measure_bars([a, short], tmp_path / "x", t_c=0.85, t_l=3)
+    assert err.value.param == "maps"
+    with pytest.raises(InputError, match=r"averageheatmaps averages .* vgg16 at S 0.1 "
+                                         r"\(vgg16_0.1.npz\).* --noise"):
+        measure_bars([a, a2], tmp_path / "x", catalogue=cat, use_grid_search=True,
+                     sources=["averageheatmaps"])
+    copy = _write_maps_file(tmp_path / "again.npz", ids, _line_maps(n_a))
+    with pytest.raises(InputError, match="both of model vgg16 at S = 0.1"):
+        measure_bars([a, copy], tmp_path / "x", t_c=0.85, t_l=3)
+    with pytest.raises(InputError, match=r"several SmoothGrad S \[0.1, 0.2\]; pass --grid-search"):
+        measure_bars([a, a2], tmp_path / "x", t_c=0.85, t_l=3)
+    with pytest.raises(InputError, match="'resnet50v2': no maps file of that model") as err:
+        measure_bars([a, b], tmp_path / "x", catalogue=cat, use_grid_search=True,
+                     sources=["resnet50v2"])
+    assert err.value.param == "source"
+    with pytest.raises(InputError, match="one method"):
+        measure_bars([a, b], tmp_path / "x", sources=["vgg16", "xception"])
+    result = CliRunner().invoke(main, ["morphology", "bars", "--maps", str(a), "--maps", str(a2),
+                                       "--out", str(tmp_path / "c"), "--catalogue", str(cat),
+                                       "--grid-search", "--source", "averagemeasurements"])
+    assert result.exit_code == 2 and "'--maps'" in result.output
+    assert "no S has maps of two models" in " ".join(result.output.split())
+
+
+def test_cli_grid_search_prints_each_methods_best(four_map_files):
+    tmp_path, _, files = four_map_files
+    args = ["morphology", "bars", "--out", str(tmp_path / "c"), "--catalogue",
+            str(tmp_path / "cat.csv"), "--grid-search", "--source", "vgg16", "--source",
+            "averagemeasurements"]
+    for path, _ in files.values():
+        args += ["--maps", str(path)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "best setting per method" in result.output
+    assert "vgg16, S 0.1" in result.output and "averagemeasurements" in result.output
 
 
 def test_saliency_resumes_after_an_interruption(pipeline, kaggle, tmp_path, monkeypatch):
@@ -296,8 +424,8 @@ def test_measure_bar_on_the_figure_mask_matches_the_table(pipeline):
 
 
 @pytest.mark.parametrize("package, modules", [
-    (galaxai.morphology, ("barlength", "gridsearch", "training", "closedloop", "_common",
-                           "catalogues", "classifier_runs", "saliency_maps", "bars")),
+    (galaxai.morphology, ("barlength", "gridsearch", "strata", "training", "closedloop",
+                           "_common", "catalogues", "classifier_runs", "saliency_maps", "bars")),
     (galaxai.data, ("votes",)),
 ])
 def test_package_re_exports(package, modules):

@@ -46,8 +46,15 @@ with the honest reports of §7:
    its error and RMSE are in the authors' plot units, where a perfect measurement has slope
    ``0.792/0.7 ≈ 1.131``.
 
-Not done here (open): stratification by PA, q_b, a/FWHM, B/T and noise, the fit of the
-control, and ImageNet initialisation.
+8. **Strata** (§10): on the test galaxies, every method at its chosen setting and the control,
+   within bins of the bar's angle to the nearest image axis (Algorithm 1's orientation
+   dependence, §4), disk inclination, q_b, a/FWHM (projected semi-major axis over the r-band
+   PSF FWHM), B/T and the bar's S/N against the sky
+   (:func:`~galaxai.morphology.strata.simulation_covariates`): n, Pearson and Spearman ρ of
+   measured vs true projected length and the median measured/true ratio, with bootstrap
+   intervals (``stratified.csv``, the HTML report, ``summary.json``).
+
+Not done here (open): the fit of the control, and ImageNet initialisation.
 
 References
 ----------
@@ -75,9 +82,12 @@ from galaxai.data.votes import VoteConfig, simulate_votes
 from galaxai.explain.saliency import smoothgrad
 from galaxai.models.morphology import ARCHITECTURES, GZ_COLUMNS, build_classifier, gz_column_index
 from galaxai.morphology.barlength import measure_bar, x_input
-from galaxai.morphology.gridsearch import (GridSearchResult, OriginFit, grid_search,
-                                           measurement_table, paper_fit, paper_plot_units,
-                                           rho_report, run_to_run_sigma, split_catalogue)
+from galaxai.morphology.gridsearch import (AVERAGE_METHODS, GridSearchResult, OriginFit,
+                                           grid_search_by, measurement_table, method_measurements,
+                                           paper_fit, paper_plot_units, rho_report,
+                                           run_to_run_sigma, source_lengths, source_maps,
+                                           split_catalogue)
+from galaxai.morphology.strata import simulation_covariates, stratified_correlations
 from galaxai.morphology.training import TrainConfig, predict, train_control, train_model
 from galaxai.viz.render import heatmap, montage, scatter_plot
 
@@ -366,17 +376,14 @@ def _saliency(config: ClosedLoopConfig, models: dict[str, torch.nn.Module],
         from tqdm.auto import tqdm
 
         jobs = tqdm(jobs, desc="smoothgrad", unit="map set")
-    maps = {}
-    for arch, s in jobs:
-        maps[(arch, s)] = _smoothgrad(config, models[arch], images, s, config.seed)
-    for s in config.s_noise:
-        maps[("averageheatmaps", s)] = np.mean([maps[(a, s)] for a in models], axis=0)
-    return maps
+    return {(arch, s): _smoothgrad(config, models[arch], images, s, config.seed)
+            for arch, s in jobs}
 
 
 def _measure(config: ClosedLoopConfig, maps: dict[tuple[str, float], np.ndarray],
              data: ClosedLoopData) -> pd.DataFrame:
-    """Long table of lengths: source, algorithm, x_input, s_noise, t_c, t_l, id, length_px."""
+    """Long table of lengths: id, t_c, t_l, source, s_noise, x_input, algorithm, length_px,
+    length_gz; sources are the models, their two averages and the no-network ``image`` null."""
     ids = list(data.eval_catalogue["id"])
     images = data.eval_images.astype(np.float64)
     unit = np.ones(images.shape[1:3])
@@ -385,21 +392,13 @@ def _measure(config: ClosedLoopConfig, maps: dict[tuple[str, float], np.ndarray]
     image_maps = (luma - lo) / np.where(hi > lo, hi - lo, 1.0)
     tables = []
     for alg in config.algorithms:
-        for (source, s), stack in maps.items():
-            for xi in config.x_input:
-                m = np.stack([x_input(a, im) for a, im in zip(stack, images)]) if xi else stack
-                tables.append(measurement_table(m, ids, t_c=config.t_c, t_l=config.t_l,
-                                                method=alg, scale_to=None, source=source,
-                                                algorithm=alg, x_input=bool(xi), s_noise=float(s)))
+        tables.append(method_measurements(maps, ids, images=images, x_input=config.x_input,
+                                          t_c=config.t_c, t_l=config.t_l, method=alg,
+                                          scale_to=None, algorithm=alg))
         tables.append(measurement_table(image_maps, ids, t_c=config.t_c, t_l=config.t_l,
-                                        method=alg, scale_to=None, source="image", algorithm=alg,
-                                        x_input=False, s_noise=0.0))
+                                        method=alg, scale_to=None, source="image", s_noise=0.0,
+                                        x_input=False, algorithm=alg))
     table = pd.concat(tables, ignore_index=True)
-    keys = ["algorithm", "x_input", "s_noise", "t_c", "t_l", "id"]
-    models = table[table["source"].isin(config.architectures)]
-    avg = models.groupby(keys, as_index=False)["length_px"].mean()
-    avg["source"] = "averagemeasurements"
-    table = pd.concat([table, avg[table.columns]], ignore_index=True)
     r90 = data.eval_catalogue.set_index("id")["r90"]
     table["length_gz"] = GZ_R90_PX * table["length_px"] / table["id"].map(r90).to_numpy()
     return table
@@ -421,12 +420,10 @@ def _score(config: ClosedLoopConfig, table: pd.DataFrame, data: ClosedLoopData
            ) -> dict[tuple[str, str], GridSearchResult]:
     """Grid search (selection on validation, report on test) of every (source, algorithm)."""
     catalogue = data.eval_catalogue[["id", "length_scaled", "r90"]]
-    settings = list(_SETTINGS)
-    return {(source, alg): grid_search(group[["id", *settings, "length_gz"]], catalogue,
-                                       data.validation_ids, data.test_ids, settings=settings,
-                                       length_col="length_gz", n_boot=config.n_boot,
-                                       n_perm=config.n_perm, seed=config.seed)
-            for (source, alg), group in table.groupby(["source", "algorithm"], sort=False)}
+    return grid_search_by(table.drop(columns="length_px"), catalogue, data.validation_ids,
+                          data.test_ids, by=["source", "algorithm"], settings=list(_SETTINGS),
+                          length_col="length_gz", n_boot=config.n_boot, n_perm=config.n_perm,
+                          seed=config.seed)
 
 
 def _chosen(table: pd.DataFrame, source: str, alg: str, best: dict, ids: list,
@@ -448,31 +445,21 @@ def _two_run_fits(config: ClosedLoopConfig, models: dict[str, torch.nn.Module],
     images = data.eval_images[[pos[i] for i in ids]]
     ev = data.eval_catalogue.set_index("id")
     ls, r90 = ev.loc[ids, "length_scaled"].to_numpy(), ev.loc[ids, "r90"].to_numpy()
-    second_maps: dict[tuple[str, float], np.ndarray] = {}
-
-    def run2(arch: str, s: float) -> np.ndarray:
-        if (arch, s) not in second_maps:
-            second_maps[(arch, s)] = _smoothgrad(config, models[arch], images, s,
-                                                 config.seed + 1)
-        return second_maps[(arch, s)]
-
-    def lengths(stack: np.ndarray, best: dict, alg: str) -> np.ndarray:
-        if best["x_input"]:
-            stack = np.stack([x_input(a, im) for a, im in zip(stack, images.astype(np.float64))])
-        return measurement_table(stack, ids, t_c=[best["t_c"]], t_l=[best["t_l"]], method=alg,
-                                 scale_to=None)["length_px"].to_numpy(dtype=float)
-
+    # second runs only of the (model, S) pairs the chosen settings use
+    needed = {(arch, float(r.best["s_noise"])) for (source, _), r in results.items()
+              if source != "image"
+              for arch in (models if source in AVERAGE_METHODS else [source])}
+    second_maps = {(arch, s): _smoothgrad(config, models[arch], images, s, config.seed + 1)
+                   for arch, s in sorted(needed)}
     fits = {}
     for (source, alg), result in results.items():
         if source == "image":  # no noise: one run, σ_meas = 0 (the grid search's own fit)
             fits[(source, alg)] = (result.fit, 1, 0.0)
             continue
-        best, s = result.best, float(result.best["s_noise"])
-        archs = list(models) if source in ("averageheatmaps", "averagemeasurements") else [source]
-        if source == "averageheatmaps":
-            second = lengths(np.mean([run2(a, s) for a in archs], axis=0), best, alg)
-        else:
-            second = np.mean([lengths(run2(a, s), best, alg) for a in archs], axis=0)
+        best = result.best
+        second = source_lengths(second_maps, source, float(best["s_noise"]), best["t_c"],
+                                int(best["t_l"]), method=alg, images=images,
+                                use_x_input=bool(best["x_input"]), scale_to=None)
         first = _chosen(table, source, alg, best, ids, "length_gz")
         second = GZ_R90_PX * second / r90
         sigma = run_to_run_sigma(first * r90, second * r90)
@@ -537,12 +524,15 @@ def _figures(config: ClosedLoopConfig, data: ClosedLoopData, maps, table: pd.Dat
     ev = data.eval_catalogue.set_index("id")
     pos = {i: k for k, i in enumerate(data.eval_catalogue["id"])}
     # Fig. 3 analogue: image | averaged saliency | isolated bar mask | true bar.
-    b = best[("averageheatmaps", config.algorithms[0])]
+    heat, lengths = (AVERAGE_METHODS if len(config.architectures) > 1
+                     else config.architectures * 2)
+    b = best[(heat, config.algorithms[0])]
+    shown = [pos[gid] for gid in data.test_ids[:config.n_figure]]
+    [shown_maps] = source_maps({k: v[shown] for k, v in maps.items()}, heat, b["s_noise"],
+                               images=data.eval_images[shown],
+                               use_x_input=bool(b["x_input"])).values()
     tiles = []
-    for gid in data.test_ids[:config.n_figure]:
-        k = pos[gid]
-        m = maps[("averageheatmaps", b["s_noise"])][k]
-        m = x_input(m, data.eval_images[k]) if b["x_input"] else m
+    for gid, k, m in zip(data.test_ids, shown, shown_maps):
         mask = measure_bar(m, b["t_c"], b["t_l"], config.algorithms[0]).mask
         truth = bar_image(ev.loc[gid], config.sim.frame) > 0
         tiles += [data.eval_images[k], heatmap(m),
@@ -553,9 +543,8 @@ def _figures(config: ClosedLoopConfig, data: ClosedLoopData, maps, table: pd.Dat
     series = {}
     truth = ev.loc[data.test_ids, "length_true_px"].to_numpy()
     for alg in config.algorithms:
-        measured = _chosen(table, "averagemeasurements", alg, best[("averagemeasurements", alg)],
-                           data.test_ids)
-        series[f"averagemeasurements, {'paper' if alg == 'fast' else alg}"] = (truth, measured)
+        measured = _chosen(table, lengths, alg, best[(lengths, alg)], data.test_ids)
+        series[f"{lengths}, {'paper' if alg == 'fast' else alg}"] = (truth, measured)
     if control is not None:
         series["control (regression)"] = (truth, control.to_numpy() * 2.0 *
                                           ev.loc[data.test_ids, "r90"].to_numpy())
@@ -563,6 +552,64 @@ def _figures(config: ClosedLoopConfig, data: ClosedLoopData, maps, table: pd.Dat
                  ylabel="measured bar length (px)",
                  title="closed loop: measured vs true (test galaxies)",
                  path=out / "fig4_measured_vs_true.png")
+
+
+def _stratified(config: ClosedLoopConfig, data: ClosedLoopData, table: pd.DataFrame,
+                results: dict[tuple[str, str], GridSearchResult], control: pd.Series | None
+                ) -> pd.DataFrame:
+    """Spec §10: measured vs true projected length on the test galaxies, per stratum, for the
+    chosen setting of every method (and the control)."""
+    ids = list(data.test_ids)
+    ev = data.eval_catalogue.set_index("id").loc[ids]
+    covariates, truth = simulation_covariates(ev), ev["length_true_px"].to_numpy(dtype=float)
+    measured = {(source, "paper" if alg == "fast" else alg): _chosen(table, source, alg, r.best,
+                                                                       ids)
+                for (source, alg), r in results.items()}
+    if control is not None:
+        measured[("control", "regression")] = (control.loc[ids].to_numpy() * 2.0
+                                               * ev["r90"].to_numpy())
+    frames = [stratified_correlations(m, truth, covariates, n_boot=config.n_boot,
+                                      seed=config.seed).assign(method=source, algorithm=alg)
+              for (source, alg), m in measured.items()]
+    out = pd.concat(frames, ignore_index=True)
+    return out[["method", "algorithm", *out.columns[:-2]]]
+
+
+def _report(out: Path, result: pd.DataFrame, stratified: pd.DataFrame,
+            classifiers: pd.DataFrame) -> Path:
+    """``report/index.html``: classifiers, ρ per method, the figures and the strata."""
+    from galaxai.viz.report import Report
+
+    report = Report("galaxai closed loop: saliency bar lengths vs true bar lengths", str(out))
+    report.add_section("Classifiers", "Validation RMSE of the 37 vote fractions (and of "
+                       "predicting the training mean), mean Class3.1 of barred and unbarred "
+                       "galaxies.")
+    report.add_table(classifiers, float_format="{:.3f}")
+    report.add_section(
+        "Measured vs true projected bar length (test galaxies)",
+        "Pearson ρ in pixels at the setting chosen on the validation galaxies, with the size "
+        "null (R90 vs true length), partial ρ controlling for R90 and Spearman ρ; bootstrap "
+        "95 % intervals.")
+    wide = result.pivot_table(index=["method", "algorithm"], columns="statistic",
+                              values="value", sort=False)
+    report.add_table(wide[[c for c in ("pearson_px", "size_null", "partial_r90", "spearman_px",
+                                       "pearson_scaled") if c in wide.columns]],
+                     float_format="{:.3f}")
+    report.add_figure(out / "fig3_saliency_bars.png",
+                      "image | averaged saliency | isolated bar | true bar")
+    report.add_figure(out / "fig4_measured_vs_true.png", "measured vs true bar length")
+    report.add_section(
+        "Stratified (stratified.csv)",
+        "Per bin of each property: n, Pearson and Spearman ρ of measured vs true projected "
+        "length and the median measured/true ratio, with bootstrap 95 % intervals (NaN below 3 "
+        "galaxies). bar_pa_axis_deg: angle of the projected bar to the nearest image axis "
+        "(Algorithm 1's pixel correlation vanishes at 0); a_over_fwhm: projected semi-major "
+        "axis over the r-band PSF FWHM (< 2: not reliably seen); snr_bar: bar flux over the sky "
+        "noise in its projected footprint.")
+    for name, group in stratified.groupby("stratum", sort=False):
+        report.add_table(group.drop(columns=["stratum", "low_edge", "high_edge"]), name,
+                         float_format="{:.2f}")
+    return report.write(out / "report")
 
 
 def run_closed_loop(out_dir: str | Path, config: ClosedLoopConfig | None = None,
@@ -573,8 +620,11 @@ def run_closed_loop(out_dir: str | Path, config: ClosedLoopConfig | None = None,
     ----------
     out_dir : str or Path
         Run directory; receives ``config.toml``, ``rho.csv`` (the returned table),
-        ``classifiers.csv``, ``history_*.csv``, ``measurements.csv.gz``, ``summary.json`` and the
-        figures ``fig3_saliency_bars.png`` and ``fig4_measured_vs_true.png``.
+        ``classifiers.csv``, ``history_*.csv``, ``measurements.csv.gz``, ``stratified.csv``
+        (:func:`~galaxai.morphology.strata.stratified_correlations` of every method at its
+        chosen setting and of the control, on the test galaxies), ``summary.json``, the
+        figures ``fig3_saliency_bars.png`` and ``fig4_measured_vs_true.png`` and
+        ``report/index.html``.
     config : ClosedLoopConfig, optional
         Default ``ClosedLoopConfig.preset("small")``.
     progress : bool
@@ -619,6 +669,9 @@ def run_closed_loop(out_dir: str | Path, config: ClosedLoopConfig | None = None,
     result = pd.DataFrame(rows)
     atomic_write_text(out / "rho.csv", result.to_csv(index=False))
     _figures(config, data, maps, table, {k: r.best for k, r in results.items()}, control, out)
+    stratified = _stratified(config, data, table, results, control)
+    atomic_write_text(out / "stratified.csv", stratified.to_csv(index=False))
+    report = _report(out, result, stratified, classifiers)
     atomic_write_json(out / "summary.json", {
         "n_eval": len(data.eval_catalogue), "n_validation": len(data.validation_ids),
         "n_test": len(data.test_ids), "n_control": config.n_control if config.control else 0,
@@ -630,6 +683,11 @@ def run_closed_loop(out_dir: str | Path, config: ClosedLoopConfig | None = None,
                             slope=fit.slope, slope_err=fit.slope_err, rmse=fit.rmse,
                             rmse_identity=fit.rmse_identity, n=fit.n, runs=runs,
                             sigma_meas=sigma)
-                       for (source, alg), (fit, runs, sigma) in fits.items()]})
+                       for (source, alg), (fit, runs, sigma) in fits.items()],
+        "stratified_covariates": "bar_pa_axis_deg (bar_pa_deg folded to [0, 45] from the "
+                                 "nearest image axis), disk_incl_deg, bar_q, a_over_fwhm "
+                                 "(bar_length_proj_px / 2 / psf_fwhm_r_px), bt, snr_bar "
+                                 "(flux_r_bar / (sky_sigma_r·√(π a² q_b cos i)))",
+        "stratified": stratified.to_dict(orient="records"), "report": str(report)})
     return result
 

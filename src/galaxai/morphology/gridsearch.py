@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from galaxai.morphology.barlength import GZ_FRAME_SIZE, bar_lengths
+from galaxai.morphology.barlength import GZ_FRAME_SIZE, bar_lengths, x_input
 
 __all__ = [
     "HOYLE_SEED",
@@ -56,8 +56,14 @@ __all__ = [
     "run_to_run_sigma",
     "paper_plot_units",
     "measurement_table",
+    "AVERAGE_METHODS",
+    "average_heatmaps",
+    "source_maps",
+    "source_lengths",
+    "method_measurements",
     "GridSearchResult",
     "grid_search",
+    "grid_search_by",
 ]
 
 #: Seed of the authors' catalogue shuffle (``sample(frac=1, random_state=123)``).
@@ -537,9 +543,15 @@ def measurement_table(maps, ids: Sequence, *, t_c: Sequence[float] = (0.70, 0.75
     pandas.DataFrame
         Columns ``id, t_c, t_l, *labels, length_px``; ``length_px`` is ``L424`` by default.
     """
-    ids = list(ids)
     grid = bar_lengths(maps, list(t_c), list(t_l), method, scale_to=scale_to,
                        renormalise=renormalise)
+    return _grid_frame(grid, ids, t_c, t_l, labels)
+
+
+def _grid_frame(grid: np.ndarray, ids: Sequence, t_c: Sequence[float], t_l: Sequence[int],
+                labels: Mapping[str, Any]) -> pd.DataFrame:
+    """Long table of a ``(B, n_c, n_l)`` length grid: ``id, t_c, t_l, *labels, length_px``."""
+    ids = list(ids)
     if len(ids) != grid.shape[0]:
         raise ValueError(f"got {len(ids)} ids for {grid.shape[0]} maps")
     b, i, j = np.meshgrid(np.arange(len(ids)), np.arange(len(t_c)), np.arange(len(t_l)),
@@ -551,6 +563,183 @@ def measurement_table(maps, ids: Sequence, *, t_c: Sequence[float] = (0.70, 0.75
         table[name] = value
     table["length_px"] = grid.ravel()
     return table
+
+
+# --------------------------------------------------------------------------------------------
+# the spec §5 methods: single models and the two model averages
+
+#: The model averages of spec §3/§5: mean of the models' maps (not renormalised) and mean of
+#: the models' lengths.
+AVERAGE_METHODS = ("averageheatmaps", "averagemeasurements")
+
+
+def average_heatmaps(stacks: Sequence[np.ndarray]) -> np.ndarray:
+    """The authors' ``averageheatmaps``: the mean of several models' maps of the same galaxies.
+
+    Not renormalised (faithful, spec §3): the mean of maps with maxima at different pixels has
+    a maximum below 1, and one at or below 0.5 measures 1 pixel at ``T = 0.5``.
+
+    Parameters
+    ----------
+    stacks : sequence of array_like, each shape (B, H, W)
+        One stack per model, the galaxies in the same order; at least two.
+
+    Returns
+    -------
+    numpy.ndarray, shape (B, H, W), float64
+    """
+    arrays = [np.asarray(s, dtype=np.float64) for s in stacks]
+    if len(arrays) < 2:
+        raise ValueError(f"averageheatmaps needs the maps of at least two models, got "
+                         f"{len(arrays)}")
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1:
+        raise ValueError(f"the models' map stacks differ in shape {sorted(shapes)}; average "
+                         "only maps of the same galaxies at one map size")
+    return np.mean(arrays, axis=0)
+
+
+def _models_at(maps: Mapping[tuple[str, float], np.ndarray], s_noise: float) -> list[str]:
+    return [m for m, s in maps if s == s_noise and m not in AVERAGE_METHODS]
+
+
+def _with_x_input(stack: np.ndarray, images, use_x_input: bool) -> np.ndarray:
+    if not use_x_input:
+        return np.asarray(stack, dtype=np.float64)
+    if images is None:
+        raise ValueError("x_input maps need the images (B, H, W, 3) in [0, 1]")
+    return np.stack([x_input(m, im) for m, im in zip(stack, np.asarray(images, np.float64))])
+
+
+def source_maps(maps: Mapping[tuple[str, float], np.ndarray], source: str, s_noise: float, *,
+                images=None, use_x_input: bool = False) -> dict[str, np.ndarray]:
+    """The map stacks whose lengths one method of spec §5 averages, at one noise level ``S``.
+
+    A model gives its own maps; ``averageheatmaps`` one stack, :func:`average_heatmaps` of
+    every model's maps at ``S``; ``averagemeasurements`` every model's maps (its length is the
+    mean of their lengths, :func:`source_lengths`). With ``use_x_input`` each stack is
+    multiplied by the grayscale image (:func:`~galaxai.morphology.x_input`), after averaging.
+
+    Parameters
+    ----------
+    maps : mapping
+        ``(model, S) → (B, H, W)`` maps of the same galaxies in the same order.
+    source : str
+        A model name, ``"averageheatmaps"`` or ``"averagemeasurements"``.
+    s_noise : float
+        SmoothGrad ``S`` of the maps to use.
+    images : array_like, shape (B, H, W, 3), optional
+        The network inputs in [0, 1]; needed for ``use_x_input``.
+    use_x_input : bool
+
+    Returns
+    -------
+    dict
+        Name (model or ``"averageheatmaps"``) → stack.
+    """
+    models = _models_at(maps, s_noise)
+    if source in AVERAGE_METHODS:
+        if len(models) < 2:
+            raise ValueError(f"{source} needs the maps of at least two models at S = {s_noise}, "
+                             f"got {models or 'none'}")
+        if source == "averageheatmaps":
+            stacks = {source: average_heatmaps([maps[(m, s_noise)] for m in models])}
+        else:
+            stacks = {m: maps[(m, s_noise)] for m in models}
+    elif source in models:
+        stacks = {source: maps[(source, s_noise)]}
+    else:
+        raise ValueError(f"no maps of {source!r} at S = {s_noise}; models there: {models}")
+    return {k: _with_x_input(v, images, use_x_input) for k, v in stacks.items()}
+
+
+def source_lengths(maps: Mapping[tuple[str, float], np.ndarray], source: str, s_noise: float,
+                   t_c, t_l, *, method: str = "fast", images=None, use_x_input: bool = False,
+                   scale_to: int | None = GZ_FRAME_SIZE, renormalise: bool = False
+                   ) -> np.ndarray:
+    """Bar lengths of one method of spec §5: the mean over its :func:`source_maps` stacks.
+
+    ``t_c``, ``t_l``, ``method``, ``scale_to`` and ``renormalise`` are as in
+    :func:`~galaxai.morphology.bar_lengths` (scalars give shape ``(B,)``).
+    """
+    stacks = source_maps(maps, source, s_noise, images=images, use_x_input=use_x_input)
+    return np.mean([bar_lengths(st, t_c, t_l, method, scale_to=scale_to, renormalise=renormalise)
+                    for st in stacks.values()], axis=0)
+
+
+def method_measurements(maps: Mapping[tuple[str, float], np.ndarray], ids: Sequence, *,
+                        images=None, x_input: Sequence[bool] = (False,),
+                        sources: Sequence[str] | None = None,
+                        t_c: Sequence[float] = (0.70, 0.75, 0.80, 0.85, 0.90),
+                        t_l: Sequence[int] = (10, 20, 30, 40, 50), method: str = "fast",
+                        scale_to: int | None = GZ_FRAME_SIZE, renormalise: bool = False,
+                        **labels: Any) -> pd.DataFrame:
+    """Bar lengths of every method of spec §5 over the grid ``S × x_input × T_c × T_l``.
+
+    The methods are the models and, at every ``S`` with maps of two or more models,
+    ``averageheatmaps`` and ``averagemeasurements`` (:func:`source_maps`). Each model's lengths
+    are computed once per ``(S, x_input)`` and reused by ``averagemeasurements``.
+
+    Parameters
+    ----------
+    maps : mapping
+        ``(model, S) → (B, H, W)`` maps of the galaxies ``ids``, in that order.
+    ids : sequence, length B
+    images : array_like, shape (B, H, W, 3), optional
+        Network inputs in [0, 1], for ``x_input``.
+    x_input : sequence of bool
+        Whether the map is multiplied by the grayscale image (searched).
+    sources : sequence of str, optional
+        Methods to measure (default: all available). A model is measured at every ``S`` it has
+        maps for, an average at every ``S`` with two or more models.
+    t_c, t_l, method, scale_to, renormalise
+        As in :func:`measurement_table`.
+    **labels
+        Constant setting columns to add (e.g. ``algorithm="fast"``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``id, t_c, t_l, source, s_noise, x_input, *labels, length_px``.
+
+    Raises
+    ------
+    ValueError
+        A requested method has no maps at any ``S`` (e.g. an average with one model only).
+    """
+    levels = sorted({s for _, s in maps})
+    available = {s: _models_at(maps, s) + (list(AVERAGE_METHODS)
+                                            if len(_models_at(maps, s)) >= 2 else [])
+                 for s in levels}
+    if sources is not None:
+        for src in sources:
+            if not any(src in av for av in available.values()):
+                need = (" (it needs the maps of at least two models at one S)"
+                        if src in AVERAGE_METHODS else "")
+                raise ValueError(f"method {src!r} has no maps{need}; available per S: "
+                                 f"{available}")
+    tables = []
+    for s in levels:
+        for xi in x_input:
+            per_model: dict[str, np.ndarray] = {}
+            for src in available[s]:
+                if sources is not None and src not in sources:
+                    continue
+                grids = []
+                for name, stack in source_maps(maps, src, s, images=images,
+                                               use_x_input=bool(xi)).items():
+                    if name not in per_model:
+                        grid = bar_lengths(stack, list(t_c), list(t_l), method,
+                                           scale_to=scale_to, renormalise=renormalise)
+                        if name == "averageheatmaps":
+                            grids.append(grid)
+                            continue
+                        per_model[name] = grid
+                    grids.append(per_model[name])
+                tables.append(_grid_frame(np.mean(grids, axis=0), ids, t_c, t_l,
+                                          dict(source=src, s_noise=float(s), x_input=bool(xi),
+                                               **labels)))
+    return pd.concat(tables, ignore_index=True)
 
 
 @dataclass(frozen=True)
@@ -681,3 +870,43 @@ def grid_search(measurements: pd.DataFrame, catalogue: pd.DataFrame, validation_
     return GridSearchResult(table=table, best=best,
                             rho_validation=float(table.loc[0, "rho_validation"]),
                             rho_test=report.faithful.value, report=report, fit=fit)
+
+
+def grid_search_by(measurements: pd.DataFrame, catalogue: pd.DataFrame, validation_ids: Sequence,
+                   test_ids: Sequence, *, by: Sequence[str], settings: Sequence[str],
+                   skip_failed: bool = False, **kwargs: Any) -> dict[Hashable, GridSearchResult]:
+    """:func:`grid_search` within each group of ``by`` (e.g. per method): each group's best.
+
+    Parameters
+    ----------
+    measurements, catalogue, validation_ids, test_ids
+        As in :func:`grid_search`.
+    by : sequence of str
+        Columns whose groups are searched separately (e.g. ``["source"]``).
+    settings : sequence of str
+        Setting columns searched within a group.
+    skip_failed : bool
+        Leave out groups where :func:`grid_search` raises (e.g. every setting has constant
+        lengths, so no finite validation ρ); the caller finds them missing from the result.
+    **kwargs
+        Passed to :func:`grid_search` (``length_col``, ``units``, ``n_boot``, …).
+
+    Returns
+    -------
+    dict
+        Group key (a value, or a tuple for several ``by`` columns) → :class:`GridSearchResult`,
+        in order of first appearance.
+    """
+    by = list(by)
+    missing = [c for c in by if c not in measurements.columns]
+    if missing:
+        raise ValueError(f"measurements lack the group column(s) {missing}")
+    out = {}
+    for key, group in measurements.groupby(by if len(by) > 1 else by[0], sort=False):
+        try:
+            out[key] = grid_search(group.drop(columns=by), catalogue, validation_ids, test_ids,
+                                   settings=list(settings), **kwargs)
+        except ValueError:
+            if not skip_failed:
+                raise
+    return out
