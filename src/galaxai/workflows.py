@@ -28,7 +28,6 @@ __all__ = [
     "timeline_section",
     "audit_section",
     "shortcut_section",
-    "closed_loop_section",
 ]
 
 Deblender = Callable[[np.ndarray], tuple[Any, Any]]
@@ -321,66 +320,3 @@ def shortcut_section(report: Report, discriminator, real01: np.ndarray, out_dir:
     report.add_table(table, "Shortcut test")
     return table
 
-
-def _rho_cell(rows: pd.DataFrame, statistic: str) -> str:
-    row = rows[rows["statistic"] == statistic]
-    if row.empty:
-        return "–"
-    r = row.iloc[0]
-    return f"{r['value']:.2f} [{r['low']:.2f}, {r['high']:.2f}]"
-
-
-def closed_loop_section(report: Report, run_dir: Path, *, title: str) -> pd.DataFrame:
-    """Summarise a closed-loop run (:func:`galaxai.morphology.closedloop.run_closed_loop`).
-
-    Reads ``classifiers.csv``, ``rho.csv`` and the two figures from ``run_dir``; adds the
-    classifiers' validation RMSE, the ρ table (measured vs true projected bar length with 95 %
-    bootstrap intervals, the partial ρ at fixed R90 and the chosen setting) and a verdict against
-    the size-only null computed from the table. Returns the ρ table as shown.
-    """
-    run_dir = Path(run_dir)
-    classifiers = pd.read_csv(run_dir / "classifiers.csv")
-    rho = pd.read_csv(run_dir / "rho.csv")
-    rows = []
-    for (method, algorithm), group in rho.groupby(["method", "algorithm"], sort=False):
-        first = group.iloc[0]
-        setting = "–" if method == "control" else (
-            f"S {first['best_s_noise']:g}, x_input {bool(first['best_x_input'])}, "
-            f"T_c {first['best_t_c']:g}, T_l {first['best_t_l']:g}")
-        rows.append({"method": method, "algorithm": algorithm,
-                     "ρ measured vs true [95 % CI]": _rho_cell(group, "pearson_px"),
-                     "partial ρ given R90": _rho_cell(group, "partial_r90"),
-                     "chosen on validation": setting})
-    table = pd.DataFrame(rows)
-    null = rho[rho["statistic"] == "size_null"].iloc[0]
-    pearson = rho[rho["statistic"] == "pearson_px"]
-    beat = pearson[pearson["low"] > null["high"]]
-    n_test = int(pearson["n_test"].iloc[0])
-    verdict = (f"Methods whose 95 % interval lies above the size-only null: "
-               f"{', '.join(beat['method'] + ' (' + beat['algorithm'] + ')')}."
-               if len(beat) else
-               "No method's 95 % interval lies above the size-only null: at this size the "
-               "measured lengths carry no bar-length information beyond galaxy size.")
-    report.add_section(title, (
-        "Bhambra et al. (2022) measure bar lengths from SmoothGrad maps of CNNs trained on "
-        "Galaxy Zoo votes (Algorithm 1). The closed loop checks this where the truth is known: "
-        "simulated barred and unbarred galaxies with Galaxy-Zoo-style votes, three classifiers "
-        "trained on them, SmoothGrad maps of the bar logit, Algorithm 1 ('paper') and its "
-        "rotation-invariant variant ('elongation'), settings chosen on a validation split, ρ on "
-        f"{n_test} barred test galaxies. Larger galaxies have longer bars, so ρ is compared "
-        "with the size-only null ρ(R90, true length) = "
-        f"{null['value']:.2f} [{null['low']:.2f}, {null['high']:.2f}]; the partial ρ given R90 "
-        "is the bar-length information left when size is held fixed."))
-    report.add_table(classifiers[["model", "epochs", "val_rmse", "val_rmse_constant",
-                                  "class31_barred", "class31_unbarred"]],
-                     "Classifiers: validation RMSE vs predict-the-mean, mean Class3.1 output on "
-                     "barred / unbarred galaxies")
-    report.add_table(table, "Measured vs true projected bar length on the test galaxies")
-    report.add_text(verdict)
-    for name, caption in (("fig3_saliency_bars.png", "Fig. 3 analogue: image | averaged saliency "
-                           "map | Algorithm 1 bar mask | true bar"),
-                          ("fig4_measured_vs_true.png", "Fig. 4 analogue: measured vs true "
-                           "projected bar length")):
-        if (run_dir / name).is_file():
-            report.add_figure(run_dir / name, caption)
-    return table

@@ -119,6 +119,24 @@ def test_run_directory(run):
     assert read_config(ClosedLoopConfig, out / "config.toml") == cfg
 
 
+def test_saved_classifiers_reproduce_the_validation_scores(run):
+    from galaxai.models.morphology import GZ_COLUMNS
+    from galaxai.morphology import load_classifier, predict
+
+    out, cfg, _ = run
+    data = make_data(cfg)
+    scores = pd.read_csv(out / "classifiers.csv").set_index("model")
+    barred = data.val_catalogue["has_bar"].to_numpy(dtype=bool)
+    for arch in cfg.architectures:
+        model, sidecar = load_classifier(out / "classifiers" / arch)
+        assert sidecar["architecture"] == arch and not model.training
+        pred = predict(model, data.val_images, list(data.val_catalogue["id"]), columns=GZ_COLUMNS)
+        rmse = np.sqrt(np.mean((pred.to_numpy() - data.val_votes.to_numpy()) ** 2))
+        assert rmse == pytest.approx(scores.loc[arch, "val_rmse"], rel=1e-5)
+        assert pred["Class3.1"].to_numpy()[barred].mean() == pytest.approx(
+            scores.loc[arch, "class31_barred"], rel=1e-5)
+
+
 def test_data_split_and_truth_are_seeded():
     cfg = ClosedLoopConfig.preset("tiny", n_train=8, n_val=4)
     a, b = make_data(cfg), make_data(cfg)

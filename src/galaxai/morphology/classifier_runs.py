@@ -52,6 +52,7 @@ __all__ = [
     "MODEL_FILE",
     "SIDECAR_FILE",
     "TrainedClassifier",
+    "save_classifier",
     "train_classifier",
     "load_classifier",
 ]
@@ -115,7 +116,13 @@ def _kaggle_training_items(root: Path, limit: int | None) -> tuple[list[tuple[in
     return [(i, files[i]) for i in ids], labels, counts
 
 
-def _save_model(run_dir: Path, model: MorphologyClassifier, sidecar: dict) -> None:
+def save_classifier(run_dir: Path, model: MorphologyClassifier, sidecar: dict) -> None:
+    """Write ``model.safetensors`` and then ``model.json`` (the sidecar marks the run complete).
+
+    The model config also goes into the safetensors header, so :func:`load_classifier` reads a
+    lone weights file too.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
     meta = {"format": "pt", "galaxai_network": "morphology-classifier",
             "galaxai_version": galaxai.__version__,
             "model_config": json.dumps(config_to_dict(model.config), sort_keys=True)}
@@ -240,7 +247,7 @@ def train_classifier(data: str | os.PathLike, out: str | os.PathLike, *,
         "data_counts": counts, "galaxai_version": galaxai.__version__,
         "torch_version": torch.__version__,
     }
-    _save_model(out, result.model, sidecar)
+    save_classifier(out, result.model, sidecar)
     return TrainedClassifier(out, result.model, sidecar, history, skipped)
 
 

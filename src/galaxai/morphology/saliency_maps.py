@@ -34,7 +34,6 @@ from galaxai._atomic import atomic_write, atomic_write_json
 from galaxai.explain.saliency import smoothgrad
 from galaxai.models.morphology import MorphologyClassifier, gz_column_index
 from galaxai.morphology._common import _IMAGE_DIRS, _IMAGE_SUFFIXES, InputError, _read_images
-from galaxai.morphology.barlength import x_input
 from galaxai.morphology.catalogues import (
     HOYLE_ENV,
     _to_ids,
@@ -326,13 +325,6 @@ class MapSet:
     def map_size(self) -> int:
         """Side ``S`` of the maps in pixels."""
         return int(self.saliency.shape[-1])
-
-    def measured_maps(self, use_x_input: bool) -> np.ndarray:
-        """The maps Algorithm 1 runs on: the saliency, or ``x_input`` (× grayscale image)."""
-        if not use_x_input:
-            return self.saliency.astype(np.float64)
-        images = self.images.astype(np.float64) / 255.0
-        return np.stack([x_input(m, im) for m, im in zip(self.saliency, images)])
 
 
 def read_maps(path: str | os.PathLike) -> MapSet:

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from galaxai.viz.report import Report
-from galaxai.workflows import closed_loop_section
+from galaxai.morphology.closedloop import closed_loop_section
 
 
 def _run_dir(path, xception_low):
@@ -24,6 +24,9 @@ def _run_dir(path, xception_low):
                  dict(method=method, algorithm=algorithm, statistic="partial_r90", value=0.2,
                       low=0.05, high=0.35, **setting)]
     pd.DataFrame(rows).to_csv(path / "rho.csv", index=False)
+    pd.DataFrame([dict(method="xception", algorithm="paper", stratum="bar_q", low_edge=0.2,
+                       high_edge=0.3, bin="[0.2, 0.3)", n=7, pearson=0.5)]).to_csv(
+        path / "stratified.csv", index=False)
     return path
 
 
@@ -41,3 +44,12 @@ def test_verdict_names_only_methods_above_the_size_null(tmp_path, xception_low, 
         assert "vgg16 (elongation)" not in html.split("above the size-only null")[1][:80]
     else:
         assert "interval lies above the size-only null: at this size" in html
+
+
+def test_strata_are_shown_unless_switched_off(tmp_path):
+    run = _run_dir(tmp_path / "run", 0.75)
+    for strata in (True, False):
+        report = Report("t")
+        closed_loop_section(report, run, title="bars", strata=strata)
+        html = report.write(tmp_path / f"report_{strata}").read_text()
+        assert ("[0.2, 0.3)" in html) == strata
