@@ -47,7 +47,7 @@ KeyMap = dict[str, "str | None"]
 
 
 class ImageNetLayoutWarning(UserWarning):
-    """The loaded weights come from a network that differs from our Keras layout."""
+    """The loaded weights come from a network that differs from the model's layout."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,11 @@ class WeightFormat:
     backbone : bool
         ``True`` for ImageNet backbones, which load only with ``backbone_only=True``.
     differences : tuple of str
-        How the source network differs from ours with the same weights (empty: identical).
+        How the source network differs from our ``keras`` layout with the same weights (empty:
+        identical).
+    layout : str
+        The :class:`~galaxai.models.morphology.MorphologyConfig` ``layout`` that computes the
+        source network exactly (``"timm"`` for the timm ResNetV2 and Xception formats).
     """
 
     name: str
@@ -79,6 +83,7 @@ class WeightFormat:
     vgg_batchnorm: bool | None = None
     backbone: bool = False
     differences: tuple[str, ...] = ()
+    layout: str = "keras"
 
     @property
     def fix(self) -> str:
@@ -87,6 +92,7 @@ class WeightFormat:
             return ("build the model with the same architecture, preset and width as the file "
                     "(or pass backbone_only=True to load only the backbone)")
         extra = "" if self.vgg_batchnorm is None else f", vgg_batchnorm={self.vgg_batchnorm}"
+        extra += "" if self.layout == "keras" else f", layout={self.layout!r}"
         return (f"{self.name} weights fit build_classifier({self.architecture!r}, 'paper'"
                 f"{extra}, weights=..., backbone_only=True) (width 1, the published depth)")
 
@@ -171,9 +177,9 @@ WEIGHT_FORMATS: dict[str, WeightFormat] = {f.name: f for f in (
     WeightFormat("timm-vgg16", "vgg16", ("pre_logits.", "head."), _identity, False),
     WeightFormat("timm-vgg16_bn", "vgg16", ("pre_logits.", "head."), _identity, True),
     WeightFormat("timm-resnetv2_50", "resnet50v2", ("head.",), _timm_resnetv2_map,
-                 backbone=True, differences=_RESNET_DIFFERENCES),
+                 backbone=True, differences=_RESNET_DIFFERENCES, layout="timm"),
     WeightFormat("timm-legacy_xception", "xception", ("fc.",), _timm_xception_map,
-                 backbone=True, differences=_XCEPTION_DIFFERENCES),
+                 backbone=True, differences=_XCEPTION_DIFFERENCES, layout="timm"),
 )}
 
 
