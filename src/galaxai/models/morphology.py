@@ -18,6 +18,11 @@ a CPU can train them:
 * ``xception``: Xception as in Keras (valid stem convolutions, bias-free separable convolutions,
   ``BN eps = 1e-3``, TensorFlow "same" max-pooling) → global average pool → Dense 37, sigmoid.
 
+``layout="timm"`` (:class:`MorphologyConfig`) builds ResNet50V2 and Xception instead as timm's
+``resnetv2_50`` and ``legacy_xception`` (strides and shortcuts, max-pool padding, BN eps; same
+modules and parameters), the networks timm's ImageNet weights were trained in; VGG16 is the same
+in both layouts.
+
 At ``width=1`` and the full depth (preset ``paper``) the backbones have the Keras parameter
 counts (counting batch-norm running statistics as Keras does): 14,714,688 (VGG16),
 23,564,800 (ResNet50V2) and 20,861,480 (Xception).
@@ -32,8 +37,9 @@ Weights are never downloaded. :func:`load_weights` reads a user-supplied local f
 unpickling). ``backbone_only=True`` initialises just the convolutional backbone (keys under
 ``features.``) from ImageNet weights at ``width=1`` and the paper depth: torchvision ``vgg16`` /
 ``vgg16_bn`` and timm ``vgg16`` / ``vgg16_bn`` (the same network, exactly), timm ``resnetv2_50``
-and ``legacy_xception`` (key-translated, but timm's networks differ from the Keras layout: see
-:mod:`galaxai.models.imagenet_weights`; loading them warns). Keras ``.h5`` files are not read.
+and ``legacy_xception`` (key-translated; exact with ``layout="timm"``, while loading them into
+the default Keras layout, a different network, warns: see :mod:`galaxai.models.imagenet_weights`).
+Keras ``.h5`` files are not read.
 
 References
 ----------
@@ -203,6 +209,8 @@ class MorphologyConfig:
         by one on both sides instead of TensorFlow "same". Both layouts have the same modules,
         parameters and keys (the convolution biases timm lacks stay, initialised to zero by
         ImageNet loading); VGG16 is the same network in both, the field has no effect on it.
+        The source network also needs ``activation="relu"`` (the default swish is the authors'
+        change to the ImageNet networks, not checked by the loader).
     """
 
     architecture: str = "vgg16"
@@ -580,8 +588,9 @@ def load_weights(model: nn.Module, path: str | Path, *, backbone_only: bool = Fa
         ``"torchvision-vgg16"``, ``"torchvision-vgg16_bn"``, ``"timm-vgg16"``,
         ``"timm-vgg16_bn"``, ``"timm-resnetv2_50"``, ``"timm-legacy_xception"``. The
         torchvision and timm formats fit the ``paper`` preset (width 1) of their architecture.
-        The VGG formats give the source network exactly; timm's ResNetV2 and Xception differ
-        from the Keras layout (see :mod:`galaxai.models.imagenet_weights`), which is warned.
+        The VGG formats give the source network exactly; timm's ResNetV2 and Xception do so in
+        a model built with ``layout="timm"`` and differ from the default Keras layout (see
+        :mod:`galaxai.models.imagenet_weights`), which is warned.
 
     Returns
     -------
@@ -600,7 +609,8 @@ def load_weights(model: nn.Module, path: str | Path, *, backbone_only: bool = Fa
     Warns
     -----
     ImageNetLayoutWarning
-        The file's network differs from ours with the same weights (timm ResNetV2, Xception).
+        The file's network differs from the model's with the same weights (timm ResNetV2 or
+        Xception into a ``layout="keras"`` model); the message lists how and names the fix.
     """
     path = Path(path)
     state = dict(_read_state_dict(path))
