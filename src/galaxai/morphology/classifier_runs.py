@@ -126,7 +126,7 @@ def _save_model(run_dir: Path, model: MorphologyClassifier, sidecar: dict) -> No
 def train_classifier(data: str | os.PathLike, out: str | os.PathLike, *,
                      architecture: str = "vgg16", preset: str = "small",
                      weights: str | os.PathLike | None = None, backbone_only: bool = False,
-                     limit: int | None = None, epochs: int | None = None, seed: int = 0,
+                     layout: str = "keras", limit: int | None = None, epochs: int | None = None, seed: int = 0,
                      val_fraction: float = 0.2, progress: bool = False) -> TrainedClassifier:
     """Train a 37-output Galaxy Zoo vote-fraction classifier on the Kaggle data (step 1).
 
@@ -148,6 +148,10 @@ def train_classifier(data: str | os.PathLike, out: str | os.PathLike, *,
     backbone_only : bool
         Load only the convolutional backbone from ``weights`` (e.g. torchvision's ImageNet
         ``vgg16`` state dict at the ``paper`` preset).
+    layout : {"keras", "timm"}
+        :class:`~galaxai.models.morphology.MorphologyConfig` ``layout``: ``"timm"`` builds
+        ResNet50V2 / Xception as timm's ``resnetv2_50`` / ``legacy_xception``, in which their
+        ImageNet weights load exactly (no effect on VGG16). Recorded in the model config.
     limit : int, optional
         Use only the first ``limit`` labelled images (by GalaxyID). The training set is held in
         memory as float32: ``N · 3 · S² · 4`` bytes (about 600 kB per image at 224²).
@@ -173,7 +177,7 @@ def train_classifier(data: str | os.PathLike, out: str | os.PathLike, *,
                          f"got {limit}", "limit")
     if not 0.0 < val_fraction < 1.0:
         raise InputError(f"val_fraction must be in (0, 1), got {val_fraction}", "val_fraction")
-    model_cfg = MorphologyConfig.preset(preset, architecture)
+    model_cfg = MorphologyConfig.preset(preset, architecture, layout=layout)
     train_cfg = TrainConfig.preset(preset, seed=int(seed),
                                    **({} if epochs is None else {"epochs": int(epochs)}))
     items, labels, counts = _kaggle_training_items(data, limit)
@@ -197,7 +201,7 @@ def train_classifier(data: str | os.PathLike, out: str | os.PathLike, *,
     torch.manual_seed(train_cfg.seed)
     try:
         model = build_classifier(architecture, preset, weights=weights,
-                                 backbone_only=backbone_only)
+                                 backbone_only=backbone_only, layout=layout)
     except (FileNotFoundError, ValueError) as exc:
         raise InputError(str(exc), "weights") from None
     result = train_model(model, x[train], y[train], x[val], y[val], train_cfg, progress=progress)
