@@ -435,6 +435,11 @@ _DIR = click.Path(file_okay=False, path_type=Path)
               help="Local initial weights (.safetensors or torch state dict); never downloaded.")
 @click.option("--backbone-only", is_flag=True,
               help="Load only the convolutional backbone from --weights (e.g. ImageNet VGG16).")
+@click.option("--layout", type=click.Choice(["keras", "timm"]), default="keras",
+              show_default=True,
+              help="keras: the Keras networks (the paper); timm: ResNet50V2/Xception as timm's "
+                   "resnetv2_50/legacy_xception, where their ImageNet weights load exactly "
+                   "(no effect on vgg16).")
 @click.option("--limit", type=click.IntRange(min=2), default=None,
               help="Use only the first N labelled images (all are held in memory).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
@@ -448,16 +453,17 @@ _DIR = click.Path(file_okay=False, path_type=Path)
               show_default=True, help="swish everywhere (the authors' code) or the published "
                                       "ReLU.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def morphology_train(data_path, architecture, preset, out, weights, backbone_only, limit, epochs,
-                     shift, augment_validation, activation, seed):
+def morphology_train(data_path, architecture, preset, out, weights, backbone_only, layout, limit,
+                     epochs, shift, augment_validation, activation, seed):
     """Train a Galaxy Zoo vote-fraction classifier (37 sigmoid outputs, MSE/RMSE)."""
     from galaxai.morphology.classifier_runs import train_classifier
 
     with _input_errors():
         run = train_classifier(data_path, out, architecture=architecture, preset=preset,
-                               weights=weights, backbone_only=backbone_only, limit=limit,
-                               epochs=epochs, shift=shift, augment_validation=augment_validation,
-                               activation=activation, seed=seed, progress=True)
+                               weights=weights, backbone_only=backbone_only, layout=layout,
+                               limit=limit, epochs=epochs, shift=shift,
+                               augment_validation=augment_validation, activation=activation,
+                               seed=seed, progress=True)
     _skipped_summary(run.skipped, "unreadable images")
     info = run.info
     click.echo(f"{architecture} ({preset}): {info['epochs']} epochs on {info['n_train']} images, "

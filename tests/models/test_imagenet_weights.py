@@ -1,7 +1,8 @@
 """ImageNet backbones from torchvision and timm loaded into the morphology classifiers.
 
 The sources are built here with random weights (never downloaded), saved to local files and
-loaded; timm and torchvision compute the reference features themselves.
+loaded; timm and torchvision compute the reference features themselves. timm's ResNetV2 and
+Xception are computed exactly by ``layout="timm"`` and differently by the Keras layout.
 """
 from __future__ import annotations
 
@@ -14,12 +15,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from galaxai.models.imagenet_weights import WEIGHT_FORMATS, ImageNetLayoutWarning
-from galaxai.models.morphology import (
-    PreActBottleneck,
-    SameMaxPool2d,
-    build_classifier,
-    load_weights,
-)
+from galaxai.models.morphology import build_classifier, load_weights
 
 timm = pytest.importorskip("timm")
 
@@ -128,71 +124,72 @@ def test_vgg16_backbones_are_exact(tmp_path, maker, name, batchnorm):
                          weights=path, backbone_only=True)
 
 
-@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
-def test_timm_resnetv2_50_loads_every_tensor(timm_sources, suffix):
+@pytest.mark.parametrize("suffix, layout", [(".pth", "keras"), (".safetensors", "timm")])
+def test_timm_resnetv2_50_loads_every_tensor(timm_sources, suffix, layout):
     source, files = timm_sources["resnet50v2"]
-    model, caught = load_paper("resnet50v2", files[suffix])
+    model, caught = load_paper("resnet50v2", files[suffix], layout=layout)
     # stem, 4 shortcut and 16 expansion convolutions have a Keras bias and no timm bias
     assert_loaded_one_to_one(model, source, "head.", zero_biases=1 + 4 + 16)
-    assert len(caught) == 1 and "stride on the first block" in str(caught[0].message)
+    if layout == "timm":
+        assert caught == []
+    else:
+        assert len(caught) == 1
+        message = str(caught[0].message)
+        assert "stride on the first block" in message
+        assert message.endswith("build the model with layout='timm' to use these weights exactly")
 
 
-def timm_resnet_layout(model: nn.Module) -> None:
-    """Turn our ResNet50V2 into timm's: strides, stem pooling, BN eps (the documented changes)."""
-    blocks = [m for m in model.features if isinstance(m, PreActBottleneck)]
-    starts = [i for i, b in enumerate(blocks) if b.conv_shortcut] + [len(blocks)]
-    for stage, (first, end) in enumerate(zip(starts, starts[1:])):
-        if stage > 0:
-            blocks[first].conv2.stride = blocks[first].shortcut.stride = (2, 2)
-        if stage < 3:
-            blocks[end - 1].conv2.stride = (1, 1)
-            blocks[end - 1].shortcut = nn.Identity()
-    model.features[2] = nn.Identity()  # the stem's zero padding ...
-    model.features[3] = nn.MaxPool2d(3, 2, padding=1)  # ... becomes -inf padding
-    set_bn_eps(model, 1e-5)
+@pytest.mark.parametrize("suffix, layout", [(".pth", "keras"), (".safetensors", "timm")])
+def test_timm_legacy_xception_loads_every_tensor(timm_sources, suffix, layout):
+    source, files = timm_sources["xception"]
+    model, caught = load_paper("xception", files[suffix], layout=layout)
+    assert_loaded_one_to_one(model, source, "fc.", zero_biases=0)
+    if layout == "timm":
+        assert caught == []
+    else:
+        assert len(caught) == 1 and "BN eps 1e-5" in str(caught[0].message)
+        assert "layout='timm' to use these weights exactly" in str(caught[0].message)
 
 
-def set_bn_eps(model: nn.Module, eps: float) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.eps = eps
+# ResNet: 32 and 64 halve evenly down to 1² / 2²; 33, 65 and 97 are odd at the strided stages.
+# Xception, sizes before the four max-pools: 71 → 33, 17, 9, 5 (all odd); 64 → 29, 15, 8, 4;
+# 96 → 45, 23, 12, 6; 33 → 14, 7, 4, 2. Measured max |difference|: 0 at every size.
+@pytest.mark.parametrize("arch, sizes", [
+    ("resnet50v2", (32, 33, 64, 65, 97)),
+    ("xception", (33, 64, 71, 96)),
+])
+def test_timm_layout_computes_the_timm_network(timm_sources, arch, sizes):
+    """``layout="timm"`` with timm's weights == timm's ``forward_features`` (bit-identical here)."""
+    source, files = timm_sources[arch]
+    model, caught = load_paper(arch, files[".safetensors"], layout="timm")
+    assert caught == []
+    gen = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for size in sizes:
+            x = torch.rand(2, 3, size, size, generator=gen)
+            assert_same(model.features(x), source.forward_features(x))
 
 
-def test_timm_resnetv2_50_differs_only_as_documented(timm_sources):
+def test_keras_layout_computes_another_resnet(timm_sources):
     source, files = timm_sources["resnet50v2"]
     model, _ = load_paper("resnet50v2", files[".safetensors"])
-    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    gen = torch.Generator().manual_seed(2)
     with torch.no_grad():
-        ref = source.forward_features(x)
-        assert rel_diff(model.features(x), ref) > 0.1  # the Keras layout: another function
-        timm_resnet_layout(model)
-        assert_same(model.features(x), ref)
+        for size in (64, 65):  # measured: 1.0 and 0.88 of the largest timm feature
+            x = torch.rand(1, 3, size, size, generator=gen)
+            assert rel_diff(model.features(x), source.forward_features(x)) > 0.1
 
 
-def test_timm_legacy_xception_loads_every_tensor(timm_sources):
-    source, files = timm_sources["xception"]
-    model, caught = load_paper("xception", files[".pth"])
-    assert_loaded_one_to_one(model, source, "fc.", zero_biases=0)
-    assert len(caught) == 1 and "BN eps 1e-5" in str(caught[0].message)
-
-
-def test_timm_legacy_xception_differs_only_as_documented(timm_sources):
+def test_keras_layout_computes_another_xception(timm_sources):
     source, files = timm_sources["xception"]
     model, _ = load_paper("xception", files[".safetensors"])
     gen = torch.Generator().manual_seed(3)
     odd = torch.rand(1, 3, 71, 71, generator=gen)  # every max-pool sees an odd size: same pads
     even = torch.rand(1, 3, 64, 64, generator=gen)  # 8² before the third pool: pads differ
     with torch.no_grad():
-        ref_odd, ref_even = source.forward_features(odd), source.forward_features(even)
-        assert rel_diff(model.features(odd), ref_odd) > 1e-3  # BN eps 1e-3 vs 1e-5
-        set_bn_eps(model, 1e-5)
-        assert_same(model.features(odd), ref_odd)
-        assert rel_diff(model.features(even), ref_even) > 0.1  # the max-pool padding
-        for parent in list(model.modules()):
-            for name, child in parent.named_children():
-                if isinstance(child, SameMaxPool2d):
-                    setattr(parent, name, nn.MaxPool2d(3, 2, padding=1))
-        assert_same(model.features(even), ref_even)
+        # BN eps 1e-3 vs 1e-5 only (measured 0.034), then with the max-pool padding (0.54)
+        assert rel_diff(model.features(odd), source.forward_features(odd)) > 1e-3
+        assert rel_diff(model.features(even), source.forward_features(even)) > 0.1
 
 
 def test_wrong_model_or_file_errors_name_file_format_and_fix(timm_sources, tmp_path):
@@ -205,7 +202,7 @@ def test_wrong_model_or_file_errors_name_file_format_and_fix(timm_sources, tmp_p
     with pytest.raises(ValueError, match="backbone without our head; pass backbone_only=True"):
         build_classifier("resnet50v2", "paper", weights=path)
     with pytest.raises(ValueError, match=r"timm-resnetv2_50 format\) does not fit the model: .*"
-                                         r"shape mismatch.*'paper'"):
+                                         r"shape mismatch.*'paper', layout='timm'"):
         build_classifier("resnet50v2", "small", weights=path, backbone_only=True)
     state = xception.state_dict()
     del state["block7.rep.5.running_var"]

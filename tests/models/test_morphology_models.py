@@ -8,9 +8,11 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from galaxai.config import config_from_mapping, config_to_dict
 from galaxai.models.morphology import (
     ARCHITECTURES,
     GZ_COLUMNS,
+    LAYOUTS,
     MorphologyClassifier,
     MorphologyConfig,
     MorphologyEnsemble,
@@ -115,6 +117,49 @@ def test_vgg_batchnorm_option_makes_vgg_see_dark_galaxies():
         with torch.no_grad():
             spread = float(model.logits(x).std(0).mean())
         assert lo < spread < hi, (bn, spread)
+
+
+def test_layout_option_changes_only_strides_pools_and_eps():
+    """``layout="timm"``: same modules, keys and initial weights, another ResNet/Xception function."""
+    assert LAYOUTS == ("keras", "timm")
+    assert all(MorphologyConfig.preset(p, a).layout == "keras"
+               for p in MorphologyConfig.PRESETS for a in ARCHITECTURES)
+    with pytest.raises(ValueError, match=r"layout='tf'; choose one of \('keras', 'timm'\)"):
+        MorphologyConfig(layout="tf")
+    with pytest.raises(ValueError, match="layout=None"):
+        MorphologyConfig(architecture="resnet50v2", layout=None)
+    x = torch.rand(2, 3, 65, 65, generator=torch.Generator().manual_seed(0))
+    for arch in ARCHITECTURES:
+        keras, timm_ = tiny(arch, image_size=65), tiny(arch, image_size=65, layout="timm")
+        ks, ts = keras.state_dict(), timm_.state_dict()
+        assert list(ks) == list(ts) and all(torch.equal(ks[k], ts[k]) for k in ks)
+        with torch.no_grad():
+            assert torch.equal(keras(x), timm_(x)) == (arch == "vgg16")  # VGG16: no effect
+
+    def eps(model):
+        return {m.eps for m in model.modules() if isinstance(m, nn.BatchNorm2d)}
+
+    def strides(model):  # (3×3 stride, shortcut) of each ResNet block
+        return [(b.conv2.stride[0], type(b.shortcut).__name__) for b in model.features
+                if hasattr(b, "conv2")]
+
+    resnet, resnet_timm = tiny("resnet50v2"), tiny("resnet50v2", layout="timm")
+    assert eps(resnet) == {1.001e-5} and eps(resnet_timm) == {1e-5}
+    # tiny: 2 blocks per stage; Keras strides the last block of stages 1-3, timm the first of 2-4
+    assert strides(resnet) == [(1, "Conv2d"), (2, "MaxPool2d"), (1, "Conv2d"), (2, "MaxPool2d"),
+                               (1, "Conv2d"), (2, "MaxPool2d"), (1, "Conv2d"), (1, "Identity")]
+    assert strides(resnet_timm) == [(1, "Conv2d"), (1, "Identity"), (2, "Conv2d"), (1, "Identity"),
+                                    (2, "Conv2d"), (1, "Identity"), (2, "Conv2d"), (1, "Identity")]
+    assert eps(tiny("xception")) == {1e-3} and eps(tiny("xception", layout="timm")) == {1e-5}
+
+
+def test_layout_round_trips_through_config_mappings():
+    cfg = MorphologyConfig.preset("tiny", "xception", layout="timm")
+    values = config_to_dict(cfg)
+    assert values["layout"] == "timm" and config_from_mapping(MorphologyConfig, values) == cfg
+    del values["layout"]  # a config written before the field existed: the Keras layout
+    assert config_from_mapping(MorphologyConfig, values) == MorphologyConfig.preset(
+        "tiny", "xception")
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])

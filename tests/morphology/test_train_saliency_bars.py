@@ -10,6 +10,7 @@ from galaxy_zoo_layout import galaxy_rgb, write_kaggle_layout
 
 import galaxai.data
 import galaxai.morphology
+import galaxai.morphology.classifier_runs
 from galaxai.cli import main
 from galaxai.data.sources import read_jpeg
 from galaxai.explain import smoothgrad
@@ -84,12 +85,25 @@ def test_train_writes_weights_sidecar_and_split(pipeline):
 
 
 def test_weights_round_trip_exactly(kaggle, tmp_path):
-    trained = train_classifier(kaggle, tmp_path / "run", architecture="xception", preset="tiny",
-                               epochs=1, limit=12, seed=3)
-    loaded, _ = load_classifier(tmp_path / "run" / "model.safetensors")
+    run = tmp_path / "run"
+    trained = train_classifier(kaggle, run, architecture="xception", preset="tiny",
+                               epochs=1, limit=12, seed=3, layout="timm")
+    assert trained.model.config.layout == "timm"
+    assert trained.info["model_config"]["layout"] == "timm"
     x = torch.rand(2, 3, 64, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(x), trained.model(x), rtol=0, atol=0)
+    for config_from in ("sidecar", "header"):
+        if config_from == "header":  # no model.json: the config in the safetensors header
+            (run / "model.json").rename(run / "sidecar.json")
+        loaded, _ = load_classifier(run / "model.safetensors")
+        assert loaded.config == trained.model.config
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(x), trained.model(x), rtol=0, atol=0)
+    # a run saved before MorphologyConfig.layout existed loads in the (then only) Keras layout
+    info = json.loads((run / "sidecar.json").read_text())
+    del info["model_config"]["layout"]
+    (run / "model.json").write_text(json.dumps(info))
+    old, _ = load_classifier(run)
+    assert old.config.layout == "keras" and old.config.architecture == "xception"
     assert trained.info["n_train"] + trained.info["n_val"] == 12
     with pytest.raises(InputError, match="already holds a trained model"):
         train_classifier(kaggle, tmp_path / "run", preset="tiny", epochs=1, limit=4)
@@ -356,6 +370,23 @@ def test_saliency_resumes_after_an_interruption(pipeline, kaggle, tmp_path, monk
     rows = [reference.ids.tolist().index(i) for i in run.ids]
     np.testing.assert_allclose(resumed.saliency, reference.saliency[rows], rtol=1e-4, atol=1e-6)
     np.testing.assert_array_equal(resumed.images, reference.images[rows])
+
+
+def test_train_cli_passes_the_layout(monkeypatch, tmp_path):
+    seen: dict = {}
+
+    def fake_train(*args, **kwargs):
+        seen.update(kwargs)
+        raise InputError("stopped before training", "data")
+
+    monkeypatch.setattr(galaxai.morphology.classifier_runs, "train_classifier", fake_train)
+    base = ["morphology", "train", "--data", str(tmp_path), "--model", "resnet50v2",
+            "--out", str(tmp_path / "run")]
+    for extra, layout in (([], "keras"), (["--layout", "timm"], "timm")):
+        result = CliRunner().invoke(main, base + extra)
+        assert "stopped before training" in result.output and seen["layout"] == layout
+    result = CliRunner().invoke(main, base + ["--layout", "tf"])
+    assert result.exit_code == 2 and "'--layout'" in result.output
 
 
 @pytest.mark.parametrize("args, option, text", [

@@ -5,15 +5,15 @@ its layout, whose :attr:`WeightFormat.key_map` maps every backbone key of the mo
 (``features.…``) to the source key that initialises it. One format per source:
 
 ======================== =============== ===================================================
-format                   architecture    relation to our (Keras) layout
+format                   architecture    relation to our default (``keras``) layout
 ======================== =============== ===================================================
 ``galaxai``              any             our own keys
 ``torchvision-vgg16``    vgg16           same keys and network (``vgg_batchnorm=False``)
 ``torchvision-vgg16_bn`` vgg16           same keys and network (``vgg_batchnorm=True``)
 ``timm-vgg16``           vgg16           same ``features.`` keys and network as torchvision
 ``timm-vgg16_bn``        vgg16           same as ``torchvision-vgg16_bn``
-``timm-resnetv2_50``     resnet50v2      renamed; **a different network**, see below
-``timm-legacy_xception`` xception        renamed; differs in BN eps and max-pool padding
+``timm-resnetv2_50``     resnet50v2      renamed; **a different network**; ``timm``: exact
+``timm-legacy_xception`` xception        renamed; BN eps, max-pool padding; ``timm``: exact
 ======================== =============== ===================================================
 
 The VGG formats give the source network exactly. timm's ``resnetv2_50`` is not Keras's
@@ -21,12 +21,16 @@ ResNet50V2: timm strides the first block of stages 2–4 (through a strided 1×1
 the last block of stages 1–3 (1×1 max-pool shortcut), so after loading the middle blocks run at
 other resolutions than the ones they were trained at; timm pads the stem max-pool with −∞, Keras
 with zeros (the stem output is not activated, so the borders differ); BN eps is 1e-5 in timm and
-1.001e-5 here. timm has no biases in the stem, shortcut and expansion convolutions, where Keras
+1.001e-5 in Keras. timm has no biases in the stem, shortcut and expansion convolutions, where Keras
 has them: those are set to zero, which is exact. timm's ``legacy_xception`` is a port of the Keras
-weights with BN eps 1e-5 (Keras, and here: 1e-3) and max-pools padded by one on both sides (Keras
+weights with BN eps 1e-5 (Keras: 1e-3) and max-pools padded by one on both sides (Keras
 "same": at the end only, for even sizes; identical for odd sizes). Formats with such differences
-list them in :attr:`WeightFormat.differences`, and ``load_weights`` warns with
-:class:`ImageNetLayoutWarning`. Only width 1 and the paper depth fit (preset ``paper``).
+list them in :attr:`WeightFormat.differences`. A model built with
+``MorphologyConfig(layout="timm")`` (:attr:`WeightFormat.layout`) is timm's network, with the
+same modules and keys, and with ``activation="relu"`` computes timm's ``forward_features``
+exactly (tested bit-identical at several odd and even input sizes); loaded into the default ``layout="keras"``, ``load_weights``
+warns with :class:`ImageNetLayoutWarning`, naming the differences and ``layout='timm'``. Only
+width 1 and the paper depth fit (preset ``paper``).
 """
 from __future__ import annotations
 
@@ -47,7 +51,7 @@ KeyMap = dict[str, "str | None"]
 
 
 class ImageNetLayoutWarning(UserWarning):
-    """The loaded weights come from a network that differs from our Keras layout."""
+    """The loaded weights come from a network that differs from the model's layout."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,11 @@ class WeightFormat:
     backbone : bool
         ``True`` for ImageNet backbones, which load only with ``backbone_only=True``.
     differences : tuple of str
-        How the source network differs from ours with the same weights (empty: identical).
+        How the source network differs from our ``keras`` layout with the same weights (empty:
+        identical).
+    layout : str
+        The :class:`~galaxai.models.morphology.MorphologyConfig` ``layout`` that computes the
+        source network exactly (``"timm"`` for the timm ResNetV2 and Xception formats).
     """
 
     name: str
@@ -79,6 +87,7 @@ class WeightFormat:
     vgg_batchnorm: bool | None = None
     backbone: bool = False
     differences: tuple[str, ...] = ()
+    layout: str = "keras"
 
     @property
     def fix(self) -> str:
@@ -87,6 +96,7 @@ class WeightFormat:
             return ("build the model with the same architecture, preset and width as the file "
                     "(or pass backbone_only=True to load only the backbone)")
         extra = "" if self.vgg_batchnorm is None else f", vgg_batchnorm={self.vgg_batchnorm}"
+        extra += "" if self.layout == "keras" else f", layout={self.layout!r}"
         return (f"{self.name} weights fit build_classifier({self.architecture!r}, 'paper'"
                 f"{extra}, weights=..., backbone_only=True) (width 1, the published depth)")
 
@@ -171,9 +181,9 @@ WEIGHT_FORMATS: dict[str, WeightFormat] = {f.name: f for f in (
     WeightFormat("timm-vgg16", "vgg16", ("pre_logits.", "head."), _identity, False),
     WeightFormat("timm-vgg16_bn", "vgg16", ("pre_logits.", "head."), _identity, True),
     WeightFormat("timm-resnetv2_50", "resnet50v2", ("head.",), _timm_resnetv2_map,
-                 backbone=True, differences=_RESNET_DIFFERENCES),
+                 backbone=True, differences=_RESNET_DIFFERENCES, layout="timm"),
     WeightFormat("timm-legacy_xception", "xception", ("fc.",), _timm_xception_map,
-                 backbone=True, differences=_XCEPTION_DIFFERENCES),
+                 backbone=True, differences=_XCEPTION_DIFFERENCES, layout="timm"),
 )}
 
 

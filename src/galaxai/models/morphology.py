@@ -18,6 +18,11 @@ a CPU can train them:
 * ``xception``: Xception as in Keras (valid stem convolutions, bias-free separable convolutions,
   ``BN eps = 1e-3``, TensorFlow "same" max-pooling) → global average pool → Dense 37, sigmoid.
 
+``layout="timm"`` (:class:`MorphologyConfig`) builds ResNet50V2 and Xception instead as timm's
+``resnetv2_50`` and ``legacy_xception`` (strides and shortcuts, max-pool padding, BN eps; same
+modules and parameters), the networks timm's ImageNet weights were trained in; VGG16 is the same
+in both layouts.
+
 At ``width=1`` and the full depth (preset ``paper``) the backbones have the Keras parameter
 counts (counting batch-norm running statistics as Keras does): 14,714,688 (VGG16),
 23,564,800 (ResNet50V2) and 20,861,480 (Xception).
@@ -32,8 +37,9 @@ Weights are never downloaded. :func:`load_weights` reads a user-supplied local f
 unpickling). ``backbone_only=True`` initialises just the convolutional backbone (keys under
 ``features.``) from ImageNet weights at ``width=1`` and the paper depth: torchvision ``vgg16`` /
 ``vgg16_bn`` and timm ``vgg16`` / ``vgg16_bn`` (the same network, exactly), timm ``resnetv2_50``
-and ``legacy_xception`` (key-translated, but timm's networks differ from the Keras layout: see
-:mod:`galaxai.models.imagenet_weights`; loading them warns). Keras ``.h5`` files are not read.
+and ``legacy_xception`` (key-translated; exact with ``layout="timm"``, while loading them into
+the default Keras layout, a different network, warns: see :mod:`galaxai.models.imagenet_weights`).
+Keras ``.h5`` files are not read.
 
 References
 ----------
@@ -75,6 +81,7 @@ __all__ = [
     "GZ_QUESTIONS",
     "ARCHITECTURES",
     "ACTIVATIONS",
+    "LAYOUTS",
     "gz_column_index",
     "MorphologyConfig",
     "MorphologyClassifier",
@@ -99,9 +106,51 @@ ARCHITECTURES: tuple[str, ...] = ("vgg16", "resnet50v2", "xception")
 ACTIVATIONS: tuple[str, ...] = ("swish", "relu")
 
 _RESNET_FILTERS = (64, 128, 256, 512)
-_RESNET_EPS = 1.001e-5
-_XCEPTION_EPS = 1e-3
 _BN_MOMENTUM = 0.01  # Keras momentum 0.99
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Everything that differs between the ``keras`` and ``timm`` layouts (nothing else does).
+
+    Both layouts have the same modules at the same indices and the same parameter shapes.
+    """
+
+    resnet_eps: float
+    xception_eps: float
+    #: ResNet: stride the first block of stages 2-4 (through its 1×1 shortcut convolution), not
+    #: the last block of stages 1-3 (with a 1×1 max-pool shortcut)
+    stride_first_block: bool
+    #: max-pools padded by one with -inf on both sides, not zeros (ResNet stem) or TensorFlow
+    #: "same" (Xception: -inf at the end only, for even sizes)
+    symmetric_pools: bool
+
+    def resnet_stride(self, stage: int, block: int, n_blocks: int) -> int:
+        """Stride of one bottleneck block (stages and blocks counted from 0)."""
+        if self.stride_first_block:
+            return 2 if block == 0 and stage > 0 else 1
+        return 2 if block == n_blocks - 1 and stage < len(_RESNET_FILTERS) - 1 else 1
+
+    def resnet_stem_pool(self) -> list[nn.Module]:
+        """The stem's padding and 3×3/2 max-pool (two modules: the same indices in both)."""
+        if self.symmetric_pools:
+            return [nn.Identity(), nn.MaxPool2d(3, stride=2, padding=1)]
+        return [nn.ZeroPad2d(1), nn.MaxPool2d(3, stride=2)]
+
+    def xception_pool(self) -> nn.Module:
+        """The 3×3/2 max-pool closing an Xception entry/exit block."""
+        return nn.MaxPool2d(3, stride=2, padding=1) if self.symmetric_pools else SameMaxPool2d()
+
+
+_LAYOUTS: dict[str, _Layout] = {
+    "keras": _Layout(resnet_eps=1.001e-5, xception_eps=1e-3, stride_first_block=False,
+                     symmetric_pools=False),
+    "timm": _Layout(resnet_eps=1e-5, xception_eps=1e-5, stride_first_block=True,
+                    symmetric_pools=True),
+}
+#: Supported layouts: ``keras`` (the Keras applications, faithful) or ``timm`` (timm's
+#: ``resnetv2_50`` / ``legacy_xception``, in which their ImageNet weights load exactly).
+LAYOUTS: tuple[str, ...] = tuple(_LAYOUTS)
 
 
 def gz_column_index(name: str) -> int:
@@ -150,6 +199,18 @@ class MorphologyConfig:
         0.133/0.083; lr 1e-4 0.268 (He: 0.260); **batch norm 0.162, 0.295/0.155**. The
         layer indices differ from the plain network: ImageNet ``vgg16`` backbones load with
         ``vgg_batchnorm=False``, ``vgg16_bn`` ones with ``vgg_batchnorm=True``.
+    layout : {"keras", "timm"}
+        ``keras`` (default): the Keras applications, as the paper. ``timm``: ResNet50V2 and
+        Xception as timm's ``resnetv2_50`` and ``legacy_xception``, the networks their ImageNet
+        weights were trained in, which load into it exactly. ResNet50V2: stride on the first
+        block of stages 2–4 (strided 1×1 shortcut convolution) instead of the last block of
+        stages 1–3 (1×1 max-pool shortcut), stem max-pool padded with −∞ instead of zeros, BN
+        eps 1e-5 instead of 1.001e-5. Xception: BN eps 1e-5 instead of 1e-3, max-pools padded
+        by one on both sides instead of TensorFlow "same". Both layouts have the same modules,
+        parameters and keys (the convolution biases timm lacks stay, initialised to zero by
+        ImageNet loading); VGG16 is the same network in both, the field has no effect on it.
+        The source network also needs ``activation="relu"`` (the default swish is the authors'
+        change to the ImageNet networks, not checked by the loader).
     """
 
     architecture: str = "vgg16"
@@ -162,6 +223,7 @@ class MorphologyConfig:
     xception_middle: int = 8
     vgg_head: tuple[int, ...] = (16 * 37, 8 * 37)
     vgg_batchnorm: bool = False
+    layout: str = "keras"
 
     PRESETS: ClassVar[tuple[str, ...]] = ("paper", "small", "tiny")
 
@@ -187,6 +249,11 @@ class MorphologyConfig:
             raise ValueError(f"vgg_head must list positive widths, got {self.vgg_head}")
         if not isinstance(self.vgg_batchnorm, bool):
             raise ValueError(f"vgg_batchnorm must be True or False, got {self.vgg_batchnorm!r}")
+        if not isinstance(self.layout, str) or self.layout not in LAYOUTS:
+            raise ValueError(
+                f"layout={self.layout!r}; choose one of {LAYOUTS} ('keras': the Keras "
+                "applications, the default; 'timm': the networks of timm's resnetv2_50 / "
+                "legacy_xception ImageNet weights)")
 
     @classmethod
     def preset(cls, name: str, architecture: str = "vgg16", **overrides: Any) -> "MorphologyConfig":
@@ -225,6 +292,10 @@ def _bn(c: int, eps: float) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(c, eps=eps, momentum=_BN_MOMENTUM)
 
 
+def _layout(cfg: MorphologyConfig) -> _Layout:
+    return _LAYOUTS[cfg.layout]
+
+
 # ----------------------------------------------------------------------------------------------
 # VGG16
 
@@ -260,15 +331,17 @@ def _vgg16_head(cfg: MorphologyConfig, c_out: int) -> nn.Sequential:
 class PreActBottleneck(nn.Module):
     """Keras ResNetV2 ``block2``: BN-act pre-activation, 1×1, 3×3 (stride), 1×1 expansion.
 
-    The shortcut is a biased 1×1 convolution of the pre-activation (first block of a stage), a
-    1×1 max-pool with the stride (strided last block) or the identity.
+    The shortcut is a biased 1×1 convolution of the pre-activation (first block of a stage; with
+    the stride in the ``timm`` layout), a 1×1 max-pool with the stride (strided last block,
+    ``keras`` layout) or the identity.
     """
 
     def __init__(self, c_in: int, filters: int, stride: int, conv_shortcut: bool,
                  cfg: MorphologyConfig) -> None:
         super().__init__()
         c_out = 4 * filters
-        self.preact_bn = _bn(c_in, _RESNET_EPS)
+        eps = _layout(cfg).resnet_eps
+        self.preact_bn = _bn(c_in, eps)
         self.preact_act = _act(cfg)
         if conv_shortcut:
             self.shortcut: nn.Module = nn.Conv2d(c_in, c_out, 1, stride=stride)
@@ -278,10 +351,10 @@ class PreActBottleneck(nn.Module):
             self.shortcut = nn.Identity()
         self.conv_shortcut = conv_shortcut
         self.conv1 = nn.Conv2d(c_in, filters, 1, bias=False)
-        self.bn1 = _bn(filters, _RESNET_EPS)
+        self.bn1 = _bn(filters, eps)
         self.act1 = _act(cfg)
         self.conv2 = nn.Conv2d(filters, filters, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = _bn(filters, _RESNET_EPS)
+        self.bn2 = _bn(filters, eps)
         self.act2 = _act(cfg)
         self.conv3 = nn.Conv2d(filters, c_out, 1)
 
@@ -295,19 +368,18 @@ class PreActBottleneck(nn.Module):
 
 def _resnet50v2_features(cfg: MorphologyConfig) -> tuple[nn.Sequential, int]:
     stem = cfg.channels(64)
+    lay = _layout(cfg)
     layers: list[nn.Module] = [
-        nn.ZeroPad2d(3), nn.Conv2d(cfg.in_channels, stem, 7, stride=2),
-        nn.ZeroPad2d(1), nn.MaxPool2d(3, stride=2),
+        nn.ZeroPad2d(3), nn.Conv2d(cfg.in_channels, stem, 7, stride=2), *lay.resnet_stem_pool(),
     ]
     c_in = stem
     for stage, (filters, blocks) in enumerate(zip(_RESNET_FILTERS, cfg.resnet_blocks)):
         f = cfg.channels(filters)
-        last_stride = 1 if stage == len(_RESNET_FILTERS) - 1 else 2
         for b in range(blocks):
-            stride = last_stride if b == blocks - 1 else 1
-            layers.append(PreActBottleneck(c_in, f, stride, conv_shortcut=(b == 0), cfg=cfg))
+            layers.append(PreActBottleneck(c_in, f, lay.resnet_stride(stage, b, blocks),
+                                           conv_shortcut=(b == 0), cfg=cfg))
             c_in = 4 * f
-    layers += [_bn(c_in, _RESNET_EPS), _act(cfg)]
+    layers += [_bn(c_in, lay.resnet_eps), _act(cfg)]
     return nn.Sequential(*layers), c_in
 
 
@@ -344,11 +416,13 @@ class XceptionBlock(nn.Module):
     def __init__(self, c_in: int, c_mid: int, c_out: int, pre_act: bool,
                  cfg: MorphologyConfig) -> None:
         super().__init__()
+        lay = _layout(cfg)
         self.residual = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=2, bias=False),
-                                      _bn(c_out, _XCEPTION_EPS))
+                                      _bn(c_out, lay.xception_eps))
         layers: list[nn.Module] = [_act(cfg)] if pre_act else []
-        layers += [SeparableConv2d(c_in, c_mid), _bn(c_mid, _XCEPTION_EPS), _act(cfg),
-                   SeparableConv2d(c_mid, c_out), _bn(c_out, _XCEPTION_EPS), SameMaxPool2d()]
+        layers += [SeparableConv2d(c_in, c_mid), _bn(c_mid, lay.xception_eps), _act(cfg),
+                   SeparableConv2d(c_mid, c_out), _bn(c_out, lay.xception_eps),
+                   lay.xception_pool()]
         self.main = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
@@ -360,9 +434,10 @@ class XceptionMiddleBlock(nn.Module):
 
     def __init__(self, c: int, cfg: MorphologyConfig) -> None:
         super().__init__()
+        eps = _layout(cfg).xception_eps
         layers: list[nn.Module] = []
         for _ in range(3):
-            layers += [_act(cfg), SeparableConv2d(c, c), _bn(c, _XCEPTION_EPS)]
+            layers += [_act(cfg), SeparableConv2d(c, c), _bn(c, eps)]
         self.main = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
@@ -370,12 +445,12 @@ class XceptionMiddleBlock(nn.Module):
 
 
 def _xception_features(cfg: MorphologyConfig) -> tuple[nn.Sequential, int]:
-    ch = cfg.channels
+    ch, eps = cfg.channels, _layout(cfg).xception_eps
     c728 = ch(728)
     layers: list[nn.Module] = [
-        nn.Conv2d(cfg.in_channels, ch(32), 3, stride=2, bias=False), _bn(ch(32), _XCEPTION_EPS),
+        nn.Conv2d(cfg.in_channels, ch(32), 3, stride=2, bias=False), _bn(ch(32), eps),
         _act(cfg),
-        nn.Conv2d(ch(32), ch(64), 3, bias=False), _bn(ch(64), _XCEPTION_EPS), _act(cfg),
+        nn.Conv2d(ch(32), ch(64), 3, bias=False), _bn(ch(64), eps), _act(cfg),
         XceptionBlock(ch(64), ch(128), ch(128), pre_act=False, cfg=cfg),
         XceptionBlock(ch(128), ch(256), ch(256), pre_act=True, cfg=cfg),
         XceptionBlock(ch(256), c728, c728, pre_act=True, cfg=cfg),
@@ -383,8 +458,8 @@ def _xception_features(cfg: MorphologyConfig) -> tuple[nn.Sequential, int]:
     layers += [XceptionMiddleBlock(c728, cfg) for _ in range(cfg.xception_middle)]
     layers += [
         XceptionBlock(c728, c728, ch(1024), pre_act=True, cfg=cfg),
-        SeparableConv2d(ch(1024), ch(1536)), _bn(ch(1536), _XCEPTION_EPS), _act(cfg),
-        SeparableConv2d(ch(1536), ch(2048)), _bn(ch(2048), _XCEPTION_EPS), _act(cfg),
+        SeparableConv2d(ch(1024), ch(1536)), _bn(ch(1536), eps), _act(cfg),
+        SeparableConv2d(ch(1536), ch(2048)), _bn(ch(2048), eps), _act(cfg),
     ]
     return nn.Sequential(*layers), ch(2048)
 
@@ -513,8 +588,9 @@ def load_weights(model: nn.Module, path: str | Path, *, backbone_only: bool = Fa
         ``"torchvision-vgg16"``, ``"torchvision-vgg16_bn"``, ``"timm-vgg16"``,
         ``"timm-vgg16_bn"``, ``"timm-resnetv2_50"``, ``"timm-legacy_xception"``. The
         torchvision and timm formats fit the ``paper`` preset (width 1) of their architecture.
-        The VGG formats give the source network exactly; timm's ResNetV2 and Xception differ
-        from the Keras layout (see :mod:`galaxai.models.imagenet_weights`), which is warned.
+        The VGG formats give the source network exactly; timm's ResNetV2 and Xception do so in
+        a model built with ``layout="timm"`` and differ from the default Keras layout (see
+        :mod:`galaxai.models.imagenet_weights`), which is warned.
 
     Returns
     -------
@@ -533,7 +609,8 @@ def load_weights(model: nn.Module, path: str | Path, *, backbone_only: bool = Fa
     Warns
     -----
     ImageNetLayoutWarning
-        The file's network differs from ours with the same weights (timm ResNetV2, Xception).
+        The file's network differs from the model's with the same weights (timm ResNetV2 or
+        Xception into a ``layout="keras"`` model); the message lists how and names the fix.
     """
     path = Path(path)
     state = dict(_read_state_dict(path))
@@ -565,10 +642,12 @@ def load_weights(model: nn.Module, path: str | Path, *, backbone_only: bool = Fa
                          f"{'; '.join(parts)}; {fmt.fix}")
     model.load_state_dict({k: torch.zeros_like(own[k]) if v is None else state[v]
                            for k, v in key_map.items()}, strict=False)
-    if fmt.differences:
+    layout = getattr(getattr(model, "config", None), "layout", "keras")
+    if fmt.differences and layout != fmt.layout:
         warnings.warn(ImageNetLayoutWarning(
-            f"{path}: {fmt.name} weights loaded into the Keras {fmt.architecture} layout, which "
-            f"computes a different function with them: {'; '.join(fmt.differences)}"),
+            f"{path}: {fmt.name} weights loaded into the {layout} {fmt.architecture} layout, "
+            f"which computes a different function with them: {'; '.join(fmt.differences)}; "
+            f"build the model with layout={fmt.layout!r} to use these weights exactly"),
             stacklevel=2)
     return model
 

@@ -133,9 +133,10 @@ def save_classifier(run_dir: Path, model: MorphologyClassifier, sidecar: dict) -
 def train_classifier(data: str | os.PathLike, out: str | os.PathLike, *,
                      architecture: str = "vgg16", preset: str = "small",
                      weights: str | os.PathLike | None = None, backbone_only: bool = False,
-                     limit: int | None = None, epochs: int | None = None,
-                     shift: float | None = None, augment_validation: bool | None = None,
-                     activation: str | None = None, seed: int = 0, val_fraction: float = 0.2,
+                     layout: str = "keras", limit: int | None = None,
+                     epochs: int | None = None, shift: float | None = None,
+                     augment_validation: bool | None = None, activation: str | None = None,
+                     seed: int = 0, val_fraction: float = 0.2,
                      progress: bool = False) -> TrainedClassifier:
     """Train a 37-output Galaxy Zoo vote-fraction classifier on the Kaggle data (step 1).
 
@@ -157,6 +158,10 @@ def train_classifier(data: str | os.PathLike, out: str | os.PathLike, *,
     backbone_only : bool
         Load only the convolutional backbone from ``weights`` (e.g. torchvision's ImageNet
         ``vgg16`` state dict at the ``paper`` preset).
+    layout : {"keras", "timm"}
+        :class:`~galaxai.models.morphology.MorphologyConfig` ``layout``: ``"timm"`` builds
+        ResNet50V2 / Xception as timm's ``resnetv2_50`` / ``legacy_xception``, in which their
+        ImageNet weights load exactly (no effect on VGG16). Recorded in the model config.
     limit : int, optional
         Use only the first ``limit`` labelled images (by GalaxyID). The training set is held in
         memory as float32: ``N · 3 · S² · 4`` bytes (about 600 kB per image at 224²).
@@ -189,7 +194,9 @@ def train_classifier(data: str | os.PathLike, out: str | os.PathLike, *,
                          f"got {limit}", "limit")
     if not 0.0 < val_fraction < 1.0:
         raise InputError(f"val_fraction must be in (0, 1), got {val_fraction}", "val_fraction")
-    model_overrides = {} if activation is None else {"activation": activation}
+    model_overrides = {"layout": layout}
+    if activation is not None:
+        model_overrides["activation"] = activation
     train_overrides = {k: v for k, v in (("epochs", None if epochs is None else int(epochs)),
                                          ("shift", shift),
                                          ("augment_validation", augment_validation))
