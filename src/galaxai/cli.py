@@ -432,7 +432,8 @@ _DIR = click.Path(file_okay=False, path_type=Path)
               help="Network size and recipe: paper (224², published), small (128², CPU), tiny.")
 @click.option("--out", type=_DIR, required=True, help="Run directory to create.")
 @click.option("--weights", type=click.Path(path_type=Path), default=None,
-              help="Local initial weights (.safetensors or torch state dict); never downloaded.")
+              help="Local initial weights (.safetensors, torch state dict or Keras .h5); "
+                   "never downloaded.")
 @click.option("--backbone-only", is_flag=True,
               help="Load only the convolutional backbone from --weights (e.g. ImageNet VGG16).")
 @click.option("--layout", type=click.Choice(["keras", "timm"]), default="keras",

@@ -33,13 +33,16 @@ its own ``nn.Module`` and the network ends in an ``nn.Sigmoid`` module, so expla
 (``galaxai.explain``) can hook every layer and differentiate the pre-sigmoid logit.
 
 Weights are never downloaded. :func:`load_weights` reads a user-supplied local file only:
-``.safetensors``, or a PyTorch file read with ``torch.load(weights_only=True)`` (no arbitrary
-unpickling). ``backbone_only=True`` initialises just the convolutional backbone (keys under
-``features.``) from ImageNet weights at ``width=1`` and the paper depth: torchvision ``vgg16`` /
-``vgg16_bn`` and timm ``vgg16`` / ``vgg16_bn`` (the same network, exactly), timm ``resnetv2_50``
-and ``legacy_xception`` (key-translated; exact with ``layout="timm"``, while loading them into
-the default Keras layout, a different network, warns: see :mod:`galaxai.models.imagenet_weights`).
-Keras ``.h5`` files are not read.
+``.safetensors``, a PyTorch file read with ``torch.load(weights_only=True)`` (no arbitrary
+unpickling), or a Keras HDF5 weights file (``.h5``, read with ``h5py``:
+:mod:`galaxai.models.keras_h5`). ``backbone_only=True`` initialises just the convolutional
+backbone (keys under ``features.``) from ImageNet weights at ``width=1`` and the paper depth:
+torchvision ``vgg16`` / ``vgg16_bn`` and timm ``vgg16`` / ``vgg16_bn`` (the same network,
+exactly), timm ``resnetv2_50`` and ``legacy_xception`` (key-translated; exact with
+``layout="timm"``, while loading them into the default Keras layout, a different network, warns:
+see :mod:`galaxai.models.imagenet_weights`), and the Keras application files the paper used
+(``vgg16_…``, ``resnet50v2_…`` and ``xception_weights_tf_dim_ordering_tf_kernels_notop.h5``),
+which are the default layout's networks and load into it exactly.
 
 References
 ----------
@@ -75,6 +78,7 @@ from galaxai.models.imagenet_weights import (
     WeightFormat,
     detect_format,
 )
+from galaxai.models.keras_h5 import KERAS_SUFFIXES, read_keras_h5
 
 __all__ = [
     "GZ_COLUMNS",
@@ -543,9 +547,6 @@ class MorphologyEnsemble(nn.Module):
 
 
 def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist; pass the path of a local "
-                                "state-dict file (galaxai never downloads weights)")
     fix = ("save it with torch.save(model.state_dict(), path) or as .safetensors; "
            "pickled modules and other formats are not loaded")
     try:
@@ -577,8 +578,10 @@ def load_weights(model: nn.Module, path: str | Path, *, backbone_only: bool = Fa
     ----------
     model : MorphologyClassifier or torch.nn.Module
     path : str or Path
-        ``.safetensors`` file, or a ``torch.save`` file of a state dict (optionally wrapped as
-        ``{"state_dict": ...}`` or ``{"model": ...}``), read with ``weights_only=True``.
+        ``.safetensors`` file, a ``torch.save`` file of a state dict (optionally wrapped as
+        ``{"state_dict": ...}`` or ``{"model": ...}``), read with ``weights_only=True``, or a
+        Keras HDF5 weights file (suffix ``.h5`` or ``.hdf5``; needs ``h5py``), read by
+        :func:`~galaxai.models.keras_h5.read_keras_h5`.
     backbone_only : bool
         Load only the backbone (keys under ``features.``) and leave the head as initialised;
         required for ImageNet files.
@@ -586,11 +589,12 @@ def load_weights(model: nn.Module, path: str | Path, *, backbone_only: bool = Fa
         Key layout of the file: ``"auto"`` (detected from the key names) or a name in
         :data:`~galaxai.models.imagenet_weights.WEIGHT_FORMATS`: ``"galaxai"``,
         ``"torchvision-vgg16"``, ``"torchvision-vgg16_bn"``, ``"timm-vgg16"``,
-        ``"timm-vgg16_bn"``, ``"timm-resnetv2_50"``, ``"timm-legacy_xception"``. The
-        torchvision and timm formats fit the ``paper`` preset (width 1) of their architecture.
-        The VGG formats give the source network exactly; timm's ResNetV2 and Xception do so in
-        a model built with ``layout="timm"`` and differ from the default Keras layout (see
-        :mod:`galaxai.models.imagenet_weights`), which is warned.
+        ``"timm-vgg16_bn"``, ``"timm-resnetv2_50"``, ``"timm-legacy_xception"``,
+        ``"keras-vgg16"``, ``"keras-resnet50v2"``, ``"keras-xception"``. The torchvision, timm
+        and Keras formats fit the ``paper`` preset (width 1) of their architecture. The VGG and
+        Keras formats give the source network exactly in the default ``layout="keras"``, timm's
+        ResNetV2 and Xception in a model built with ``layout="timm"``; loading into the other
+        layout (see :mod:`galaxai.models.imagenet_weights`) is warned.
 
     Returns
     -------
@@ -601,19 +605,28 @@ def load_weights(model: nn.Module, path: str | Path, *, backbone_only: bool = Fa
     ------
     FileNotFoundError
         The file does not exist.
+    ImportError
+        A Keras ``.h5`` file, and ``h5py`` is not installed (``pip install h5py``).
     ValueError
-        The file is unreadable or not a state dict, its format is unknown or is for another
-        architecture, or keys/shapes do not match the model (the message names the file, the
-        format, the offending keys and the fix).
+        The file is unreadable or not a state dict (or Keras weights file), its format is
+        unknown or is for another architecture, or keys/shapes do not match the model (the
+        message names the file, the format, the offending keys and the fix).
 
     Warns
     -----
     ImageNetLayoutWarning
         The file's network differs from the model's with the same weights (timm ResNetV2 or
-        Xception into a ``layout="keras"`` model); the message lists how and names the fix.
+        Xception into a ``layout="keras"`` model, Keras ones into ``layout="timm"``); the
+        message lists how and names the fix.
     """
     path = Path(path)
-    state = dict(_read_state_dict(path))
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist; pass the path of a local "
+                                "weights file (galaxai never downloads weights)")
+    if path.suffix.lower() in KERAS_SUFFIXES:
+        state = read_keras_h5(path)
+    else:
+        state = dict(_read_state_dict(path))
     fmt = _weight_format(state, path, source)
     _check_format_fits(model, fmt, path, backbone_only)
     own = model.state_dict()
@@ -661,7 +674,8 @@ def _weight_format(state: Mapping[str, torch.Tensor], path: Path, source: str) -
     if fmt is None:
         raise ValueError(f"weights file {path} has an unknown key layout (e.g. {sorted(state)[:3]}"
                          f"); supported: {tuple(WEIGHT_FORMATS)} (timm: vgg16, resnetv2_50, "
-                         "legacy_xception only); pass source=... if detection is wrong")
+                         "legacy_xception only; Keras: VGG16, ResNet50V2, Xception only); pass "
+                         "source=... if detection is wrong")
     return fmt
 
 
