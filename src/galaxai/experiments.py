@@ -14,8 +14,6 @@ written to ``result.json`` and ``report/index.html``, whichever way it comes out
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +61,6 @@ def phantom_boundary_experiment(pool_path: str | Path, eval_path: str | Path, ou
     preset, iterations, seed
         Training preset, adversarial iterations (default: the preset's) and seed, shared.
     """
-    import torch
-
     from galaxai.data.blend import BlendConfig
     from galaxai.data.pool import BlendStream, GalaxyPool
     from galaxai.data.store import BlendStore
