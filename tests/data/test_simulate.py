@@ -167,6 +167,7 @@ def test_closed_loop_presets_use_the_spec10_priors(preset):
 
     cfg = ClosedLoopConfig.preset(preset).sim
     assert cfg.disk_cos_i_min == 0.5 and cfg.bar_q_range == (0.2, 0.45)
+    assert cfg.psf_fwhm_per_r90 == (0.046, 0.12)
 
 
 def test_closed_loop_catalogue_within_60_degrees_and_q_b_range():
@@ -195,6 +196,25 @@ def test_closed_loop_q_b_follows_hoyle_truncated_not_clipped():
     assert ks_2samp(q, ref).pvalue > 0.01
     clipped = _draws(dataclasses.replace(cfg, bar_fraction=1.0, bar_q_rule="clip"), 1500)
     assert ks_2samp(clipped.query("has_bar")["bar_q"], ref).pvalue < 1e-6
+
+
+def test_psf_fwhm_per_r90_frames_the_psf_like_galaxy_zoo():
+    from scipy.stats import kstest
+
+    lo, hi = 0.046, 0.12
+    default = dataclasses.replace(TINY, bar_fraction=1.0)
+    framed = _draws(dataclasses.replace(default, psf_fwhm_per_r90=(lo, hi)), 600)
+    plain = _draws(default, 600)
+    # R90 of an exponential disk: 3.8897 h and r50 = 1.67835 h (Graham & Driver 2005).
+    share = framed["psf_fwhm_r_px"] / (framed["r50_px"] * 3.8897 / 1.67835)
+    assert share.between(lo, hi).all()
+    assert kstest(np.log(share), "uniform", args=(np.log(lo), np.log(hi / lo))).pvalue > 0.01
+    np.testing.assert_allclose(framed["psf_fwhm_g_arcsec"] / framed["psf_fwhm_r_arcsec"],
+                               (4770 / 6231) ** -0.2, rtol=0.01)
+    # Only the PSF changes: every other draw is the default's.
+    for column in ("r50_px", "mag_r_drawn", "disk_cos_i", "bar_q", "sky_r"):
+        pd.testing.assert_series_equal(framed[column], plain[column])
+    assert not plain["psf_fwhm_r_px"].equals(framed["psf_fwhm_r_px"])
 
 
 def _barred_share_z(draws: pd.DataFrame, edges: tuple[float, float, float]) -> float:
@@ -429,7 +449,7 @@ def test_presets_and_toml_round_trip(tmp_path):
     ("frame", 8), ("frame", 48.0), ("bar_fraction", 1.5), ("psf", "gaussian"),
     ("seeing_range", (2.0, 1.0)), ("gain", (1.0, 2.0)), ("oversample", 0), ("moffat_beta", ()),
     ("disk_cos_i_min", 0.0), ("disk_cos_i_min", 1.2), ("disk_cos_i_min", float("nan")),
-    ("bar_q_rule", "uniform"), ("bar_q_range", (0.45, 0.2)), ("bar_q_range", (0.0, 0.45)), ("bar_q_range", (0.2, 1.5)),
+    ("bar_q_rule", "uniform"), ("psf_fwhm_per_r90", (0.1, 0.05)), ("psf_fwhm_per_r90", (0.0, 0.1)), ("bar_q_range", (0.45, 0.2)), ("bar_q_range", (0.0, 0.45)), ("bar_q_range", (0.2, 1.5)),
 ])
 def test_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=f"SimConfig.{field}"):

@@ -96,9 +96,10 @@ colours (g−r, r−i)     bulge N(0.80, 0.05), N(0.40, 0.04); bar N(0.70,   red
                        N(0.05, 0.06)                                     red bulges, bluer disks
                                                                          (Lackner & Gunn 2012)
 seeing                 r FWHM lognormal, median 1.35", σ_ln 0.15,        SDSS DR7 median r seeing
-                       clipped to 1.0–2.0"; g ×1.056, i ×0.962           ≈ 1.4" (Abazajian et al.
-                       (λ^−0.2); Moffat β = 3.5 (``moffat_beta``) or     2009); Kolmogorov λ^−1/5;
-                       Kolmogorov                                        β range of spec §10
+                       clipped to 1.0–2.0" (closed loop: FWHM =          ≈ 1.4" (Abazajian et al.
+                       ``psf_fwhm_per_r90`` × R90); g ×1.056,            2009); Kolmogorov λ^−1/5;
+                       i ×0.962 (λ^−0.2); Moffat β = 3.5                 β range and GZ framing of
+                       (``moffat_beta``) or Kolmogorov                   spec §10
 sky                    g 21.9, r 20.9, i 20.2 mag/arcsec² + a common     SDSS dark-sky brightness
                        N(0, 0.2) mag offset                              (Stoughton et al. 2002)
 photometry             zero points g 28.5, r 28.2, i 27.9 mag for 1 ADU  typical SDSS calibration
@@ -209,6 +210,14 @@ class SimConfig:
         PSF model; one PSF per band, shared by all components of a galaxy.
     seeing_median, seeing_sigma_ln, seeing_range : float, float, (float, float)
         r-band FWHM (arcsec): lognormal median and scatter, clipped to the range.
+    psf_fwhm_per_r90 : (float, float) or None
+        Galaxy Zoo framing of the PSF: the r-band FWHM is drawn log-uniformly in this range
+        times the galaxy's R90 (that of an exponential disk of the drawn half-light radius),
+        replacing ``seeing_median`` and ``seeing_range``. GZ2 cut-outs are scaled to the galaxy
+        (R90 = 50 px at 424²) and the Hoyle bars' FWHM is 2.3–6 px at 424² (spec §10), i.e.
+        (0.046, 0.12); at SDSS's fixed 0.396"/px the simulated galaxies are smaller and the
+        seeing would be 0.2 R90 (median), blurring half of the bars below two FWHM. ``None``
+        (default) keeps the SDSS seeing.
     moffat_beta : tuple of float
         Moffat β values drawn with equal probability. The default (3.5,) is the middle of the
         SDSS-like range 3–4.7 (spec §10) and fast: GalSim's Fourier transform of an untruncated
@@ -263,6 +272,7 @@ class SimConfig:
     seeing_sigma_ln: float = 0.15
     seeing_range: tuple[float, float] = (1.0, 2.0)
     moffat_beta: tuple[float, ...] = (3.5,)
+    psf_fwhm_per_r90: tuple[float, float] | None = None
     mag_range: tuple[float, float] = (13.5, 17.0)
     mu50_mean: float = 21.3
     mu50_sigma: float = 0.5
@@ -315,6 +325,11 @@ class SimConfig:
                 "lower limit must be > 0")
         if not 0 < self.bar_q_range[0] <= self.bar_q_range[1] <= 1:
             bad("bar_q_range", "must be (low, high) with 0 < low ≤ high ≤ 1")
+        if self.psf_fwhm_per_r90 is not None and not (
+                len(self.psf_fwhm_per_r90) == 2
+                and 0 < self.psf_fwhm_per_r90[0] <= self.psf_fwhm_per_r90[1] < 1):
+            bad("psf_fwhm_per_r90", "must be None or (low, high) with 0 < low ≤ high < 1, "
+                "e.g. (0.046, 0.12) for the Galaxy Zoo framing")
         if self.bar_q_rule not in ("clip", "truncate"):
             bad("bar_q_rule", "must be 'clip' or 'truncate'")
         if not 0 < self.disk_cos_i_min <= 1:
@@ -409,8 +424,17 @@ def _common_draws(rng: np.random.Generator, cfg: SimConfig, bt_for_size: float) 
                          18.5, 24.5))
     r50_arcsec = math.sqrt(10 ** (0.4 * (mu50 - mag_r)) / (2 * math.pi))
     r50_px = float(np.clip(r50_arcsec / cfg.pixel_scale * cfg.size_scale, *cfg.r50_px_range))
-    fwhm_r = float(np.clip(cfg.seeing_median * math.exp(rng.normal(0.0, cfg.seeing_sigma_ln)),
-                           *cfg.seeing_range))
+    z = rng.normal(0.0, cfg.seeing_sigma_ln)
+    if cfg.psf_fwhm_per_r90 is None:
+        fwhm_r = float(np.clip(cfg.seeing_median * math.exp(z), *cfg.seeing_range))
+    else:
+        # Galaxy-Zoo framing (spec §10): the FWHM is a share of the galaxy's R90, log-uniform in
+        # the range, taken from the same normal draw (its CDF) so the draw order is unchanged.
+        lo, hi = cfg.psf_fwhm_per_r90
+        u = 0.5 * math.erfc(-z / (cfg.seeing_sigma_ln * math.sqrt(2))) \
+            if cfg.seeing_sigma_ln > 0 else 0.5
+        r90_px = r50_px * _EXP_R90_OVER_H / _EXP_HLR_OVER_H
+        fwhm_r = lo * (hi / lo) ** u * r90_px * cfg.pixel_scale
     beta = float(rng.choice(cfg.moffat_beta)) if cfg.psf == "moffat" else float("nan")
     sky_offset = float(rng.normal(0.0, cfg.sky_mag_sigma))
     fwhm = fwhm_r * (_LAMBDA / _LAMBDA[1]) ** -0.2
