@@ -445,14 +445,15 @@ _DIR = click.Path(file_okay=False, path_type=Path)
               help="Use only the first N labelled images (all are held in memory).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Maximum epochs (default: the preset's; early stopping may end sooner).")
-@click.option("--shift", type=click.FloatRange(0, 0.5, max_open=True), default=0.1,
-              show_default=True, help="Augmentation shift, fraction of the image side (the "
-                                      "authors' code 0.1; 0.005 is attributed to the paper).")
-@click.option("--augment-validation/--no-augment-validation", default=True, show_default=True,
-              help="Augment the validation split too, as the authors' code does.")
-@click.option("--activation", type=click.Choice(["swish", "relu"]), default="swish",
-              show_default=True, help="swish everywhere (the authors' code) or the published "
-                                      "ReLU.")
+@click.option("--shift", type=click.FloatRange(0, 0.5, max_open=True), default=None,
+              help="Augmentation shift, fraction of the image side [default: the preset's, "
+                   "0.1 as in the authors' code; 0.005 is attributed to the paper].")
+@click.option("--augment-validation/--no-augment-validation", default=None,
+              help="Augment the validation split too [default: the preset's, on as in the "
+                   "authors' code].")
+@click.option("--activation", type=click.Choice(["swish", "relu"]), default=None,
+              help="swish everywhere (the authors' code) or the published ReLU [default: the "
+                   "preset's, swish].")
 @click.option("--seed", type=int, default=0, show_default=True)
 def morphology_train(data_path, architecture, preset, out, weights, backbone_only, layout, limit,
                      epochs, shift, augment_validation, activation, seed):

@@ -319,4 +319,3 @@ def shortcut_section(report: Report, discriminator, real01: np.ndarray, out_dir:
                        "the band than its share of the area).")
     report.add_table(table, "Shortcut test")
     return table
-

@@ -449,11 +449,19 @@ def test_presets_and_toml_round_trip(tmp_path):
     ("frame", 8), ("frame", 48.0), ("bar_fraction", 1.5), ("psf", "gaussian"),
     ("seeing_range", (2.0, 1.0)), ("gain", (1.0, 2.0)), ("oversample", 0), ("moffat_beta", ()),
     ("disk_cos_i_min", 0.0), ("disk_cos_i_min", 1.2), ("disk_cos_i_min", float("nan")),
-    ("bar_q_rule", "uniform"), ("psf_fwhm_per_r90", (0.1, 0.05)), ("psf_fwhm_per_r90", (0.0, 0.1)), ("bar_q_range", (0.45, 0.2)), ("bar_q_range", (0.0, 0.45)), ("bar_q_range", (0.2, 1.5)),
+    ("bar_q_rule", "uniform"), ("psf_fwhm_per_r90", (0.1, 0.05)),
+    ("psf_fwhm_per_r90", (0.0, 0.1)), ("bar_q_range", (0.45, 0.2)), ("bar_q_range", (0.0, 0.45)),
+    ("bar_q_range", (0.2, 1.5)),
 ])
 def test_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=f"SimConfig.{field}"):
         dataclasses.replace(TINY, **{field: value})
+
+
+def test_truncated_q_b_range_must_overlap_hoyle():
+    dataclasses.replace(TINY, bar_q_range=(0.7, 0.9))  # clipping may pile every bar at 0.7
+    with pytest.raises(ValueError, match=r"SimConfig.bar_q_range.*below 0\.663"):
+        dataclasses.replace(TINY, bar_q_range=(0.7, 0.9), bar_q_rule="truncate")
 
 
 @pytest.mark.parametrize("kwargs, error, match", [

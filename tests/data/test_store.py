@@ -106,6 +106,8 @@ def test_to_arrays_stacks_the_items(built):
     assert len(BlendStore(built).to_arrays(10_000)["blend"]) == N
     with pytest.raises(ValueError, match="comp_a_disk.*components=True"):
         BlendStore(built).to_arrays(names=("comp_a_disk",))
+    with pytest.raises(ValueError, match="n must be ≥ 0"):
+        BlendStore(built).to_arrays(-1)
 
 
 def test_splits(built):

@@ -340,3 +340,6 @@ def test_grid_search_by_searches_each_group_and_can_skip_failures():
                         units="scaled", n_boot=50, n_perm=50)
     assert results["good"].best == alone.best
     assert results["good"].rho_test == alone.rho_test
+    # Only an undefined ρ is skipped: a real input error still surfaces.
+    with pytest.raises(ValueError, match="validation galaxies; need at least 3"):
+        grid_search_by(both, catalogue, val.objid[:2], test.objid, skip_failed=True, **kwargs)

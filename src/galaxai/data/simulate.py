@@ -243,8 +243,8 @@ class SimConfig:
         (0.15, 0.5), spec §10 (closed loop) (0.2, 0.45).
     bar_q_rule : {"clip", "truncate"}
         How q_b is kept in ``bar_q_range``: ``"clip"`` (default, reproduces the pools) piles the
-        draws outside the range onto its limits (≈ 22 % of bars at exactly 0.2 for
-        (0.2, 0.45)); ``"truncate"`` (closed-loop presets) draws from Hoyle's distribution
+        draws outside the range onto its limits (for (0.2, 0.45): ≈ 26 % of bars at exactly 0.2
+        and ≈ 4 % at 0.45); ``"truncate"`` (closed-loop presets) draws from Hoyle's distribution
         restricted to the range.
     bar_length_scaled_max : float
         Truncation of Hoyle's ``length_scaled`` (a < this × R90).
@@ -332,6 +332,10 @@ class SimConfig:
                 "e.g. (0.046, 0.12) for the Galaxy Zoo framing")
         if self.bar_q_rule not in ("clip", "truncate"):
             bad("bar_q_rule", "must be 'clip' or 'truncate'")
+        q_max = float(_HOYLE_WIDTH_RATIO_Q[-1])
+        if self.bar_q_rule == "truncate" and self.bar_q_range[0] >= q_max:
+            bad("bar_q_range", f"must start below {q_max:.3f}, the widest bar of Hoyle's "
+                "width/length distribution, when bar_q_rule='truncate' (use 'clip' for wider bars)")
         if not 0 < self.disk_cos_i_min <= 1:
             bad("disk_cos_i_min", "must be in (0, 1] (0.1: i ≤ 84.3°; 0.5: i ≤ 60°)")
         for name in ("bar_fraction", "arms_fraction", "knots_fraction", "cosmos_red_fraction",

@@ -465,16 +465,18 @@ class BlendStore(torch.utils.data.Dataset):
             self._cache = OrderedDict()
         return self._root
 
-    def _read_rows(self, rows: np.ndarray) -> dict[str, np.ndarray]:
-        """Read the given store rows of every array with whole-chunk reads."""
+    def _read_rows(self, rows: np.ndarray, names: Sequence[str] | None = None
+                   ) -> dict[str, np.ndarray]:
+        """Read the given store rows of the arrays ``names`` (default all) with whole-chunk reads."""
         root = self._group()
+        names = self.names if names is None else list(names)
         out = {k: np.empty((len(rows),) + tuple(self.manifest["arrays"][k]["shape"][1:]),
-                           dtype=self.manifest["arrays"][k]["dtype"]) for k in self.names}
+                           dtype=self.manifest["arrays"][k]["dtype"]) for k in names}
         chunks = rows // self.chunk
         for c in np.unique(chunks):
             sel = np.nonzero(chunks == c)[0]
             lo = int(c) * self.chunk
-            for k in self.names:
+            for k in names:
                 out[k][sel] = root[k][lo:lo + self.chunk][rows[sel] - lo]
         return out
 
@@ -511,10 +513,12 @@ class BlendStore(torch.utils.data.Dataset):
         if unknown:
             raise ValueError(f"{self.path}: no array(s) {unknown} in this dataset; choose from "
                              f"{self.names} (components need BlendStore(..., components=True))")
+        if n is not None and int(n) < 0:
+            raise ValueError(f"n must be ≥ 0 (or None for every row), got {n}")
         rows = slice(0, len(self) if n is None else min(int(n), len(self)))
         if self._memory is not None:
             return {k: self._memory[k][rows].copy() for k in names}
-        return {k: v for k, v in self._read_rows(self.indices[rows]).items() if k in names}
+        return self._read_rows(self.indices[rows], names)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         if not -len(self) <= i < len(self):

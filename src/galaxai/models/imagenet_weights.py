@@ -252,7 +252,9 @@ WEIGHT_FORMATS: dict[str, WeightFormat] = {f.name: f for f in (
                  layout="timm"),
     WeightFormat("timm-legacy_xception", "xception", ("fc.",), _timm_xception_map,
                  backbone=True, differences=_XCEPTION_DIFFERENCES, layout="timm"),
-    WeightFormat("keras-vgg16", "vgg16", ("fc1.", "fc2.", "predictions."), _keras_vgg16_map,
+    # "dense": the Dense layers of a whole Keras classifier (e.g. the authors' VGG16 head).
+    WeightFormat("keras-vgg16", "vgg16", ("fc1.", "fc2.", "predictions.", "dense"),
+                 _keras_vgg16_map,
                  False, backbone=True),
     WeightFormat("keras-resnet50v2", "resnet50v2", ("predictions.",), _keras_resnet50v2_map,
                  backbone=True, differences=_RESNET_DIFFERENCES),

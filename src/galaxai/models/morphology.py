@@ -594,7 +594,8 @@ def load_weights(model: nn.Module, path: str | Path, *, backbone_only: bool = Fa
         and Keras formats fit the ``paper`` preset (width 1) of their architecture. The VGG and
         Keras formats give the source network exactly in the default ``layout="keras"``, timm's
         ResNetV2 and Xception in a model built with ``layout="timm"``; loading into the other
-        layout (see :mod:`galaxai.models.imagenet_weights`) is warned.
+        layout (see :mod:`galaxai.models.imagenet_weights`) is warned. The network computed is
+        the source's only with ``activation="relu"`` (the default swish is the authors' change).
 
     Returns
     -------

@@ -218,13 +218,15 @@ def _grid(maps, images, ids, cat, method, sources, n_boot, n_perm, seed, have_r9
                   units="faithful" if have_r90 else "scaled", n_boot=n_boot, n_perm=n_perm,
                   seed=seed)
     val_ids, test_ids = list(validation["id"]), list(test["id"])
+    advice = ("The catalogue is split like the authors' (shuffle seed 123, first third "
+              "validation); measure more of its galaxies or give fixed thresholds")
     try:  # methods without a finite validation ρ are left out; if all are, say why
-        results = (grid_search_by(table, cat_in, val_ids, test_ids, skip_failed=True, **kwargs)
-                   or grid_search_by(table, cat_in, val_ids, test_ids, **kwargs))
+        results = grid_search_by(table, cat_in, val_ids, test_ids, skip_failed=True, **kwargs)
     except ValueError as exc:
-        raise InputError(f"grid search impossible: {exc}. The catalogue is split like the "
-                         "authors' (shuffle seed 123, first third validation); measure more "
-                         "of its galaxies or give fixed thresholds", "grid_search") from None
+        raise InputError(f"grid search impossible: {exc}. {advice}", "grid_search") from None
+    if not results:
+        raise InputError("grid search impossible: every method has an undefined validation ρ "
+                         f"(constant lengths?). {advice}", "grid_search")
     failed = [m for m in table["source"].unique() if m not in results]
     notes = [f"Left out of the grid search: {', '.join(failed)}: no setting gives a finite "
              "validation ρ (the same length for every galaxy, e.g. averageheatmaps of maps "
@@ -370,8 +372,10 @@ def measure_bars(maps: str | os.PathLike | Sequence[str | os.PathLike], out: str
     ids, rows = _aligned(sets)
     keys = _model_keys(sets, need_noise=use_grid_search or len(sets) > 1)
     _check_sources(sources, keys, sets, use_grid_search)
-    model_maps = {k: s.saliency[r].astype(np.float64) for k, s, r in zip(keys, sets, rows)}
-    images = sets[0].images[rows[0]].astype(np.float64) / 255.0
+    # float32 as stored: gridsearch converts one stack at a time to float64 when it measures it
+    # (the paper's grid, 3 models × 4 S × 3,150 maps of 224², would need ~15 GB as float64).
+    model_maps = {k: s.saliency[r] for k, s, r in zip(keys, sets, rows)}
+    images = sets[0].images[rows[0]].astype(np.float32) / np.float32(255.0)
     cat = read_bar_catalogue(catalogue, r90=r90) if catalogue is not None else None
     have_r90, notes = _match_catalogue(cat, ids, catalogue)
     out = Path(out)

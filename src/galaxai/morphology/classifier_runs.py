@@ -116,12 +116,23 @@ def _kaggle_training_items(root: Path, limit: int | None) -> tuple[list[tuple[in
     return [(i, files[i]) for i in ids], labels, counts
 
 
-def save_classifier(run_dir: Path, model: MorphologyClassifier, sidecar: dict) -> None:
+def save_classifier(run_dir: str | os.PathLike, model: MorphologyClassifier,
+                    sidecar: dict) -> None:
     """Write ``model.safetensors`` and then ``model.json`` (the sidecar marks the run complete).
 
     The model config also goes into the safetensors header, so :func:`load_classifier` reads a
     lone weights file too.
+
+    Parameters
+    ----------
+    run_dir : path-like
+        Run directory (created if missing).
+    model : MorphologyClassifier
+        The trained network.
+    sidecar : dict
+        JSON-serialisable description; :func:`load_classifier` needs ``model_config``.
     """
+    run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     meta = {"format": "pt", "galaxai_network": "morphology-classifier",
             "galaxai_version": galaxai.__version__,

@@ -117,7 +117,7 @@ _SETTINGS = ("x_input", "s_noise", "t_c", "t_l")
 
 # Spec §10 priors of every preset: i ≤ 60° (every disk may be barred, so inclination does not
 # predict the bar), q_b from Hoyle's width/length truncated to [0.2, 0.45] (not clipped, which
-# would pile a fifth of the bars onto q_b = 0.2) and the PSF of Galaxy Zoo cut-outs, FWHM 2.3–6 px
+# would pile a quarter of the bars onto q_b = 0.2) and the PSF of Galaxy Zoo cut-outs, FWHM 2.3–6 px
 # at R90 = 50 px (SDSS seeing at 0.396"/px would blur half of the small preset's bars below two
 # FWHM).
 _SPEC10_SIM = dict(disk_cos_i_min=0.5, bar_q_range=(0.2, 0.45), bar_q_rule="truncate",

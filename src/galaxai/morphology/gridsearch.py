@@ -62,9 +62,14 @@ __all__ = [
     "source_lengths",
     "method_measurements",
     "GridSearchResult",
+    "UndefinedRhoError",
     "grid_search",
     "grid_search_by",
 ]
+
+class UndefinedRhoError(ValueError):
+    """No setting of a grid search has a finite validation ρ (e.g. constant lengths)."""
+
 
 #: Seed of the authors' catalogue shuffle (``sample(frac=1, random_state=123)``).
 HOYLE_SEED = 123
@@ -608,7 +613,8 @@ def _with_x_input(stack: np.ndarray, images, use_x_input: bool) -> np.ndarray:
         return np.asarray(stack, dtype=np.float64)
     if images is None:
         raise ValueError("x_input maps need the images (B, H, W, 3) in [0, 1]")
-    return np.stack([x_input(m, im) for m, im in zip(stack, np.asarray(images, np.float64))])
+    return np.stack([x_input(np.asarray(m, np.float64), np.asarray(im, np.float64))
+                     for m, im in zip(stack, images)])
 
 
 def source_maps(maps: Mapping[tuple[str, float], np.ndarray], source: str, s_noise: float, *,
@@ -851,7 +857,8 @@ def grid_search(measurements: pd.DataFrame, catalogue: pd.DataFrame, validation_
     table = pd.DataFrame(rows).sort_values("rho_validation", ascending=False, kind="stable",
                                            na_position="last").reset_index(drop=True)
     if not np.isfinite(table["rho_validation"].iloc[0]):
-        raise ValueError("every setting has an undefined validation ρ (constant lengths?)")
+        raise UndefinedRhoError("every setting has an undefined validation ρ (constant "
+                                "lengths?)")
     best = {s: table.loc[0, s] for s in settings}
 
     chosen = measurements
@@ -886,8 +893,9 @@ def grid_search_by(measurements: pd.DataFrame, catalogue: pd.DataFrame, validati
     settings : sequence of str
         Setting columns searched within a group.
     skip_failed : bool
-        Leave out groups where :func:`grid_search` raises (e.g. every setting has constant
-        lengths, so no finite validation ρ); the caller finds them missing from the result.
+        Leave out groups without a finite validation ρ (:class:`UndefinedRhoError`, e.g. every
+        setting measures one constant length); the caller finds them missing from the result.
+        Other errors are raised.
     **kwargs
         Passed to :func:`grid_search` (``length_col``, ``units``, ``n_boot``, …).
 
@@ -906,7 +914,7 @@ def grid_search_by(measurements: pd.DataFrame, catalogue: pd.DataFrame, validati
         try:
             out[key] = grid_search(group.drop(columns=by), catalogue, validation_ids, test_ids,
                                    settings=list(settings), **kwargs)
-        except ValueError:
+        except UndefinedRhoError:
             if not skip_failed:
                 raise
     return out
