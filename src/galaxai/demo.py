@@ -32,7 +32,7 @@ class DemoSettings:
     The quick demo uses the ``tiny`` simulator (48-px frames, resized to the model's 80 px), a
     two-checkpoint timeline and the ``tiny`` closed loop; the full one simulates 300 galaxies at
     the native 142-px frame and trains the closed loop's classifiers on 400 galaxies for 8 epochs
-    (about 80 s on one core; the ``small`` closed loop of the README takes 15 minutes).
+    (about 80 s on one core; the ``small`` closed loop of the README takes 18 minutes).
     """
 
     n_galaxies: int
@@ -210,7 +210,7 @@ def run_demo(out: str | Path, *, quick: bool = False, progress: bool = False) ->
                     "of the nulls that guard it. The run directory also holds the per-stratum "
                     "table (stratified.csv: bar angle, inclination, q_b, a/FWHM, B/T, bar S/N) "
                     "and its own report. The README gives the measured 'small' run "
-                    "(`galaxai morphology validate --preset small`, 15 minutes).")
+                    "(`galaxai morphology validate --preset small`, 18 minutes).")
     report.add_note(f"Demo wall time: {time.perf_counter() - t0:.0f} s.")
     _log(progress, "8/8 writing the report")
     return report.write(out / "report")

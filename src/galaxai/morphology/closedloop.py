@@ -230,7 +230,7 @@ class ClosedLoopConfig:
     def preset(cls, name: str, **overrides: Any) -> "ClosedLoopConfig":
         """``tiny``: 64² frames, width-1/16 networks, 3 epochs, N = 8 (tests, < 60 s).
         ``small``: 96² frames, width-1/8 networks, ≤ 12 epochs on 1,200 galaxies, N = 32,
-        180 barred test/validation galaxies (~15 min on 2 CPU cores). ``paper``: 224² frames,
+        180 barred test/validation galaxies (15–18 min on this 2-core CPU). ``paper``: 224² frames,
         the published networks, recipe, N = 256, S and grid, and the Hoyle sample size.
         ``n_control`` keeps the authors' ratio to ``n_eval`` (2,520 : 3,150 = 0.8)."""
         presets: dict[str, dict[str, Any]] = {
