@@ -7,6 +7,7 @@ stays fast.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -384,13 +385,34 @@ def morphology() -> None:
 @morphology.command("validate")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--preset", type=click.Choice(PRESETS), default="small", show_default=True)
-def morphology_validate(out, preset):
+@click.option("--n-train", type=click.IntRange(min=1), default=None,
+              help="Classifier training galaxies [default: the preset's].")
+@click.option("--n-val", type=click.IntRange(min=1), default=None,
+              help="Classifier validation galaxies [default: the preset's].")
+@click.option("--n-eval", type=click.IntRange(min=6), default=None,
+              help="Barred galaxies measured, a third for the grid search [default: the "
+                   "preset's].")
+@click.option("--n-control", type=click.IntRange(min=1), default=None,
+              help="Labelled bars the control regressor trains on [default: the preset's].")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Maximum epochs of the classifiers and the control [default: the preset's].")
+def morphology_validate(out, preset, n_train, n_val, n_eval, n_control, epochs):
     """Closed loop on simulated bars of known length: train CNNs on GZ-style votes, SmoothGrad,
     Algorithm 1 (paper and elongation), grid search, and ρ with nulls and bootstrap intervals,
     also per stratum of bar angle, inclination, q_b, a/FWHM, B/T and bar S/N."""
     from galaxai.morphology.closedloop import ClosedLoopConfig, run_closed_loop
 
-    table = run_closed_loop(out, ClosedLoopConfig.preset(preset), progress=True)
+    config = ClosedLoopConfig.preset(preset)
+    sizes = {k: v for k, v in (("n_train", n_train), ("n_val", n_val), ("n_eval", n_eval),
+                               ("n_control", n_control)) if v is not None}
+    if epochs is not None:
+        sizes.update(train=dataclasses.replace(config.train, epochs=epochs),
+                     control_train=dataclasses.replace(config.control_train, epochs=epochs))
+    try:
+        config = dataclasses.replace(config, **sizes)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    table = run_closed_loop(out, config, progress=True)
     click.echo(table.to_string(float_format=lambda v: f"{v:.3g}"))
     click.echo(f"strata: {(out / 'stratified.csv').resolve()}")
     click.echo(f"report: {(out / 'report' / 'index.html').resolve()}")

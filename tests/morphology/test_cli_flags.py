@@ -3,6 +3,7 @@ each flag reaches the config and the run's record; bad values are click errors n
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 from galaxy_zoo_layout import galaxy_rgb, write_kaggle_layout
@@ -106,3 +107,28 @@ def test_compute_saliency_rejects_a_bad_chunk_naming_it(default_run, kaggle, tmp
     with pytest.raises(InputError, match="chunk must be >= 1, got 0") as info:
         compute_saliency(out, kaggle, tmp_path / "m.npz", ids=[IDS[0]], chunk=0)
     assert info.value.param == "chunk"
+
+
+def test_validate_sizes_and_epochs_reach_the_closed_loop(tmp_path):
+    from galaxai.config import read_config
+    from galaxai.morphology.closedloop import ClosedLoopConfig
+
+    out = tmp_path / "bars"
+    result = CliRunner().invoke(main, [
+        "morphology", "validate", "--preset", "tiny", "--out", str(out), "--n-train", "40",
+        "--n-val", "12", "--n-eval", "12", "--n-control", "8", "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    cfg = read_config(ClosedLoopConfig, out / "config.toml")
+    assert (cfg.n_train, cfg.n_val, cfg.n_eval, cfg.n_control) == (40, 12, 12, 8)
+    assert cfg.train.epochs == cfg.control_train.epochs == 1
+    history = (out / "history_xception.csv").read_text().splitlines()
+    assert len(history) == 2  # header + one epoch
+    # One epoch leaves some methods with one constant length: they are listed, not fatal.
+    undefined = json.loads((out / "summary.json").read_text())["undefined_rho"]
+    rho = pd.read_csv(out / "rho.csv")
+    scored = {f"{m} ({a})" for m, a in zip(rho["method"], rho["algorithm"])}
+    assert undefined and not set(undefined) & scored
+    assert f"Left out: {', '.join(undefined)}" in (out / "report" / "index.html").read_text()
+    bad = CliRunner().invoke(main, ["morphology", "validate", "--preset", "tiny", "--out",
+                                    str(tmp_path / "bad"), "--n-eval", "6"])
+    assert bad.exit_code != 0 and "fewer than 3 galaxies in a split" in bad.output

@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,10 +87,10 @@ from galaxai.models.morphology import ARCHITECTURES, GZ_COLUMNS, build_classifie
 from galaxai.morphology.barlength import measure_bar, x_input
 from galaxai.morphology.classifier_runs import save_classifier
 from galaxai.morphology.gridsearch import (AVERAGE_METHODS, GridSearchResult, OriginFit,
-                                           grid_search_by, measurement_table, method_measurements,
-                                           paper_fit, paper_plot_units, rho_report,
-                                           run_to_run_sigma, source_lengths, source_maps,
-                                           split_catalogue)
+                                           UndefinedRhoError, grid_search_by, measurement_table,
+                                           method_measurements, paper_fit, paper_plot_units,
+                                           rho_report, run_to_run_sigma, source_lengths,
+                                           source_maps, split_catalogue)
 from galaxai.morphology.strata import simulation_covariates, stratified_correlations
 from galaxai.morphology.training import TrainConfig, predict, train_control, train_model
 from galaxai.viz.render import heatmap, montage, scatter_plot
@@ -436,12 +437,20 @@ def _report_rows(report, **labels: Any) -> list[dict[str, Any]]:
 
 def _score(config: ClosedLoopConfig, table: pd.DataFrame, data: ClosedLoopData
            ) -> dict[tuple[str, str], GridSearchResult]:
-    """Grid search (selection on validation, report on test) of every (source, algorithm)."""
+    """Grid search (selection on validation, report on test) of every (source, algorithm).
+
+    Methods without a finite validation ρ at any setting (one constant length for every galaxy,
+    e.g. classifiers that learned nothing) are left out; the caller lists them."""
     catalogue = data.eval_catalogue[["id", "length_scaled", "r90"]]
-    return grid_search_by(table.drop(columns="length_px"), catalogue, data.validation_ids,
-                          data.test_ids, by=["source", "algorithm"], settings=list(_SETTINGS),
-                          length_col="length_gz", n_boot=config.n_boot, n_perm=config.n_perm,
-                          seed=config.seed)
+    results = grid_search_by(table.drop(columns="length_px"), catalogue, data.validation_ids,
+                             data.test_ids, by=["source", "algorithm"], settings=list(_SETTINGS),
+                             length_col="length_gz", n_boot=config.n_boot, n_perm=config.n_perm,
+                             seed=config.seed, skip_failed=True)
+    if not results:
+        raise UndefinedRhoError("every method measures one constant length for every validation "
+                                "galaxy, so no ρ is defined; train the classifiers longer or on "
+                                "more galaxies (n_train, epochs) or measure more galaxies (n_eval)")
+    return results
 
 
 def _chosen(table: pd.DataFrame, source: str, alg: str, best: dict, ids: list,
@@ -541,9 +550,12 @@ def _figures(config: ClosedLoopConfig, data: ClosedLoopData, maps, table: pd.Dat
              best: dict, control: pd.Series | None, out: Path) -> None:
     ev = data.eval_catalogue.set_index("id")
     pos = {i: k for k, i in enumerate(data.eval_catalogue["id"])}
-    # Fig. 3 analogue: image | averaged saliency | isolated bar mask | true bar.
-    heat, lengths = (AVERAGE_METHODS if len(config.architectures) > 1
-                     else config.architectures * 2)
+    # Fig. 3 analogue: image | averaged saliency | isolated bar mask | true bar. The averages
+    # when they have a result, else the first model that has.
+    def first(preferred: str, alg: str) -> str:
+        return next(m for m in (preferred, *config.architectures) if (m, alg) in best)
+
+    heat = first(AVERAGE_METHODS[0], config.algorithms[0])
     b = best[(heat, config.algorithms[0])]
     shown = [pos[gid] for gid in data.test_ids[:config.n_figure]]
     [shown_maps] = source_maps({k: v[shown] for k, v in maps.items()}, heat, b["s_noise"],
@@ -561,6 +573,7 @@ def _figures(config: ClosedLoopConfig, data: ClosedLoopData, maps, table: pd.Dat
     series = {}
     truth = ev.loc[data.test_ids, "length_true_px"].to_numpy()
     for alg in config.algorithms:
+        lengths = first(AVERAGE_METHODS[1], alg)
         measured = _chosen(table, lengths, alg, best[(lengths, alg)], data.test_ids)
         series[f"{lengths}, {'paper' if alg == 'fast' else alg}"] = (truth, measured)
     if control is not None:
@@ -652,6 +665,12 @@ def closed_loop_section(report: Report, run_dir: str | Path, *, title: str,
                      "barred / unbarred galaxies", float_format="{:.3f}")
     report.add_table(table, "Measured vs true projected bar length on the test galaxies")
     report.add_text(verdict)
+    summary = run_dir / "summary.json"
+    undefined = json.loads(summary.read_text())["undefined_rho"] if summary.is_file() else []
+    if undefined:
+        report.add_text(f"Left out: {', '.join(undefined)}: every setting measured one constant "
+                        "length on the validation galaxies (e.g. a PSF-sized core, or maps whose "
+                        "maximum stays ≤ 0.5), so no ρ is defined.")
     for name, caption in (("fig3_saliency_bars.png", "Fig. 3 analogue: image | averaged saliency "
                            "map | Algorithm 1 bar mask | true bar"),
                           ("fig4_measured_vs_true.png", "Fig. 4 analogue: measured vs true "
@@ -734,10 +753,12 @@ def run_closed_loop(out_dir: str | Path, config: ClosedLoopConfig | None = None,
     _figures(config, data, maps, table, {k: r.best for k, r in results.items()}, control, out)
     stratified = _stratified(config, data, table, results, control)
     atomic_write_text(out / "stratified.csv", stratified.to_csv(index=False))
-    html = Report("galaxai closed loop: saliency bar lengths vs true bar lengths", str(out))
-    closed_loop_section(html, out, title="Measured vs true bar lengths on simulated galaxies")
-    report = html.write(out / "report")
+    undefined = [f"{source} ({'paper' if alg == 'fast' else alg})"
+                 for (source, alg), _ in table.groupby(["source", "algorithm"], sort=False)
+                 if (source, alg) not in results]
+    report = out / "report" / "index.html"
     atomic_write_json(out / "summary.json", {
+        "undefined_rho": undefined,
         "n_eval": len(data.eval_catalogue), "n_validation": len(data.validation_ids),
         "n_test": len(data.test_ids), "n_control": config.n_control if config.control else 0,
         "weights": "from scratch (no ImageNet weights file)",
@@ -754,5 +775,8 @@ def run_closed_loop(out_dir: str | Path, config: ClosedLoopConfig | None = None,
                                  "(bar_length_proj_px / 2 / psf_fwhm_r_px), bt, snr_bar "
                                  "(flux_r_bar / (sky_sigma_r·√(π a² q_b cos i)))",
         "stratified": stratified.to_dict(orient="records"), "report": str(report)})
+    html = Report("galaxai closed loop: saliency bar lengths vs true bar lengths", str(out))
+    closed_loop_section(html, out, title="Measured vs true bar lengths on simulated galaxies")
+    html.write(report.parent)
     return result
 
