@@ -724,27 +724,32 @@ def method_measurements(maps: Mapping[tuple[str, float], np.ndarray], ids: Seque
                         if src in AVERAGE_METHODS else "")
                 raise ValueError(f"method {src!r} has no maps{need}; available per S: "
                                  f"{available}")
+    def grid_of(src: str, s: float, xi: bool) -> np.ndarray:
+        [stack] = source_maps(maps, src, s, images=images, use_x_input=xi).values()
+        return bar_lengths(stack, list(t_c), list(t_l), method, scale_to=scale_to,
+                           renormalise=renormalise)
+
     tables = []
     for s in levels:
-        for xi in x_input:
-            per_model: dict[str, np.ndarray] = {}
+        for xi in map(bool, x_input):
+            per_model: dict[str, np.ndarray] = {}  # each model's grid once per (S, x_input)
+
+            def model_grid(model: str) -> np.ndarray:
+                if model not in per_model:
+                    per_model[model] = grid_of(model, s, xi)
+                return per_model[model]
+
             for src in available[s]:
                 if sources is not None and src not in sources:
                     continue
-                grids = []
-                for name, stack in source_maps(maps, src, s, images=images,
-                                               use_x_input=bool(xi)).items():
-                    if name not in per_model:
-                        grid = bar_lengths(stack, list(t_c), list(t_l), method,
-                                           scale_to=scale_to, renormalise=renormalise)
-                        if name == "averageheatmaps":
-                            grids.append(grid)
-                            continue
-                        per_model[name] = grid
-                    grids.append(per_model[name])
-                tables.append(_grid_frame(np.mean(grids, axis=0), ids, t_c, t_l,
-                                          dict(source=src, s_noise=float(s), x_input=bool(xi),
-                                               **labels)))
+                if src == "averagemeasurements":
+                    grid = np.mean([model_grid(m) for m in _models_at(maps, s)], axis=0)
+                elif src == "averageheatmaps":
+                    grid = grid_of(src, s, xi)
+                else:
+                    grid = model_grid(src)
+                tables.append(_grid_frame(grid, ids, t_c, t_l, dict(
+                    source=src, s_noise=float(s), x_input=xi, **labels)))
     return pd.concat(tables, ignore_index=True)
 
 
