@@ -7,7 +7,6 @@ stays fast.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -402,14 +401,10 @@ def morphology_validate(out, preset, n_train, n_val, n_eval, n_control, epochs):
     also per stratum of bar angle, inclination, q_b, a/FWHM, B/T and bar S/N."""
     from galaxai.morphology.closedloop import ClosedLoopConfig, run_closed_loop
 
-    config = ClosedLoopConfig.preset(preset)
     sizes = {k: v for k, v in (("n_train", n_train), ("n_val", n_val), ("n_eval", n_eval),
                                ("n_control", n_control)) if v is not None}
-    if epochs is not None:
-        sizes.update(train=dataclasses.replace(config.train, epochs=epochs),
-                     control_train=dataclasses.replace(config.control_train, epochs=epochs))
     try:
-        config = dataclasses.replace(config, **sizes)
+        config = ClosedLoopConfig.preset(preset, epochs=epochs, **sizes)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     table = run_closed_loop(out, config, progress=True)

@@ -134,16 +134,11 @@ class _ArrayDataset:
 
 
 def _closed_loop_run(run_dir: Path, s: DemoSettings, progress: bool) -> Path:
-    """The ``tiny`` closed loop, enlarged by ``s.bars_overrides`` (``epochs`` sets both recipes)."""
+    """The ``tiny`` closed loop, enlarged by ``s.bars_overrides``."""
     from galaxai.morphology.closedloop import ClosedLoopConfig, run_closed_loop
-    from galaxai.morphology.training import TrainConfig
 
-    overrides = dict(s.bars_overrides)
-    epochs = overrides.pop("epochs", None)
-    if epochs is not None:
-        recipe = TrainConfig.preset("tiny", epochs=epochs)
-        overrides.update(train=recipe, control_train=recipe)
-    run_closed_loop(run_dir, ClosedLoopConfig.preset("tiny", **overrides), progress=progress)
+    run_closed_loop(run_dir, ClosedLoopConfig.preset("tiny", **dict(s.bars_overrides)),
+                    progress=progress)
     return run_dir
 
 

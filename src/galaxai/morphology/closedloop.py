@@ -118,9 +118,9 @@ _SETTINGS = ("x_input", "s_noise", "t_c", "t_l")
 
 # Spec §10 priors of every preset: i ≤ 60° (every disk may be barred, so inclination does not
 # predict the bar), q_b from Hoyle's width/length truncated to [0.2, 0.45] (not clipped, which
-# would pile a quarter of the bars onto q_b = 0.2) and the PSF of Galaxy Zoo cut-outs, FWHM 2.3–6 px
-# at R90 = 50 px (SDSS seeing at 0.396"/px would blur half of the small preset's bars below two
-# FWHM).
+# would pile a quarter of the bars onto q_b = 0.2) and the PSF of Galaxy Zoo cut-outs, FWHM
+# 2.3–6 px at R90 = 50 px (SDSS seeing at 0.396"/px would blur half of the small preset's bars
+# below two FWHM).
 _SPEC10_SIM = dict(disk_cos_i_min=0.5, bar_q_range=(0.2, 0.45), bar_q_rule="truncate",
                    psf_fwhm_per_r90=(2.3 / 50, 6.0 / 50))
 
@@ -228,12 +228,15 @@ class ClosedLoopConfig:
             raise ValueError("s_noise, t_c, t_l and x_input must each list at least one value")
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "ClosedLoopConfig":
+    def preset(cls, name: str, *, epochs: int | None = None,
+               **overrides: Any) -> "ClosedLoopConfig":
         """``tiny``: 64² frames, width-1/16 networks, 3 epochs, N = 8 (tests, < 60 s).
         ``small``: 96² frames, width-1/8 networks, ≤ 12 epochs on 1,200 galaxies, N = 32,
-        180 barred test/validation galaxies (15–18 min on this 2-core CPU). ``paper``: 224² frames,
-        the published networks, recipe, N = 256, S and grid, and the Hoyle sample size.
-        ``n_control`` keeps the authors' ratio to ``n_eval`` (2,520 : 3,150 = 0.8)."""
+        180 barred test/validation galaxies (15–18 min on this 2-core CPU). ``paper``: 224²
+        frames, the published networks, recipe, N = 256, S and grid, and the Hoyle sample size.
+        ``n_control`` keeps the authors' ratio to ``n_eval`` (2,520 : 3,150 = 0.8).
+        ``epochs`` overrides the maximum epochs of both recipes (classifiers and control);
+        other keywords override fields."""
         presets: dict[str, dict[str, Any]] = {
             "paper": {},
             "small": dict(
@@ -254,7 +257,12 @@ class ClosedLoopConfig:
         if name not in presets:
             raise ValueError(f"unknown ClosedLoopConfig preset {name!r}; choose one of "
                              f"{cls.PRESETS}")
-        return cls(**{**presets[name], **overrides})
+        config = cls(**{**presets[name], **overrides})
+        if epochs is None:
+            return config
+        return dataclasses.replace(
+            config, train=dataclasses.replace(config.train, epochs=int(epochs)),
+            control_train=dataclasses.replace(config.control_train, epochs=int(epochs)))
 
 
 @dataclass(frozen=True)
