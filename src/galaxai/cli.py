@@ -501,7 +501,7 @@ def morphology_train(data_path, architecture, preset, out, weights, backbone_onl
                    "found in --data).")
 @click.option("--catalogue", type=click.Path(path_type=Path), default=None,
               help="Catalogue choosing the default ids (default: the Hoyle et al. 2011 table, "
-                   "found via $GALAXAI_HOYLE_CATALOGUE or ../shared/data).")
+                   "$GALAXAI_HOYLE_CATALOGUE or the copy shipped with galaxai).")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Maps file: <name>.npz or <name>.zarr.")
 @click.option("--n-samples", type=click.IntRange(min=1), default=256, show_default=True,

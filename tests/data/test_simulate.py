@@ -3,19 +3,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+import galaxai
+from galaxai import _data
 from galaxai.config import read_config, write_config
 from galaxai.data import simulate as sim
 from galaxai.data.simulate import (COMPONENTS, GalaxySample, SimConfig, bar_image, find_cosmos_dir,
                                    observe, simulate, to_display)
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 TINY = SimConfig.preset("tiny")
 BARRED = dataclasses.replace(TINY, bar_fraction=1.0, arms_fraction=1.0, knots_fraction=1.0)
 
@@ -32,11 +33,8 @@ def barred() -> GalaxySample:
     return sample
 
 
-def _cosmos_dir() -> Path | None:
-    for cand in (os.environ.get("GALAXAI_COSMOS_DIR"), SHARED / "cosmos"):
-        if cand and Path(cand).is_dir():
-            return Path(cand)
-    return None
+def _cosmos_dir() -> Path:
+    return _data.cosmos_dir()
 
 
 # ------------------------------------------------------------------------ shapes and truth
@@ -106,10 +104,7 @@ def test_colours_bulges_red_disks_and_knots_blue():
 
 
 def test_embedded_hoyle_quantiles_match_the_catalogue():
-    path = SHARED / "hoyle_barlengths.csv"
-    if not path.exists():
-        pytest.skip(f"{path} absent: cannot compare the embedded Hoyle et al. 2011 quantiles")
-    cat = pd.read_csv(path)
+    cat = pd.read_csv(_data.hoyle_catalogue())
     q = np.percentile(cat["length_scaled"], np.linspace(0, 100, sim._HOYLE_LENGTH_SCALED_Q.size))
     np.testing.assert_allclose(sim._HOYLE_LENGTH_SCALED_Q, q, atol=6e-5)
     ratio = cat["width_avg"] / cat["length_avg"]
@@ -495,25 +490,35 @@ def test_cosmos_missing_directory_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="GALAXAI_COSMOS_DIR") as info:
         find_cosmos_dir(missing)
     assert str(missing) in str(info.value)
-    monkeypatch.delenv("GALAXAI_COSMOS_DIR", raising=False)
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(FileNotFoundError, match="cosmos_dir="):
+    monkeypatch.setenv("GALAXAI_COSMOS_DIR", str(missing))
+    with pytest.raises(FileNotFoundError, match="cosmos_dir=") as info:
         simulate(1, config=TINY, mode="cosmos")
+    assert str(missing) in str(info.value)
 
 
 def test_cosmos_dir_from_environment(monkeypatch, tmp_path):
-    found = _cosmos_dir()
-    if found is None:
-        pytest.skip("COSMOS sample absent (../shared/data/cosmos or $GALAXAI_COSMOS_DIR)")
-    monkeypatch.setenv("GALAXAI_COSMOS_DIR", str(found))
+    copy = tmp_path / "my_cosmos"
+    shutil.copytree(_cosmos_dir(), copy)
+    monkeypatch.setenv("GALAXAI_COSMOS_DIR", str(copy))
     monkeypatch.chdir(tmp_path)
-    assert find_cosmos_dir() == found.resolve()
+    assert find_cosmos_dir() == copy.resolve()
+
+
+def test_cosmos_mode_runs_from_a_folder_without_shared(monkeypatch, tmp_path):
+    """The installed package finds its own COSMOS copy: no ../shared, no environment variable."""
+    monkeypatch.delenv("GALAXAI_COSMOS_DIR", raising=False)
+    lonely = tmp_path / "a" / "b"
+    lonely.mkdir(parents=True)
+    monkeypatch.chdir(lonely)
+    assert not (lonely / ".." / "shared").exists()
+    found = find_cosmos_dir()
+    assert found.is_relative_to(Path(galaxai.__file__).resolve().parent)
+    out = simulate(1, seed=2, config=TINY, mode="cosmos")
+    assert out.catalogue.loc[0, "mode"] == "cosmos" and out.noiseless.sum() > 0
 
 
 def test_cosmos_mode_draws_real_galaxies():
     found = _cosmos_dir()
-    if found is None:
-        pytest.skip("COSMOS sample absent (../shared/data/cosmos or $GALAXAI_COSMOS_DIR)")
     out = simulate(3, seed=5, config=TINY, mode="cosmos", cosmos_dir=found)
     again = simulate(3, seed=5, config=TINY, mode="cosmos", cosmos_dir=found)
     assert out.flux.tobytes() == again.flux.tobytes()

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+
+from galaxai._data import hoyle_catalogue
 
 from galaxai.morphology import bar_length, bar_lengths, x_input
 from galaxai.morphology.gridsearch import (
@@ -32,7 +33,6 @@ from galaxai.morphology.gridsearch import (
     split_catalogue,
 )
 
-HOYLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "hoyle_barlengths.csv"
 
 
 def synthetic_r90(n: int, seed: int, cv: float = 0.42) -> np.ndarray:
@@ -43,9 +43,7 @@ def synthetic_r90(n: int, seed: int, cv: float = 0.42) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def hoyle():
-    if not HOYLE.exists():
-        pytest.skip(f"{HOYLE} not present")
-    return pd.read_csv(HOYLE)
+    return pd.read_csv(hoyle_catalogue())
 
 
 def test_splits_follow_the_authors_shuffle(hoyle):

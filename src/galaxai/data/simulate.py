@@ -168,8 +168,8 @@ _EXP_R90_OVER_H = 3.8897201698674290
 _LAMBDA = np.array([4686.0, 6166.0, 7480.0])
 
 # Hoyle et al. (2011) GZ2 bar lengths, column ``length_scaled``: percentiles 0, 2.5, …, 100
-# of the 3150 rows in ../shared/data/hoyle_barlengths.csv (embedded so the package needs no data
-# file; tests check it against the CSV when present).
+# of the 3150 rows of the shipped hoyle_barlengths.csv (embedded so the simulator needs no data
+# file; tests check it against the CSV).
 _HOYLE_LENGTH_SCALED_Q = np.array([
     0.0971, 0.2374, 0.2657, 0.2846, 0.3014, 0.3130, 0.3260, 0.3352, 0.3448, 0.3545, 0.3635,
     0.3724, 0.3841, 0.3938, 0.4027, 0.4110, 0.4178, 0.4276, 0.4343, 0.4432, 0.4522, 0.4619,
@@ -698,20 +698,22 @@ def _simulate_parametric(cfg: SimConfig, seed: int, index: int):
 
 # ----------------------------------------------------------------------------- cosmos mode
 def find_cosmos_dir(cosmos_dir: str | os.PathLike | None = None) -> Path:
-    """Folder of the GalSim COSMOS sample: ``cosmos_dir``, else ``$GALAXAI_COSMOS_DIR``, else
-    ``../shared/data/cosmos`` relative to the working directory.
+    """Folder of the GalSim COSMOS sample: ``cosmos_dir``, else ``$GALAXAI_COSMOS_DIR``, else the
+    copy shipped inside the package (:func:`galaxai._data.cosmos_dir`).
 
     Raises
     ------
     FileNotFoundError
         Naming every place searched and how to point galaxai at the data.
     """
+    from galaxai import _data
+
     if cosmos_dir is not None:
         candidates = [Path(cosmos_dir)]
+    elif os.environ.get("GALAXAI_COSMOS_DIR"):
+        candidates = [Path(os.environ["GALAXAI_COSMOS_DIR"])]
     else:
-        candidates = [Path(os.environ["GALAXAI_COSMOS_DIR"])] \
-            if os.environ.get("GALAXAI_COSMOS_DIR") else []
-        candidates.append(Path.cwd() / ".." / "shared" / "data" / "cosmos")
+        candidates = [_data.cosmos_dir()]
     for path in candidates:
         if path.is_dir() and _cosmos_catalogue_file(path) is not None:
             return path.resolve()
@@ -719,7 +721,8 @@ def find_cosmos_dir(cosmos_dir: str | os.PathLike | None = None) -> Path:
     raise FileNotFoundError(
         f"COSMOS galaxy sample not found (looked in: {tried}); it must hold "
         "real_galaxy_catalog_*.fits with its image, PSF and noise files. Pass cosmos_dir=<folder> "
-        "or set the environment variable GALAXAI_COSMOS_DIR=<folder>.")
+        "or set the environment variable GALAXAI_COSMOS_DIR=<folder> (unset, galaxai uses the "
+        "copy installed with the package).")
 
 
 def _cosmos_catalogue_file(path: Path) -> Path | None:

@@ -39,32 +39,28 @@ __all__ = [
 
 #: Environment variable naming the Hoyle et al. (2011) table (``hoyle_barlengths.csv``).
 HOYLE_ENV = "GALAXAI_HOYLE_CATALOGUE"
-_HOYLE_FILE = "hoyle_barlengths.csv"
 _ID_COLUMNS = ("objid", "dr7objid", "GalaxyID", "galaxy_id", "id")
 _R90_COLUMNS = ("petroR90_r", "PETROR90_R", "petror90_r", "r90")
 
 
-def find_hoyle_catalogue() -> Path | None:
-    """The Hoyle et al. (2011) table, if it can be found without being told where.
-
-    Looks at ``$GALAXAI_HOYLE_CATALOGUE``, then ``../shared/data/hoyle_barlengths.csv`` beside
-    a source checkout, then ``./hoyle_barlengths.csv``.
+def find_hoyle_catalogue() -> Path:
+    """The Hoyle et al. (2011) table: ``$GALAXAI_HOYLE_CATALOGUE`` if set, else the copy shipped
+    inside the package (:func:`galaxai._data.hoyle_catalogue`).
 
     Raises
     ------
     InputError
         ``$GALAXAI_HOYLE_CATALOGUE`` is set but names no file.
     """
+    from galaxai import _data
+
     env = os.environ.get(HOYLE_ENV)
     if env:
         if not Path(env).is_file():
             raise InputError(f"${HOYLE_ENV} names {env}, which is not a file; fix the variable "
                              "or pass the catalogue explicitly", "catalogue")
         return Path(env)
-    here = Path(__file__).resolve().parents
-    candidates = [here[4] / "shared" / "data" / _HOYLE_FILE] if len(here) > 4 else []
-    candidates.append(Path.cwd() / _HOYLE_FILE)
-    return next((p for p in candidates if p.is_file()), None)
+    return _data.hoyle_catalogue()
 
 
 def _to_ids(values: Iterable, source: str, param: str) -> list[int]:

@@ -35,7 +35,6 @@ from galaxai.explain.saliency import smoothgrad
 from galaxai.models.morphology import MorphologyClassifier, gz_column_index
 from galaxai.morphology._common import _IMAGE_DIRS, _IMAGE_SUFFIXES, InputError, _read_images
 from galaxai.morphology.catalogues import (
-    HOYLE_ENV,
     _to_ids,
     find_hoyle_catalogue,
     parse_ids,
@@ -98,9 +97,6 @@ def _image_index(data: Path) -> dict[int, Path]:
 def _default_ids(index: dict[int, Path], catalogue: str | os.PathLike | None, data: Path
                  ) -> list[int]:
     path = Path(catalogue) if catalogue is not None else find_hoyle_catalogue()
-    if path is None:
-        raise InputError("no ids given and no Hoyle catalogue found: pass the galaxy ids, or the "
-                         f"catalogue whose galaxies to explain (or set ${HOYLE_ENV})", "ids")
     cat = read_bar_catalogue(path, require_lengths=False)
     ids = [i for i in cat["id"] if i in index]
     if not ids:
