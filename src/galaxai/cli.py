@@ -57,6 +57,26 @@ def data_simulate(n, seed, preset, mode, cosmos_dir, out):
     click.echo(f"wrote {n} galaxies to {out}")
 
 
+_SOURCES = ("simulated", "hdf", "cosmos", "fits", "jpeg")
+_REAL_HELP = ("Galaxies: 'simulated' (GalSim), or real isolated galaxies: 'hdf' (left half of "
+              "skimage's Hubble Deep Field; the right half is reserved), 'cosmos' (the 100 HST "
+              "stamps as observed), 'fits'/'jpeg' (a folder of stamps given by --dir). Repeat "
+              "for a mix of real sources.")
+
+
+def _real_frames(sources, directory, split, copies, seed):
+    """RealFrames from the named real sources (one set, sources concatenated)."""
+    from galaxai.data.real import RealFrames, real_frames
+
+    parts = [real_frames(src, split, directory=directory, copies=copies, seed=seed + k)
+             for k, src in enumerate(sources)]
+    frames = RealFrames.concat(parts)
+    if frames.report.skipped:
+        click.echo(f"{len(frames.report.skipped)} candidate frame(s) left out "
+                   f"(e.g. {frames.report.skipped[0][0]}: {frames.report.skipped[0][1]})", err=True)
+    return frames
+
+
 @data.command("blend")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Store folder (blends.zarr + catalogue.parquet).")
@@ -68,25 +88,50 @@ def data_simulate(n, seed, preset, mode, cosmos_dir, out):
               help="Fill of pixels warped in from outside B's frame (default: the preset's; "
                    "'zero' reproduces the paper's phantom boundary).")
 @click.option("--merge", type=click.Choice(["max", "sum"]), default=None,
-              help="'max' of display images (paper) or 'sum' of fluxes with noise added once.")
+              help="'max' of display images (paper) or 'sum' (simulated: fluxes with noise added "
+                   "once; real: B's sky-subtracted light added to A).")
 @click.option("--mode", type=click.Choice(["parametric", "cosmos"]), default="parametric",
-              show_default=True)
+              show_default=True, help="Simulator mode (--source simulated).")
+@click.option("--source", "sources", type=click.Choice(_SOURCES), multiple=True,
+              default=("simulated",), show_default=True, help=_REAL_HELP)
+@click.option("--dir", "directory", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Folder of isolated-galaxy stamps (--source fits|jpeg).")
+@click.option("--split", type=click.Choice(["train", "test", "all"]), default="test",
+              show_default=True, help="Which split of a real source's galaxies to blend.")
 @click.option("--chunk", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--test-fraction", type=click.FloatRange(0, 1), default=0.1, show_default=True,
-              help="Share of blends labelled 'test' (1 for a held-out store).")
-def data_blend(out, n, seed, preset, padding, merge, mode, chunk, test_fraction):
-    """Simulate galaxy pairs and blend them into a resumable Zarr + Parquet store."""
+              help="Share of simulated blends labelled 'test' (1 for a held-out store); real "
+                   "blends are labelled by --split.")
+def data_blend(out, n, seed, preset, padding, merge, mode, sources, directory, split, chunk,
+               test_fraction):
+    """Blend galaxy pairs (simulated or real) into a Zarr + Parquet store."""
     import dataclasses
 
     from galaxai.data.blend import BlendConfig
     from galaxai.data.simulate import SimConfig
-    from galaxai.data.store import build_store
+    from galaxai.data.store import build_store, write_store
 
     blend_cfg = BlendConfig.preset(preset)
-    overrides = {k: v for k, v in {"padding": padding, "merge": merge}.items() if v is not None}
+    overrides = {k: v for k, v in {"padding": padding}.items() if v is not None}
     blend_cfg = dataclasses.replace(blend_cfg, **overrides)
-    path = build_store(out, n, seed, sim_config=SimConfig.preset(preset), blend_config=blend_cfg,
-                       chunk=chunk, progress=True, mode=mode, test_fraction=test_fraction)
+    if "simulated" in sources:
+        if len(sources) > 1:
+            raise click.BadParameter("blend simulated and real galaxies into separate stores",
+                                     param_hint="--source")
+        if merge:
+            blend_cfg = dataclasses.replace(blend_cfg, merge=merge)
+        path = build_store(out, n, seed, sim_config=SimConfig.preset(preset),
+                           blend_config=blend_cfg, chunk=chunk, progress=True, mode=mode,
+                           test_fraction=test_fraction)
+    else:
+        from galaxai.data.real import real_blends
+
+        frames = _real_frames(sources, directory, split, 1, seed)
+        batch = real_blends(frames, n, seed, blend_cfg, merge=merge or "max")
+        path = write_store(out, batch, split="test" if split == "all" else split, chunk=chunk,
+                           metadata={"sources": list(sources), "split": split, "seed": seed,
+                                     "merge": merge or "max", "galaxies": len(frames),
+                                     "directory": str(directory) if directory else None})
     click.echo(f"store ready: {path}")
 
 
@@ -94,20 +139,40 @@ def data_blend(out, n, seed, preset, padding, merge, mode, chunk, test_fraction)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Pool folder (galaxies.zarr + catalogue.parquet).")
 @click.option("--n", "n", type=click.IntRange(min=2), default=2000, show_default=True,
-              help="Number of galaxies.")
+              help="Number of galaxies (simulated pools).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--preset", type=click.Choice(PRESETS), default="small", show_default=True)
 @click.option("--cosmos-fraction", type=click.FloatRange(0, 1), default=0.25, show_default=True,
               help="Share of real HST (COSMOS) galaxies re-observed through GalSim.")
+@click.option("--source", "sources", type=click.Choice(_SOURCES), multiple=True,
+              default=("simulated",), show_default=True, help=_REAL_HELP)
+@click.option("--dir", "directory", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Folder of isolated-galaxy stamps (--source fits|jpeg).")
+@click.option("--split", type=click.Choice(["train", "test", "all"]), default="train",
+              show_default=True, help="Which split of a real source's galaxies to pool.")
+@click.option("--copies", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Frames per real galaxy, each at its own apparent size.")
 @click.option("--chunk", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
-def data_pool(out, n, seed, preset, cosmos_fraction, chunk, workers):
-    """Simulate a resumable pool of galaxies that training blends are drawn from on the fly."""
-    from galaxai.data.pool import build_galaxy_pool
+def data_pool(out, n, seed, preset, cosmos_fraction, sources, directory, split, copies, chunk,
+              workers):
+    """Build a pool of galaxies (simulated or real) that training blends are drawn from on the fly."""
+    from galaxai.data.pool import build_galaxy_pool, build_real_pool
     from galaxai.data.simulate import SimConfig
 
-    path = build_galaxy_pool(out, n, seed, SimConfig.preset(preset), cosmos_fraction=cosmos_fraction,
-                             chunk=chunk, workers=workers, progress=True)
+    if "simulated" in sources:
+        if len(sources) > 1:
+            raise click.BadParameter("pool simulated and real galaxies separately (train mixes "
+                                     "pools with --data A --data B)", param_hint="--source")
+        path = build_galaxy_pool(out, n, seed, SimConfig.preset(preset),
+                                 cosmos_fraction=cosmos_fraction, chunk=chunk, workers=workers,
+                                 progress=True)
+    else:
+        frames = _real_frames(sources, directory, split, copies, seed)
+        path = build_real_pool(out, frames, source="+".join(sources), chunk=chunk,
+                               settings={"split": split, "copies": copies, "seed": seed,
+                                         "directory": str(directory) if directory else None})
+        click.echo(f"{len(frames)} frames of real galaxies")
     click.echo(f"pool ready: {path}")
 
 
@@ -124,26 +189,48 @@ def _warn_if_stale_pool(pool_path: Path) -> None:
                    f"made today. Rebuild it with `galaxai data pool` into a new folder.", err=True)
 
 
-def _training_data(data_path: Path, length: int, seed: int, padding: str | None):
-    """A store (blends.zarr) or a galaxy pool (galaxies.zarr) as a training dataset."""
+def _training_data(data_paths, weights, length: int, seed: int, padding: str | None,
+                   augment: bool):
+    """Blend stores (blends.zarr) and galaxy pools (galaxies.zarr) as one training dataset."""
     import dataclasses
 
+    from galaxai.data.augment import DisplayAugment
     from galaxai.data.blend import BlendConfig
-    from galaxai.data.pool import BlendStream, GalaxyPool
+    from galaxai.data.pool import BlendStream, GalaxyPool, MixedStream
     from galaxai.data.store import BlendStore
 
-    if (data_path / "galaxies.zarr").exists():
-        _warn_if_stale_pool(data_path)
-        cfg = BlendConfig.preset("small")
-        if padding:
-            cfg = dataclasses.replace(cfg, padding=padding)
-        return BlendStream(GalaxyPool(data_path), length, seed, cfg)
-    return BlendStore(data_path, split="train")
+    if weights and len(weights) != len(data_paths):
+        raise click.BadParameter(f"give one --data-weight per --data ({len(data_paths)}), got "
+                                 f"{len(weights)}", param_hint="--data-weight")
+    parts = []
+    for k, data_path in enumerate(data_paths):
+        if (data_path / "galaxies.zarr").exists():
+            _warn_if_stale_pool(data_path)
+            cfg = BlendConfig.preset("small")
+            if padding:
+                cfg = dataclasses.replace(cfg, padding=padding)
+            parts.append(BlendStream(GalaxyPool(data_path), length, seed + k, cfg,
+                                     augment=DisplayAugment() if augment else None))
+        else:
+            if augment:
+                raise click.BadParameter(f"{data_path} is a blend store; --augment draws blends on "
+                                         "the fly and needs galaxy pools", param_hint="--augment")
+            parts.append(BlendStore(data_path, split="train"))
+    if len(parts) == 1:
+        return parts[0]
+    return MixedStream(parts, weights or [1.0] * len(parts), seed)
 
 
 @main.command()
-@click.option("--data", "data_path", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              required=True, help="A blend store or a galaxy pool.")
+@click.option("--data", "data_paths", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              required=True, multiple=True,
+              help="A blend store or a galaxy pool; repeat to mix several (see --data-weight).")
+@click.option("--data-weight", "weights", type=click.FloatRange(min=0), multiple=True,
+              help="Share of each --data in the mix (default equal).")
+@click.option("--augment/--no-augment", default=False, show_default=True,
+              help="Random survey look per blend (stretch, sky, max/sum merge, JPEG); pools only.")
+@click.option("--init-from", default=None,
+              help="Start a new run from a checkpoint directory's weights, or 'shipped'.")
 @click.option("--eval-data", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="Held-out blend store (its test split is scored).")
 @click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -153,6 +240,8 @@ def _training_data(data_path: Path, length: int, seed: int, padding: str | None)
               help="Adversarial iterations (default: the preset's).")
 @click.option("--burn-in", type=click.IntRange(min=0), default=None,
               help="Perceptual burn-in steps (default: the preset's).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Learning rate (default: the preset's; the late rate stays at lr/10).")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=None)
 @click.option("--padding", type=click.Choice(["noise", "zero", "reflect"]), default=None,
               help="Padding of on-the-fly blends from a pool (default noise).")
@@ -164,8 +253,9 @@ def _training_data(data_path: Path, length: int, seed: int, padding: str | None)
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="DataLoader worker processes (default: the preset's).")
 @click.option("--seed", type=int, default=0, show_default=True)
-def train(data_path, eval_data, run_dir, preset, iterations, burn_in, checkpoint_every, padding,
-          stream_length, vgg19_weights, device, workers, seed):
+def train(data_paths, weights, augment, init_from, eval_data, run_dir, preset, iterations,
+          burn_in, lr, checkpoint_every, padding, stream_length, vgg19_weights, device, workers,
+          seed):
     """Train (or resume) the Galaxy Deblender GAN with checkpoints, stats.jsonl and evaluation."""
     from galaxai.data.store import BlendStore
     from galaxai.train.gan import TrainConfig, new_run_dir
@@ -174,9 +264,11 @@ def train(data_path, eval_data, run_dir, preset, iterations, burn_in, checkpoint
     overrides = {k: v for k, v in {"iterations": iterations, "burn_in": burn_in,
                                    "checkpoint_every": checkpoint_every,
                                    "perceptual_weights": vgg19_weights,
-                                   "num_workers": workers}.items() if v is not None}
+                                   "num_workers": workers, "init_from": init_from,
+                                   "lr": lr, "lr_late": lr / 10 if lr else None}.items()
+                 if v is not None}
     cfg = TrainConfig.preset(preset, seed=seed, **overrides)
-    dataset = _training_data(data_path, stream_length, seed, padding)
+    dataset = _training_data(data_paths, weights, stream_length, seed, padding, augment)
     held_out = BlendStore(eval_data, split="test") if eval_data else None
     if run_dir is None:
         run_dir = new_run_dir("runs", f"{preset}-deblender")

@@ -26,7 +26,8 @@ import pandas as pd
 
 from galaxai.metrics import DeblendScorer
 
-__all__ = ["BIN_COLUMNS", "EvaluationResult", "evaluate_deblender", "binned_scores", "compare_methods"]
+__all__ = ["BIN_COLUMNS", "EvaluationResult", "evaluate_deblender", "binned_scores",
+           "evaluate_methods", "compare_methods", "paired_differences"]
 
 BIN_COLUMNS = ("separation_px", "flux_ratio")
 """Catalogue columns used for binned scores by default."""
@@ -208,6 +209,38 @@ def evaluate_deblender(
     return EvaluationResult(per_example=per_example, summary=summary, binned=binned)
 
 
+def evaluate_methods(
+    methods: Mapping[str, Callable[[np.ndarray], tuple[Any, Any]]],
+    blends: Any,
+    target_a: Any,
+    target_b: Any,
+    catalogue: pd.DataFrame | None = None,
+    *,
+    batch_size: int = 64,
+) -> dict[str, EvaluationResult]:
+    """:func:`evaluate_deblender` for several deblenders on the same blends, by name."""
+    if not methods:
+        raise ValueError("methods is empty; pass at least one {name: deblend_fn}")
+    return {name: evaluate_deblender(fn, blends, target_a, target_b, catalogue,
+                                     batch_size=batch_size)
+            for name, fn in methods.items()}
+
+
+_TABLE_KEYS = ("n", "psnr_a_mean", "psnr_b_mean", "psnr_pooled_mean", "psnr_pooled_median",
+               "ssim_a_dr1_mean", "ssim_b_dr1_mean", "ssim_pooled_dr1_mean",
+               "ssim_pooled_dr1_median", "ssim_pooled_dr2_mean", "ssim_pooled_dr2_median",
+               "seconds_per_blend")
+
+
+def comparison_table(results: Mapping[str, EvaluationResult]) -> pd.DataFrame:
+    """One row per method of :func:`evaluate_methods` results (the columns of :func:`compare_methods`)."""
+    table = pd.DataFrame.from_dict({name: {k: r.summary[k] for k in _TABLE_KEYS}
+                                    for name, r in results.items()}, orient="index")
+    table["n"] = table["n"].astype(int)
+    table.index.name = "method"
+    return table
+
+
 def compare_methods(
     methods: Mapping[str, Callable[[np.ndarray], tuple[Any, Any]]],
     blends: Any,
@@ -232,16 +265,71 @@ def compare_methods(
         pooled mean and median; SSIM pooled mean and median at data_range 1 and 2 and per-branch
         means at data_range 1; ``seconds_per_blend``.
     """
-    if not methods:
-        raise ValueError("methods is empty; pass at least one {name: deblend_fn}")
-    keys = ["n", "psnr_a_mean", "psnr_b_mean", "psnr_pooled_mean", "psnr_pooled_median",
-            "ssim_a_dr1_mean", "ssim_b_dr1_mean", "ssim_pooled_dr1_mean", "ssim_pooled_dr1_median",
-            "ssim_pooled_dr2_mean", "ssim_pooled_dr2_median", "seconds_per_blend"]
-    rows = {}
-    for name, fn in methods.items():
-        result = evaluate_deblender(fn, blends, target_a, target_b, batch_size=batch_size)
-        rows[name] = {k: result.summary[k] for k in keys}
-    table = pd.DataFrame.from_dict(rows, orient="index")
-    table["n"] = table["n"].astype(int)
-    table.index.name = "method"
-    return table
+    return comparison_table(evaluate_methods(methods, blends, target_a, target_b,
+                                             batch_size=batch_size))
+
+
+def _pooled(per_example: pd.DataFrame, metric: str) -> np.ndarray:
+    """Per-blend mean of the two branches' scores (its mean is the pooled mean)."""
+    return 0.5 * (per_example[f"{metric}_a"].to_numpy() + per_example[f"{metric}_b"].to_numpy())
+
+
+def paired_differences(results: Mapping[str, EvaluationResult], reference: str, *,
+                       by: str | None = None, bins: int | Sequence[float] = 4) -> pd.DataFrame:
+    """Paired differences ``reference − method`` over the same blends, mean ± standard error.
+
+    Parameters
+    ----------
+    results : mapping of str to EvaluationResult
+        From :func:`evaluate_methods` (every method scored on the same blends).
+    reference : str
+        The method subtracted from (e.g. the GAN).
+    by : str, optional
+        A catalogue column of the per-example tables (``separation_px``, ``flux_ratio``): one
+        row per (method, quantile bin) instead of one per method.
+    bins : int or sequence of float
+        Quantile bins of ``by`` (int) or explicit edges.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``n`` and, for PSNR A, B, pooled (dB) and pooled SSIM (data_range 1), ``<score>_diff``
+        and ``<score>_se`` (standard error of the mean difference, ``std/√n``).
+    """
+    if reference not in results:
+        raise KeyError(f"reference {reference!r} is not among the methods {list(results)}")
+    ref = results[reference].per_example
+    rows = []
+    for name, result in results.items():
+        if name == reference:
+            continue
+        other = result.per_example
+        if len(other) != len(ref):
+            raise ValueError(f"{name} was scored on {len(other)} blends, {reference} on {len(ref)}")
+        diffs = {
+            "psnr_a": ref["psnr_a"].to_numpy() - other["psnr_a"].to_numpy(),
+            "psnr_b": ref["psnr_b"].to_numpy() - other["psnr_b"].to_numpy(),
+            "psnr_pooled": _pooled(ref, "psnr") - _pooled(other, "psnr"),
+            "ssim_pooled_dr1": _pooled(ref.rename(columns=lambda c: c.replace("_dr1", "")), "ssim")
+            - _pooled(other.rename(columns=lambda c: c.replace("_dr1", "")), "ssim"),
+        }
+        if by is None:
+            groups = [("all", np.ones(len(ref), dtype=bool))]
+        else:
+            if by not in ref:
+                raise ValueError(f"per-example tables lack {by!r}; evaluate with a catalogue")
+            cut = pd.qcut(ref[by], bins, duplicates="drop") if isinstance(bins, int) \
+                else pd.cut(ref[by], bins)
+            groups = [(str(interval), (cut == interval).to_numpy())
+                      for interval in cut.cat.categories]
+        for label, mask in groups:
+            n = int(mask.sum())
+            row = {"method": f"{reference} − {name}", "n": n}
+            if by is not None:
+                row[by] = label
+            for key, d in diffs.items():
+                d = d[mask]
+                row[f"{key}_diff"] = float(d.mean()) if n else np.nan
+                row[f"{key}_se"] = float(d.std(ddof=1) / np.sqrt(n)) if n > 1 else np.nan
+            rows.append(row)
+    return pd.DataFrame(rows)

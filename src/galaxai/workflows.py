@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from galaxai.evaluate import compare_methods, evaluate_deblender
+from galaxai.evaluate import comparison_table, evaluate_methods, paired_differences
 from galaxai.viz.render import deblend_panel
 from galaxai.viz.report import Report
 
@@ -57,21 +57,30 @@ def evaluation_section(report: Report, methods: Mapping[str, Deblender], blends:
                        out_dir: Path, *, title: str, n_panels: int = 3) -> pd.DataFrame:
     """Score every method on the same blends; add the comparison, bins and Fig. 1 panels.
 
-    The first method is the one binned and drawn. Writes ``comparison.csv`` and
-    ``per_example.csv`` into ``out_dir`` and returns the comparison table.
+    The first method is the one binned, drawn and the reference of the paired differences.
+    Writes ``comparison.csv``, ``per_example.csv``, ``paired.csv`` and ``paired_by_<column>.csv``
+    into ``out_dir`` and returns the comparison table.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = compare_methods(methods, blends, target_a, target_b)
+    results = evaluate_methods(methods, blends, target_a, target_b, catalogue)
+    table = comparison_table(results)
     table.to_csv(out_dir / "comparison.csv")
     name, main = next(iter(methods.items()))
-    result = evaluate_deblender(main, blends, target_a, target_b, catalogue)
+    result = results[name]
     result.per_example.to_csv(out_dir / "per_example.csv")
+    paired = paired_differences(results, name)
+    paired.to_csv(out_dir / "paired.csv", index=False)
     report.add_section(title, f"{len(blends)} held-out blends; every method sees the same blends. "
                        "PSNR uses data_range 1; SSIM is given for data_range 1 and for the legacy 2 "
                        "that old scikit-image used silently (it inflates SSIM).")
     report.add_table(table, "Method × PSNR (dB) × SSIM × seconds per blend")
+    report.add_table(paired, f"Paired differences {name} − method over the same blends "
+                             "(mean and standard error)")
     for column, binned in result.binned.items():
         report.add_table(binned, f"{name}: scores binned by {column}")
+        by = paired_differences(results, name, by=column)
+        by.to_csv(out_dir / f"paired_by_{column}.csv", index=False)
+        report.add_table(by, f"Paired differences binned by {column}")
     out_a, out_b = (np.asarray(x) for x in main(np.moveaxis(blends[:n_panels], 1, -1)))
     for i in range(min(n_panels, len(blends))):
         path = deblend_panel(blends[i], target_a[i], target_b[i], out_a[i], out_b[i],

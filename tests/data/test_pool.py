@@ -89,3 +89,75 @@ def test_reproduction_error_flags_a_pool_from_other_simulator_code(tmp_path, tin
     assert reproduction_error(stale) == pytest.approx(expected, rel=1e-5)
     with pytest.raises(StoreError, match="not a finished galaxy pool"):
         reproduction_error(tmp_path)
+
+
+# ------------------------------------------------------------------- real pools and mixtures
+@pytest.fixture(scope="module")
+def real_pool(tmp_path_factory):
+    from galaxai.data.pool import build_real_pool
+    from galaxai.data.real import cosmos_frames
+
+    frames = cosmos_frames("test", seed=0)
+    return build_real_pool(tmp_path_factory.mktemp("real") / "p", frames, source="cosmos",
+                           chunk=8), frames
+
+
+def test_real_pool_round_trip(real_pool):
+    path, frames = real_pool
+    pool = GalaxyPool(path)
+    np.testing.assert_array_equal(pool.display, frames.display)
+    np.testing.assert_array_equal(pool.sky[:, 0], frames.sky_mean)
+    assert pool.noiseless is None and pool.source == "cosmos"
+    assert pool_mod.reproduction_error(path) is None
+    with pytest.raises(StoreError, match="not empty"):
+        pool_mod.build_real_pool(path, frames, source="cosmos")
+
+
+def test_augmented_stream_is_reproducible_and_changes_the_look(real_pool):
+    from galaxai.data.augment import DisplayAugment
+
+    pool = GalaxyPool(real_pool[0])
+    plain = BlendStream(pool, 100, seed=2)
+    aug1 = BlendStream(pool, 100, seed=2, augment=DisplayAugment())
+    aug2 = BlendStream(pool, 100, seed=2, augment=DisplayAugment())
+    changed = 0
+    for i in range(12):
+        x, y, z = plain[i], aug1[i], aug2[i]
+        assert torch.equal(y["blend"], z["blend"]) and torch.equal(y["target_b"], z["target_b"])
+        assert torch.equal(x["fill_mask_b"], y["fill_mask_b"])  # same pair and geometry
+        changed += not torch.equal(x["target_a"], y["target_a"])
+    assert changed >= 6
+    with pytest.raises(ValueError, match="without flux models"):
+        BlendStream(pool, 10, seed=0, blend_config=BlendConfig.preset("small", merge="sum"))
+
+
+def test_stream_uses_the_pool_sky_for_padding(tiny_pool):
+    pool = GalaxyPool(tiny_pool)
+    pool.sky[:, 0] = 0.3  # an unmistakable sky level
+    pool.sky[:, 1] = 1e-6
+    stream = BlendStream(pool, 20, seed=0)
+    for i in range(20):
+        item = stream[i]
+        mask = item["fill_mask_b"][0]
+        if mask.any():
+            values = item["target_b"][:, mask].numpy()
+            # fully padded pixels are the sky; edge pixels mix in a resampled neighbour
+            assert np.median(values) == pytest.approx(0.3, abs=1e-4)
+            assert (np.abs(values - 0.3) < 1e-4).mean() > 0.5
+            return
+    pytest.fail("no blend of 20 had a padded region")
+
+
+def test_mixed_stream_draws_by_weight(tiny_pool, real_pool):
+    from galaxai.data.pool import MixedStream
+
+    a = BlendStream(GalaxyPool(tiny_pool), 400, seed=0, blend_config=BlendConfig.preset("tiny"))
+    b = BlendStream(GalaxyPool(real_pool[0]), 500, seed=0)
+    mix = MixedStream([a, b], [0.25, 0.75], seed=4)
+    assert len(mix) == 400
+    sources = np.array([mix.source(i) for i in range(400)])
+    assert abs((sources == 1).mean() - 0.75) < 0.07
+    i = int(np.argmax(sources == 0))
+    assert torch.equal(mix[i]["blend"], a[i]["blend"])
+    with pytest.raises(ValueError, match="weight per stream"):
+        MixedStream([a, b], [1.0], seed=0)

@@ -431,7 +431,7 @@ def _noise_fill_frame(frame: np.ndarray, mask: np.ndarray, rng: np.random.Genera
 def make_blends(frames_a, frames_b, seed: int | np.random.SeedSequence,
                 config: BlendConfig | None = None, *, ids_a=None, ids_b=None, flux_a=None,
                 flux_b=None, sky_sigma=None, components_a: Mapping[str, np.ndarray] | None = None,
-                components_b: Mapping[str, np.ndarray] | None = None) -> BlendBatch:
+                components_b: Mapping[str, np.ndarray] | None = None, sky_b=None) -> BlendBatch:
     """Blend galaxy A (centred, unchanged) with an augmented galaxy B, pair by pair.
 
     Parameters
@@ -455,6 +455,11 @@ def make_blends(frames_a, frames_b, seed: int | np.random.SeedSequence,
         observed at the same level).
     components_a, components_b : mapping of str to (N, 3, F, F), optional
         Flux-space component truth; B's are warped like B.
+    sky_b : array_like, shape (N, 2, 3), optional
+        Sky mean and standard deviation of each B frame per channel, computed once (e.g. by
+        :class:`galaxai.data.pool.GalaxyPool`). With ``padding="noise"`` and
+        ``noise_method="gaussian"`` the fill is drawn from them (clipped to [0, 1]) instead of
+        sigma-clipping each warped frame again, which is most of a blend's cost.
 
     Returns
     -------
@@ -490,6 +495,11 @@ def make_blends(frames_a, frames_b, seed: int | np.random.SeedSequence,
     if has_flux:
         flux_a = _check_flux("flux_a", flux_a, n, frame)
         flux_b = _check_flux("flux_b", flux_b, n, frame)
+    if sky_b is not None:
+        sky_b = np.asarray(sky_b, dtype=np.float64)
+        if sky_b.shape != (n, 2, 3) or not np.isfinite(sky_b).all():
+            raise ValueError(f"sky_b must be finite (mean, std) per channel of shape {(n, 2, 3)}, "
+                             f"got shape {sky_b.shape}")
     if merge_sum:
         sky_sigma = np.asarray(sky_sigma, dtype=np.float64)
         if sky_sigma.shape != (n, 3):
@@ -546,9 +556,16 @@ def make_blends(frames_a, frames_b, seed: int | np.random.SeedSequence,
             warped, mask = _warp_batch(stack, rows[lo:hi], flux_padding, config.reference_frame)
         if n_disp and config.padding == "noise":
             for j in range(hi - lo):
-                if mask[j].any():
-                    warped[j, :n_disp] = _noise_fill_frame(warped[j, :n_disp], mask[j], rngs[lo + j],
-                                                           config.noise_method)
+                if not mask[j].any():
+                    continue
+                if sky_b is not None and config.noise_method == "gaussian":
+                    mean, std = sky_b[lo + j]
+                    draw = rngs[lo + j].standard_normal((n_disp, int(mask[j].sum())))
+                    warped[j, :n_disp][:, mask[j]] = np.clip(mean[:, None] + std[:, None] * draw,
+                                                             0.0, 1.0)
+                else:
+                    warped[j, :n_disp] = _noise_fill_frame(warped[j, :n_disp], mask[j],
+                                                           rngs[lo + j], config.noise_method)
         cut_b[lo:hi] = cut(warped)
         fill[lo:hi] = cut(mask[:, None]) > 0
     tgt_b_cut = cut_b[:, :n_disp]

@@ -35,11 +35,13 @@ import zarr
 
 from galaxai._atomic import atomic_write, atomic_write_json
 from galaxai.config import config_from_mapping, config_to_dict
+from galaxai.data.augment import DisplayAugment, augment_pair, draw_look
 from galaxai.data.blend import BlendConfig, make_blends
 from galaxai.data._zarr_chunks import create_arrays, write_chunk
 from galaxai.data.store import StoreError, check_same_settings, read_manifest
 
-__all__ = ["build_galaxy_pool", "GalaxyPool", "BlendStream", "chunk_mode", "reproduction_error"]
+__all__ = ["build_galaxy_pool", "build_real_pool", "GalaxyPool", "BlendStream", "MixedStream",
+           "chunk_mode", "reproduction_error"]
 
 _FORMAT = "galaxai-galaxy-pool"
 _ZARR = "galaxies.zarr"
@@ -177,6 +179,8 @@ def reproduction_error(path: str | os.PathLike) -> float | None:
 
     path = Path(path)
     m = _finished_manifest(path)
+    if m.get("source", "simulated") != "simulated":
+        return None
     c = next((c for c in range(m["n_chunks"])
               if chunk_mode(c, m["cosmos_fraction"]) == "parametric"), None)
     if c is None:
@@ -188,18 +192,70 @@ def reproduction_error(path: str | os.PathLike) -> float | None:
     return float(np.abs(fresh.display[0] - stored).max())
 
 
+def build_real_pool(path: str | os.PathLike, frames, *, source: str, chunk: int = 64,
+                    settings: dict | None = None) -> Path:
+    """Write real-galaxy frames (:class:`galaxai.data.real.RealFrames`) as a galaxy pool.
+
+    The pool holds ``display``, ``sky_mean`` and ``sky_std`` (no noiseless model: real data
+    have none) and the frames' catalogue; ``manifest.json`` records ``source`` and ``settings``
+    (how the frames were made). Written atomically; an existing pool is refused.
+    """
+    path = Path(path)
+    if path.exists() and any(not p.name.startswith(".") for p in path.iterdir()):
+        raise StoreError(f"{path} exists and is not empty; choose a new pool folder")
+    n = len(frames.display)
+    if n < 2:
+        raise ValueError(f"a pool needs at least 2 galaxies, got {n}")
+    arrays = {"display": frames.display, "sky_mean": frames.sky_mean, "sky_std": frames.sky_std}
+    n_chunks = -(-n // chunk)
+    manifest = {"format": _FORMAT, "source": source, "n": n, "chunk": int(chunk),
+                "cosmos_fraction": 0.0, "settings": dict(settings or {}), "n_chunks": n_chunks,
+                "chunks_done": [], "complete": False}
+    atomic_write_json(path / _MANIFEST, manifest)
+    create_arrays(path / _ZARR, n, chunk, arrays)
+    for c in range(n_chunks):
+        write_chunk(path / _ZARR, c, c * chunk, {k: v[c * chunk:(c + 1) * chunk]
+                                                 for k, v in arrays.items()})
+    table = frames.catalogue.copy()
+    table.insert(0, "pool_index", np.arange(n, dtype=np.int64))
+    atomic_write(path / _CATALOGUE, lambda tmp: table.to_parquet(tmp, index=False))
+    manifest.update(chunks_done=list(range(n_chunks)), complete=True)
+    atomic_write_json(path / _MANIFEST, manifest)
+    return path
+
+
 class GalaxyPool:
-    """A finished galaxy pool, loaded into memory (display frames, noiseless flux, sky sigma)."""
+    """A finished galaxy pool, loaded into memory.
+
+    Attributes
+    ----------
+    display : ndarray, (N, F, F, 3)
+    noiseless, sky_sigma : ndarray or None
+        Flux models and noise of simulated pools (``None`` for real-galaxy pools).
+    sky : ndarray, (N, 2, 3)
+        Sigma-clipped sky mean and standard deviation of each display frame: stored by
+        :func:`build_real_pool`, computed once on load for older pools.
+    source : str
+        ``"simulated"`` or the real source the pool was built from.
+    """
 
     def __init__(self, path: str | os.PathLike) -> None:
+        from galaxai.data.real import frame_sky
+
         self.path = Path(path)
         manifest = _finished_manifest(self.path)
         root = zarr.open_group(store=str(self.path / _ZARR), mode="r")
         self.display = np.asarray(root["display"][:])
-        self.noiseless = np.asarray(root["noiseless"][:])
-        self.sky_sigma = np.asarray(root["sky_sigma"][:])
+        self.noiseless = np.asarray(root["noiseless"][:]) if "noiseless" in root else None
+        self.sky_sigma = np.asarray(root["sky_sigma"][:]) if "sky_sigma" in root else None
+        if "sky_mean" in root:
+            mean, std = np.asarray(root["sky_mean"][:]), np.asarray(root["sky_std"][:])
+        else:
+            mean, std = frame_sky(self.display)
+        self.sky = np.stack([mean, std], axis=1).astype(np.float32)
         self.catalogue = pd.read_parquet(self.path / _CATALOGUE)
         self.manifest = manifest
+        self.source = manifest.get("source", "simulated")
 
     def __len__(self) -> int:
         return len(self.display)
@@ -216,17 +272,26 @@ class BlendStream(torch.utils.data.Dataset):
     seed : int
     blend_config : BlendConfig, optional
         Default ``BlendConfig.preset("small")`` (noise padding, max merge).
+    augment : DisplayAugment, optional
+        Random survey look per blend (:mod:`galaxai.data.augment`); ``None`` keeps the stored
+        display and the config's merge.
 
     Items are dicts like :class:`galaxai.data.store.BlendStore`'s: ``blend``, ``target_a``,
     ``target_b`` (3, S, S) float32 in [0, 1], ``fill_mask_b`` (1, S, S) bool, ``index``.
+    B's noise padding is drawn from the pool's per-galaxy sky statistics.
     """
 
     def __init__(self, pool: GalaxyPool, length: int, seed: int,
-                 blend_config: BlendConfig | None = None) -> None:
+                 blend_config: BlendConfig | None = None,
+                 augment: DisplayAugment | None = None) -> None:
         if length < 1:
             raise ValueError(f"length must be >= 1, got {length}")
         self.pool, self.length, self.seed = pool, int(length), int(seed)
         self.config = blend_config if blend_config is not None else BlendConfig.preset("small")
+        if self.config.merge == "sum" and pool.noiseless is None:
+            raise ValueError(f'{pool.path} holds real galaxies without flux models; use merge="max" '
+                             "with augment=DisplayAugment(p_sum=...) for sum-merged blends")
+        self.augment = augment
 
     def __len__(self) -> int:
         return self.length
@@ -242,12 +307,46 @@ class BlendStream(torch.utils.data.Dataset):
             raise IndexError(f"index {index} out of range for a stream of {self.length} blends")
         a, b = self.pair(index)
         p = self.pool
+        flux = {} if p.noiseless is None else {
+            "flux_a": p.noiseless[a:a + 1], "flux_b": p.noiseless[b:b + 1],
+            "sky_sigma": p.sky_sigma[a:a + 1]}
         batch = make_blends(p.display[a:a + 1], p.display[b:b + 1],
                             np.random.SeedSequence([self.seed, 1, index]), self.config,
-                            ids_a=[a], ids_b=[b], flux_a=p.noiseless[a:a + 1],
-                            flux_b=p.noiseless[b:b + 1], sky_sigma=p.sky_sigma[a:a + 1])
-        return {"blend": torch.from_numpy(batch.blend[0]),
-                "target_a": torch.from_numpy(batch.target_a[0]),
-                "target_b": torch.from_numpy(batch.target_b[0]),
+                            ids_a=[a], ids_b=[b], sky_b=p.sky[b:b + 1], **flux)
+        blend, ta, tb = batch.blend[0], batch.target_a[0], batch.target_b[0]
+        if self.augment is not None:
+            look = draw_look(np.random.default_rng([self.seed, 2, index]), self.augment)
+            blend, ta, tb = augment_pair(ta, tb, p.sky[a, 0], p.sky[b, 0], look)
+        return {"blend": torch.from_numpy(blend),
+                "target_a": torch.from_numpy(ta),
+                "target_b": torch.from_numpy(tb),
                 "fill_mask_b": torch.from_numpy(batch.fill_mask_b[0]),
                 "index": int(index)}
+
+
+class MixedStream(torch.utils.data.Dataset):
+    """Item ``i`` comes from stream ``k`` with probability ``weights[k]``, drawn from ``(seed, i)``.
+
+    Every stream must be at least as long as the mixture; item ``i`` of the mixture is item
+    ``i`` of the chosen stream, so the mixture stays indexable and reproducible.
+    """
+
+    def __init__(self, streams: list[torch.utils.data.Dataset], weights, seed: int) -> None:
+        w = np.asarray(weights, dtype=np.float64)
+        if len(streams) < 1 or w.shape != (len(streams),) or (w < 0).any() or w.sum() <= 0:
+            raise ValueError(f"need one non-negative weight per stream ({len(streams)}), got "
+                             f"{list(np.atleast_1d(w))}")
+        self.streams, self.weights, self.seed = list(streams), w / w.sum(), int(seed)
+        self.length = min(len(s) for s in self.streams)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return self.length
+
+    def source(self, index: int) -> int:
+        """Which stream item ``index`` is drawn from."""
+        u = np.random.default_rng([self.seed, 3, index]).uniform()
+        return int(min(np.searchsorted(np.cumsum(self.weights), u, side="right"),
+                       len(self.streams) - 1))
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.streams[self.source(index)][index]

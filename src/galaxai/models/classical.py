@@ -77,6 +77,7 @@ __all__ = [
     "DEBLENDERS",
     "SCARLET2_AVAILABLE",
     "copy_blend",
+    "half_blend",
     "photutils_deblend",
     "sep_deblend",
     "scarlet2_deblend",
@@ -210,6 +211,23 @@ def copy_blend(blends: Any) -> tuple[np.ndarray, np.ndarray]:
     """
     arr = _check_blends(blends)
     return arr.copy(), arr.copy()
+
+
+def half_blend(blends: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The equal-split baseline: each output is half the blend's display values.
+
+    Parameters
+    ----------
+    blends : array_like
+        ``(N, H, W, 3)`` display images in [0, 1].
+
+    Returns
+    -------
+    a, b : numpy.ndarray
+        Two float32 arrays ``0.5 · blends``.
+    """
+    half = _check_blends(blends) * np.float32(0.5)
+    return half, half.copy()
 
 
 def photutils_deblend(
@@ -416,6 +434,7 @@ def scarlet2_deblend(
 
 DEBLENDERS: dict[str, Deblender] = {
     "copy": copy_blend,
+    "half": half_blend,
     "photutils": photutils_deblend,
     "sep": sep_deblend,
 }

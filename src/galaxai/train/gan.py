@@ -126,6 +126,11 @@ class TrainConfig:
     amp : bool
         Mixed precision on CUDA (bfloat16 if supported, else float16 with loss scaling). Ignored
         on CPU.
+    init_from : str, optional
+        Start a *new* run from these weights instead of a random initialisation (fine-tuning):
+        a checkpoint directory holding ``G.safetensors`` (and ``D.safetensors``, else D starts
+        random), or ``"shipped"`` for the package's default generator and discriminator.
+        Recorded in ``config.toml`` like every setting; ignored when resuming.
     """
 
     model: DeblenderConfig = field(default_factory=DeblenderConfig)
@@ -150,6 +155,7 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     amp: bool = True
+    init_from: str | None = None
 
     PRESETS: ClassVar[tuple[str, ...]] = ("paper", "small", "tiny")
 
@@ -392,6 +398,22 @@ def evaluate(
     }
 
 
+def _load_initial_weights(G: torch.nn.Module, D: torch.nn.Module, source: str) -> None:
+    """Load ``TrainConfig.init_from`` weights into fresh networks (see its docstring)."""
+    if source == "shipped":
+        weights = Path(__file__).resolve().parents[1] / "weights"
+        g_file, d_file = weights / "deblender_small.safetensors", weights / "discriminator_small.safetensors"
+    else:
+        folder = Path(source)
+        g_file, d_file = folder / "G.safetensors", folder / "D.safetensors"
+    if not g_file.is_file():
+        raise FileNotFoundError(f"init_from={source!r}: {g_file} does not exist; pass a checkpoint "
+                                "directory (run/checkpoints/000001000) or 'shipped'")
+    load_state(G, g_file)
+    if d_file.is_file():
+        load_state(D, d_file)
+
+
 def _resolve_config(config: TrainConfig | str | None, run_dir: Path) -> TrainConfig:
     if isinstance(config, TrainConfig):
         return config
@@ -513,6 +535,8 @@ def train(
 
     start, consumed, elapsed = 0, 0, 0.0
     stats_path = run_dir / "stats.jsonl"
+    if state is None and cfg.init_from:
+        _load_initial_weights(G, D, cfg.init_from)
     if state is not None:
         ckpt = checkpoint_dir(run_dir, state["iteration"])
         load_state(G, ckpt / "G.safetensors")
