@@ -1,4 +1,4 @@
-"""The public deblending call: ``deblend(blends) -> (a, b)``.
+"""The public calls: ``deblend(blends) -> (a, b)`` and ``discriminate(images) -> p(real)``.
 
 ``a`` is the output of branch 1, trained on the centred galaxy, and ``b`` that of branch 2 (the
 other galaxy), both mapped from tanh's [−1, 1] to [0, 1] by (v+1)/2. The generator runs in eval
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,41 @@ from typing import Any
 import numpy as np
 import torch
 
-from galaxai.train.checkpoints import load_generator
+from galaxai.train.checkpoints import load_discriminator, load_generator
 
-__all__ = ["DEFAULT_WEIGHTS", "deblend"]
+__all__ = ["DEFAULT_WEIGHTS", "DEFAULT_DISCRIMINATOR", "StampSizeWarning", "deblend",
+           "discriminate"]
 
 #: The shipped default generator (written by a ``small`` training run, see the module docstring).
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "deblender_small.safetensors"
+#: The shipped discriminator trained beside it.
+DEFAULT_DISCRIMINATOR = DEFAULT_WEIGHTS.with_name("discriminator_small.safetensors")
+
+
+class StampSizeWarning(UserWarning):
+    """Stamps of another size than the model's were resampled (never silently)."""
+
+
+def _to_model_size(x: torch.Tensor, size: int) -> tuple[torch.Tensor, tuple[int, int] | None]:
+    """Resample (N, C, H, W) square stamps to ``size`` with a warning; return the original size."""
+    h, w = x.shape[-2:]
+    if (h, w) == (size, size):
+        return x, None
+    if h != w:
+        raise ValueError(f"stamps are {h}×{w}; the model takes square {size}×{size} stamps. Cut "
+                         "square stamps centred on the blend")
+    warnings.warn(f"stamps are {h}×{w} px but the model was trained on {size}×{size}: resampled "
+                  f"to {size}×{size} (area-averaged when shrinking, bilinear when enlarging) and "
+                  "outputs resampled back; the apparent galaxy size changes by "
+                  f"{size / h:.3g}×", StampSizeWarning, stacklevel=3)
+    return _resize(x, size), (h, w)
+
+
+def _resize(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    size = (size, size) if isinstance(size, int) else size
+    if x.shape[-1] > size[-1]:
+        return torch.nn.functional.interpolate(x, size=size, mode="area")
+    return torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 @lru_cache(maxsize=4)
@@ -123,7 +153,8 @@ def deblend(
     ----------
     blends : numpy.ndarray or torch.Tensor
         ``(N, H, W, 3)`` or a single ``(H, W, 3)`` float image in [0, 1] (display space), channel
-        last. The networks were trained on 80×80 stamps.
+        last. The networks were trained on 80×80 stamps: other square sizes are resampled to
+        80×80 and the outputs back, with a :class:`StampSizeWarning`.
     checkpoint : path-like, optional
         A checkpoint directory (``run/checkpoints/000001000``), a ``G.safetensors`` file, or an
         exported ``<name>.safetensors`` with ``<name>.json`` beside it. ``None`` uses the shipped
@@ -162,12 +193,17 @@ def deblend(
     channels = model.config.channels
     if x.shape[1] != channels:
         raise ValueError(f"blends have {x.shape[1]} channels, the model expects {channels}")
+    x, original = _to_model_size(x, model.config.image_size)
     outs_a, outs_b = [], []
     with torch.inference_mode():
         for chunk in x.split(batch_size):
-            g1, g2 = model(chunk.to(dev))
-            outs_a.append(((g1 + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu())
-            outs_b.append(((g2 + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu())
+            g1, g2 = ((g + 1) / 2 for g in model(chunk.to(dev)))
+            if original is not None:
+                g1, g2 = _resize(g1, original), _resize(g2, original)
+            outs_a.append(g1.clamp(0, 1).permute(0, 2, 3, 1).cpu())
+            outs_b.append(g2.clamp(0, 1).permute(0, 2, 3, 1).cpu())
+    if original is not None:
+        x = torch.empty(x.shape[:2] + original)
     shape = (0, x.shape[2], x.shape[3], x.shape[1])
     a = torch.cat(outs_a) if outs_a else torch.empty(shape)
     b = torch.cat(outs_b) if outs_b else torch.empty(shape)
@@ -176,3 +212,55 @@ def deblend(
     if src_device is None:
         return a.numpy().copy(), b.numpy().copy()
     return a.to(src_device).clone(), b.to(src_device).clone()
+
+
+@lru_cache(maxsize=4)
+def _cached_discriminator(path: str, stamp: tuple[int, int], device: str) -> torch.nn.Module:
+    del stamp  # part of the cache key only: a rewritten file is reloaded
+    return load_discriminator(path, device=device)[0]
+
+
+def discriminate(
+    images: Any,
+    checkpoint: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    batch_size: int = 64,
+) -> Any:
+    """The discriminator's probability that each image is a real (not generated) galaxy.
+
+    Parameters
+    ----------
+    images : numpy.ndarray or torch.Tensor
+        ``(N, H, W, 3)`` or ``(H, W, 3)`` float in [0, 1], as for :func:`deblend` (other square
+        sizes are resampled to the model's with a :class:`StampSizeWarning`).
+    checkpoint : path-like, optional
+        A checkpoint directory (its ``D.safetensors``), a ``D.safetensors`` file or an exported
+        ``<name>.safetensors``; ``None`` uses the shipped discriminator.
+    device, batch_size
+        As for :func:`deblend`.
+
+    Returns
+    -------
+    ndarray or tensor, shape (N,) (a scalar for one image)
+        ``sigmoid(D(x))``, float32.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    x, single, src_device = _as_batch(images)
+    dev = torch.device(device) if device is not None else torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu")
+    path = Path(checkpoint).expanduser().resolve() if checkpoint is not None \
+        else DEFAULT_DISCRIMINATOR
+    weights = path / "D.safetensors" if path.is_dir() else path
+    if not weights.is_file():
+        raise FileNotFoundError(f"discriminator weights {weights} do not exist; pass a checkpoint "
+                                "directory (run/checkpoints/000001000) or a D.safetensors file")
+    st = weights.stat()
+    model = _cached_discriminator(str(path), (st.st_mtime_ns, st.st_size), str(dev))
+    x, _ = _to_model_size(x, model.config.image_size)
+    with torch.inference_mode():
+        probs = [torch.sigmoid(model(chunk.to(dev)).reshape(-1)).cpu() for chunk in x.split(batch_size)]
+    p = torch.cat(probs) if probs else torch.empty(0)
+    if single:
+        p = p[0]
+    return p.numpy().copy() if src_device is None else p.to(src_device).clone()

@@ -277,6 +277,41 @@ def train(data_paths, weights, augment, init_from, eval_data, run_dir, preset, i
     click.echo(f"run {result.run_dir}: iteration {result.iteration}, metrics {result.metrics}")
 
 
+# ------------------------------------------------------------------------------------- deblend
+@main.command("deblend")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False,
+                                                                   path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for <name>_a.fits, <name>_b.fits, <name>.png and catalogue.parquet/.csv.")
+@click.option("--checkpoint", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Checkpoint directory (G and D) or G.safetensors (default: the shipped model).")
+@click.option("--threshold", type=click.FloatRange(min=0, min_open=True), default=3.0,
+              show_default=True, help="SEP detection threshold (sigma) for whole FITS images.")
+def deblend_cmd(inputs, out, checkpoint, threshold):
+    """Deblend your own data: stamps (FITS cube or g/r/i files, PNG/JPEG, .npy) or whole FITS images.
+
+    A FITS image larger than 160 px is searched for blended pairs (touching SEP footprints); a
+    stamp is cut around each. Stamps that are not 80×80 are resampled, with a warning.
+    """
+    import warnings
+
+    from galaxai.api import StampSizeWarning
+    from galaxai.userdata import deblend_files
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", StampSizeWarning)
+        job = deblend_files(list(inputs), out, checkpoint=checkpoint, progress=True,
+                            field_threshold=threshold)
+    for w in caught:
+        click.echo(f"warning: {w.message}", err=True)
+    if job.report.skipped:
+        click.echo(f"skipped {len(job.report.skipped)} input(s):", err=True)
+        for item, reason in job.report.skipped:
+            click.echo(f"  {item}: {reason}", err=True)
+    click.echo(f"{len(job.catalogue)} blend(s) from {len(job.report.loaded)} file(s) -> "
+               f"{job.out / 'catalogue.parquet'}")
+
+
 # ------------------------------------------------------------------------------------ evaluate
 @main.command()
 @click.option("--data", "data_path", type=click.Path(exists=True, file_okay=False, path_type=Path),

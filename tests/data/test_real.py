@@ -74,7 +74,7 @@ def test_cosmos_frames_split_and_look():
     assert len(ks_train) == 80 and len(ks_test) == 20 and not ks_train & ks_test
     assert all(k % 5 == 4 for k in ks_test)
     # a dark sky with HST noise, brighter centre
-    assert (train.sky_mean < 0.2).all() and (train.sky_std > 0).all()
+    assert np.median(train.sky_mean) < 0.12 and (train.sky_std > 0).all()
     centre = train.display[:, 66:76, 66:76].mean()
     assert centre > train.sky_mean.mean() + 0.05
 

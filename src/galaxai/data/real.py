@@ -50,6 +50,7 @@ __all__ = [
     "real_frames",
     "frame_sky",
     "real_blends",
+    "asinh_rgb",
 ]
 
 #: First column of the Hubble Deep Field image that galaxai must never read.
@@ -268,23 +269,42 @@ def _finish(frames: list[np.ndarray], cat: list[dict], report: LoadReport, what:
 _TINTS = {"red": np.array([1.0, 0.78, 0.58]), "blue": np.array([0.72, 0.86, 1.0])}
 
 
-def _asinh_display(flux: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """Flux ``(h, w)`` (tinted) or ``(3, h, w)`` bands g, r, i to an ``(h, w, 3)`` asinh display
-    image with a dark sky pedestal; one softening and scale for all bands."""
+def asinh_rgb(flux: np.ndarray, sigma: float, *, softening: float = 4.0, pedestal: float = 0.04,
+              tint=None) -> np.ndarray:
+    """Flux to an ``(h, w, 3)`` asinh display image in [0, 1] with a dark sky pedestal.
+
+    Parameters
+    ----------
+    flux : ndarray, (h, w) or (3, h, w)
+        Sky-subtracted flux; one band (shown grey, or with ``tint``) or bands g, r, i (shown as
+        B, G, R, Lupton-style: the total is stretched and the band ratios kept).
+    sigma : float
+        Sky noise; the asinh softening is ``softening · sigma`` and the top of the stretch the
+        99.5th percentile of the total (at least 5 softenings).
+    pedestal : float
+        Display level of the sky.
+    tint : array_like of 3 floats, optional
+        RGB colour of a one-band image.
+    """
     bands = flux[None] if flux.ndim == 2 else flux
     total = bands.sum(axis=0)
-    soft = max(sigma, 1e-6) * rng.uniform(2.0, 8.0)
+    soft = max(sigma, 1e-6) * softening
     top = max(float(np.percentile(total, 99.5)), 5.0 * soft)
-    pedestal = rng.uniform(0.02, 0.07)
     if flux.ndim == 2:
-        tint = _TINTS["red" if rng.uniform() < 0.35 else "blue"] * rng.uniform(0.9, 1.1, 3)
+        colour = np.ones(3) if tint is None else np.asarray(tint, dtype=np.float64)
         grey = np.arcsinh(total / soft) / np.arcsinh(top / soft)
-        rgb = grey[..., None] * (tint / tint.max())
+        rgb = grey[..., None] * (colour / colour.max())
     else:
-        # Lupton-style: stretch the total, keep the band ratios (i -> R, r -> G, g -> B)
         gain = np.arcsinh(total / soft) / np.arcsinh(top / soft) / np.where(total > 0, total, np.inf)
         rgb = np.moveaxis(bands[::-1] * gain[None], 0, -1) * 3.0 / 1.2
     return np.clip(pedestal + (1 - pedestal) * 0.95 * rgb, 0.0, 1.0)
+
+
+def _asinh_display(flux: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """:func:`asinh_rgb` with a random softening, pedestal and (one band) galaxy colour."""
+    tint = _TINTS["red" if rng.uniform() < 0.35 else "blue"] * rng.uniform(0.9, 1.1, 3)
+    return asinh_rgb(flux, sigma, softening=rng.uniform(2.0, 8.0),
+                     pedestal=rng.uniform(0.02, 0.07), tint=tint)
 
 
 def cosmos_frames(split: str = "train", *, frame: int = 142, copies: int = 1, seed: int = 0,
