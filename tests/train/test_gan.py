@@ -259,3 +259,14 @@ def test_torn_stats_line_is_dropped_on_resume(tmp_path, data):
         fh.write('{"iteration": 4, "loss_d": 0.')  # killed while writing
     train(train_ds, run, None)
     assert [s["iteration"] for s in _stats(run)] == list(range(1, 7))
+
+
+def test_a_locked_run_directory_is_refused_before_anything_is_written(tmp_path, data):
+    from galaxai.train.runlock import RunLockedError, run_lock
+
+    train_ds, _ = data
+    with run_lock(tmp_path / "run"):  # another trainer (a second open file description)
+        with pytest.raises(RunLockedError, match=r"PID \d+ on host .*--run"):
+            train(train_ds, tmp_path / "run", tiny())
+    assert not (tmp_path / "run" / "stats.jsonl").exists()
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -63,6 +63,7 @@ from galaxai.train.checkpoints import (
     save_checkpoint,
     save_resume,
 )
+from galaxai.train.runlock import run_lock
 
 __all__ = [
     "TrainConfig",
@@ -453,8 +454,20 @@ def train(
     Returns
     -------
     TrainResult
+
+    Raises
+    ------
+    galaxai.train.runlock.RunLockedError
+        If another process is training in ``run_dir`` (see :func:`~galaxai.train.runlock.run_lock`).
     """
-    run_dir = Path(run_dir)
+    with run_lock(run_dir):
+        return _train(dataset, Path(run_dir), config, eval_dataset, progress, device, max_iterations)
+
+
+def _train(dataset: Dataset, run_dir: Path, config: TrainConfig | str | None,
+           eval_dataset: Dataset | None, progress: bool, device: str | torch.device | None,
+           max_iterations: int | None) -> TrainResult:
+    """The body of :func:`train`, run while the run directory is locked."""
     cfg = _resolve_config(config, run_dir)
     dev = torch.device(device) if device is not None else torch.device(
         "cuda" if torch.cuda.is_available() else "cpu"
@@ -462,7 +475,6 @@ def train(
     _check_dataset(dataset, cfg, "dataset")
     if eval_dataset is not None:
         _check_dataset(eval_dataset, cfg, "eval_dataset")
-    run_dir.mkdir(parents=True, exist_ok=True)
     digest = config_hash(cfg)
     data_hash = data_fingerprint(dataset)
     state = load_resume(run_dir)
