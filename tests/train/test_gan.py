@@ -270,3 +270,15 @@ def test_a_locked_run_directory_is_refused_before_anything_is_written(tmp_path, 
             train(train_ds, tmp_path / "run", tiny())
     assert not (tmp_path / "run" / "stats.jsonl").exists()
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_starting_from_scratch_over_old_checkpoints_is_refused(tmp_path, data):
+    train_ds, _ = data
+    run = tmp_path / "run"
+    train(train_ds, run, tiny(), max_iterations=3)
+    (run / "resume.pt").unlink()  # e.g. deleted, or a run written by other code
+    before = _weights(run, 3)
+    with pytest.raises(ValueError, match=r"run.*holds checkpoints .*3.*another run directory"):
+        train(train_ds, run, tiny(seed=1))
+    _assert_same(before, _weights(run, 3))
+    assert [s["iteration"] for s in _stats(run)] == [1, 2, 3]

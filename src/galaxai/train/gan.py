@@ -55,8 +55,10 @@ from galaxai.models.deblender import (
 )
 from galaxai.models.perceptual import PERCEPTUAL_BACKENDS, build_perceptual
 from galaxai.train.checkpoints import (
+    RESUME_FILE,
     capture_rng_state,
     checkpoint_dir,
+    list_checkpoints,
     load_resume,
     load_state,
     restore_rng_state,
@@ -478,6 +480,12 @@ def _train(dataset: Dataset, run_dir: Path, config: TrainConfig | str | None,
     digest = config_hash(cfg)
     data_hash = data_fingerprint(dataset)
     state = load_resume(run_dir)
+    if state is None and (done := list_checkpoints(run_dir)):
+        raise ValueError(
+            f"{run_dir} holds checkpoints (iterations {done[0].iteration}-{done[-1].iteration}) "
+            f"but no {RESUME_FILE} to continue them; starting from scratch there would mix two runs. "
+            "Choose another run directory (--run), or delete this one to start over"
+        )
     if state is not None and state.get("config_hash") != digest:
         toml = run_dir / "config.toml"
         old = read_config(TrainConfig, toml) if toml.is_file() else None
