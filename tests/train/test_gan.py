@@ -282,3 +282,28 @@ def test_starting_from_scratch_over_old_checkpoints_is_refused(tmp_path, data):
         train(train_ds, run, tiny(seed=1))
     _assert_same(before, _weights(run, 3))
     assert [s["iteration"] for s in _stats(run)] == [1, 2, 3]
+
+
+def test_resume_refuses_changed_settings_unless_an_extension_is_asked_for(tmp_path, data):
+    train_ds, _ = data
+    run = tmp_path / "run"
+    train(train_ds, run, tiny())  # 2 burn-in + 4 adversarial, lr drop after 2 adversarial
+    with pytest.raises(ValueError, match=r"iterations: 4 -> 6.*extend=True"):
+        train(train_ds, run, tiny(iterations=6))
+    with pytest.raises(ValueError, match=r"seed: 0 -> 1") as refused:
+        train(train_ds, run, tiny(iterations=6, seed=1), extend=True)
+    assert "extend" not in str(refused.value)  # not a lengthening: no such hint
+    with pytest.raises(ValueError, match=r"iterations: 4 -> 3"):
+        train(train_ds, run, tiny(iterations=3), extend=True)
+    result = train(train_ds, run, tiny(iterations=6), extend=True)
+    assert result.iteration == 8
+    stats = _stats(run)
+    event = [s for s in stats if s.get("event") == "extend"]
+    assert event == [{**event[0], "iteration": 6, "iterations_from": 4, "iterations_to": 6,
+                      "lr_drop": 2}]
+    cfg = read_config(TrainConfig, run / "config.toml")
+    assert (cfg.iterations, cfg.lr_drop) == (6, 2)
+    late = [s["lr"] for s in stats if s["iteration"] > 6 and "lr" in s]
+    assert late == [cfg.lr_late, cfg.lr_late]  # the schedule's drop did not move to 3
+    # the extended run resumes with its own (recorded) settings
+    assert train(train_ds, run, None).iteration == 8
