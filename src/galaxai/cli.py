@@ -18,10 +18,43 @@ __all__ = ["main"]
 PRESETS = ("paper", "small", "tiny")
 
 
-@click.group()
+class _Galaxai(click.Group):
+    """The command group: expected errors of any subcommand end as one line and exit status 2.
+
+    Expected errors are bad input of every kind: ``ValueError`` (``StoreError``, ``SourceError``,
+    input checks, corrupt Parquet/JSON/safetensors), ``OSError`` (missing or unreadable files,
+    corrupt FITS) and a run folder locked by another trainer. Their messages name the file or
+    array and the fix; ``galaxai --debug`` re-raises them with the traceback instead.
+    """
+
+    def invoke(self, ctx: click.Context):  # noqa: D102
+        from galaxai.train.runlock import RunLockedError
+
+        try:
+            return super().invoke(ctx)
+        except (ValueError, OSError, RunLockedError) as exc:
+            if ctx.meta.get("galaxai.debug"):
+                raise
+            error = click.ClickException(_one_line(exc))
+            error.exit_code = 2
+            raise error from None
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of an expected error on one line (a bare OS error gets its file and a fix)."""
+    if isinstance(exc, OSError) and exc.filename and str(exc).startswith("[Errno"):
+        return (f"cannot use {exc.filename}: {exc.strerror}; check that the path exists and is "
+                "readable (or writable)")
+    return " ".join(f"{exc}".split()) or type(exc).__name__
+
+
+@click.group(cls=_Galaxai)
 @click.version_option(package_name="galaxai")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Show the traceback of an error instead of one line.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
     """galaxai: train a galaxy deblender GAN and ask its discriminator why."""
+    ctx.meta["galaxai.debug"] = debug
 
 
 # --------------------------------------------------------------------------------------- data
@@ -164,9 +197,20 @@ def _training_data(data_path: Path, length: int, seed: int, padding: str | None)
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="DataLoader worker processes (default: the preset's).")
 @click.option("--seed", type=int, default=0, show_default=True)
-def train(data_path, eval_data, run_dir, preset, iterations, burn_in, checkpoint_every, padding,
-          stream_length, vgg19_weights, device, workers, seed):
-    """Train (or resume) the Galaxy Deblender GAN with checkpoints, stats.jsonl and evaluation."""
+@click.option("--extend", is_flag=True,
+              help="Resume with more --iterations than the run had (recorded in stats.jsonl); "
+                   "any other changed option is refused.")
+@click.pass_context
+def train(ctx, data_path, eval_data, run_dir, preset, iterations, burn_in, checkpoint_every,
+          padding, stream_length, vgg19_weights, device, workers, seed, extend):
+    """Train (or resume) the Galaxy Deblender GAN with checkpoints, stats.jsonl and evaluation.
+
+    Resuming a run keeps the options left out at the run's values (from its config.toml) and
+    refuses options that change them, except more --iterations with --extend.
+    """
+    import dataclasses
+
+    from galaxai.config import read_config
     from galaxai.data.store import BlendStore
     from galaxai.train.gan import TrainConfig, new_run_dir
     from galaxai.train.gan import train as run_training
@@ -175,13 +219,19 @@ def train(data_path, eval_data, run_dir, preset, iterations, burn_in, checkpoint
                                    "checkpoint_every": checkpoint_every,
                                    "perceptual_weights": vgg19_weights,
                                    "num_workers": workers}.items() if v is not None}
-    cfg = TrainConfig.preset(preset, seed=seed, **overrides)
-    dataset = _training_data(data_path, stream_length, seed, padding)
+    given = {name for name in ("preset", "seed")
+             if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
+    if run_dir is not None and (run_dir / "resume.pt").exists() and "preset" not in given:
+        own = read_config(TrainConfig, run_dir / "config.toml")
+        cfg = dataclasses.replace(own, **overrides, **({"seed": seed} if "seed" in given else {}))
+    else:
+        cfg = TrainConfig.preset(preset, seed=seed, **overrides)
+    dataset = _training_data(data_path, stream_length, cfg.seed, padding)
     held_out = BlendStore(eval_data, split="test") if eval_data else None
     if run_dir is None:
         run_dir = new_run_dir("runs", f"{preset}-deblender")
-    result = run_training(dataset, run_dir, cfg if not (run_dir / "resume.pt").exists() else None,
-                          eval_dataset=held_out, progress=True, device=device)
+    result = run_training(dataset, run_dir, cfg, eval_dataset=held_out, progress=True,
+                          device=device, extend=extend)
     click.echo(f"run {result.run_dir}: iteration {result.iteration}, metrics {result.metrics}")
 
 

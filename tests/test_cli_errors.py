@@ -1,0 +1,76 @@
+"""Nothing lost, nothing silent: the `galaxai` command's refusals and its one error path."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from galaxai.cli import main
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "store"
+    result = CliRunner().invoke(main, ["data", "blend", "--n", "16", "--seed", "2", "--preset",
+                                       "tiny", "--chunk", "8", "--test-fraction", "0.25",
+                                       "--out", str(path)])
+    assert result.exit_code == 0, result.output
+    return path
+
+
+def _train(store, run, *options):
+    return CliRunner().invoke(main, ["train", "--data", str(store), "--run", str(run),
+                                     "--device", "cpu", *options])
+
+
+def _refused(result, *needles):
+    """Exit status 2 and one line on stderr holding every needle, no traceback."""
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output, result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def _stats(run):
+    return [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+
+
+def test_resume_refuses_changed_options_and_extends_only_when_asked(store, tmp_path):
+    run = tmp_path / "run"
+    first = ["--preset", "tiny", "--burn-in", "1"]
+    assert _train(store, run, *first, "--iterations", "2").exit_code == 0
+    _refused(_train(store, run, *first, "--iterations", "4"),
+             str(run), "iterations: 2 -> 4", "--extend")
+    _refused(_train(store, run, "--seed", "5"), "seed: 0 -> 5")
+    _refused(_train(store, run, "--preset", "small"), "different config", "batch_size: 4 -> 8")
+    result = _train(store, run, "--iterations", "4", "--extend")
+    assert result.exit_code == 0, result.output
+    assert "iteration 5" in result.stdout
+    assert [s for s in _stats(run) if s.get("event") == "extend"][0]["iterations_to"] == 4
+    result = _train(store, run)  # options left out keep the run's (extended) values
+    assert result.exit_code == 0 and "iteration 5" in result.stdout, result.output
+
+
+def test_locked_run_and_fresh_start_over_checkpoints_are_refused(store, tmp_path):
+    from galaxai.train.runlock import run_lock
+
+    run = tmp_path / "run"
+    with run_lock(run):
+        _refused(_train(store, run, "--preset", "tiny"), "PID", "another process", "--run")
+    assert not (run / "stats.jsonl").exists()
+    assert _train(store, run, "--preset", "tiny", "--iterations", "0", "--burn-in", "1"
+                  ).exit_code == 0
+    (run / "resume.pt").unlink()
+    _refused(_train(store, run, "--preset", "tiny"), str(run), "holds checkpoints")
+
+
+def test_debug_shows_the_traceback(store, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "resume.pt").write_bytes(b"not a resume file")
+    _refused(_train(store, tmp_path / "run", "--preset", "tiny"), "resume.pt")
+    result = CliRunner().invoke(main, ["--debug", "train", "--data", str(store), "--run",
+                                       str(tmp_path / "run"), "--preset", "tiny"])
+    assert isinstance(result.exception, ValueError) and "resume.pt" in str(result.exception)
