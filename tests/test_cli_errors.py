@@ -74,3 +74,38 @@ def test_debug_shows_the_traceback(store, tmp_path):
     result = CliRunner().invoke(main, ["--debug", "train", "--data", str(store), "--run",
                                        str(tmp_path / "run"), "--preset", "tiny"])
     assert isinstance(result.exception, ValueError) and "resume.pt" in str(result.exception)
+
+
+def test_sigterm_saves_a_last_checkpoint_and_the_run_resumes(store, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from galaxai.train.checkpoints import latest_checkpoint, load_generator, load_resume
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "galaxai.cli", "train", "--data", str(store), "--run", str(run),
+           "--device", "cpu", "--preset", "tiny", "--burn-in", "1", "--iterations", "100000",
+           "--checkpoint-every", "3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(tmp_path / "stderr.txt", "w") as stderr:  # a file: a full pipe would block it
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            deadline = time.monotonic() + 300  # a guard against hanging, not a timing assertion
+            while latest_checkpoint(run) is None and proc.poll() is None:
+                assert time.monotonic() < deadline, "no checkpoint appeared"
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=300)
+        finally:
+            proc.kill()
+    err = (tmp_path / "stderr.txt").read_text()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    last = latest_checkpoint(run)
+    assert f"stopped by SIGTERM at iteration {last.iteration}" in err
+    # the signal came after checkpoint 3: the iteration under way was finished and saved
+    assert load_resume(run)["iteration"] == last.iteration >= 4
+    assert _stats(run)[-1]["iteration"] == last.iteration
+    load_generator(last.path)

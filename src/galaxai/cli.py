@@ -209,10 +209,11 @@ def train(ctx, data_path, eval_data, run_dir, preset, iterations, burn_in, check
     refuses options that change them, except more --iterations with --extend.
     """
     import dataclasses
+    import signal
 
     from galaxai.config import read_config
     from galaxai.data.store import BlendStore
-    from galaxai.train.gan import TrainConfig, new_run_dir
+    from galaxai.train.gan import TrainConfig, TrainingTerminated, new_run_dir
     from galaxai.train.gan import train as run_training
 
     overrides = {k: v for k, v in {"iterations": iterations, "burn_in": burn_in,
@@ -230,8 +231,12 @@ def train(ctx, data_path, eval_data, run_dir, preset, iterations, burn_in, check
     held_out = BlendStore(eval_data, split="test") if eval_data else None
     if run_dir is None:
         run_dir = new_run_dir("runs", f"{preset}-deblender")
-    result = run_training(dataset, run_dir, cfg, eval_dataset=held_out, progress=True,
-                          device=device, extend=extend)
+    try:
+        result = run_training(dataset, run_dir, cfg, eval_dataset=held_out, progress=True,
+                              device=device, extend=extend)
+    except TrainingTerminated as exc:
+        click.echo(str(exc), err=True)
+        ctx.exit(128 + signal.SIGTERM)
     click.echo(f"run {result.run_dir}: iteration {result.iteration}, metrics {result.metrics}")
 
 

@@ -307,3 +307,18 @@ def test_resume_refuses_changed_settings_unless_an_extension_is_asked_for(tmp_pa
     assert late == [cfg.lr_late, cfg.lr_late]  # the schedule's drop did not move to 3
     # the extended run resumes with its own (recorded) settings
     assert train(train_ds, run, None).iteration == 8
+
+
+def test_stale_temporary_files_of_interrupted_writes_are_removed_on_the_next_run(tmp_path, data):
+    train_ds, _ = data
+    run = tmp_path / "run"
+    train(train_ds, run, tiny(), max_iterations=3)
+    # what a process killed inside atomic_write leaves behind
+    stale = [run / ".resume.pt.k1ll3d.tmp", run / "checkpoints" / "000000003" / ".G.safetensors.x.tmp"]
+    for path in stale:
+        path.write_bytes(b"torn")
+    other = run / "explanations" / ".map.fits.y.tmp"  # not the trainer's: left alone
+    other.parent.mkdir()
+    other.write_bytes(b"someone else's")
+    train(train_ds, run, None)
+    assert not any(path.exists() for path in stale) and other.exists()

@@ -35,6 +35,8 @@ import hashlib
 import json
 import math
 import re
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +48,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from galaxai._atomic import atomic_write_text
+from galaxai._atomic import atomic_write_text, remove_stale_temporaries
 from galaxai.config import config_from_mapping, config_to_dict, read_config, write_config
 from galaxai.metrics import psnr
 from galaxai.models.deblender import (
@@ -73,6 +75,7 @@ from galaxai.train.runlock import run_lock
 __all__ = [
     "TrainConfig",
     "TrainResult",
+    "TrainingTerminated",
     "CONTENT_LOSSES",
     "ResumableBatchSampler",
     "train",
@@ -236,6 +239,25 @@ class TrainResult:
     stats: dict[str, Any]
     metrics: dict[str, float]
     perceptual_backend: str | None
+
+
+class TrainingTerminated(Exception):
+    """SIGTERM stopped :func:`train`, after it wrote a checkpoint and ``resume.pt``."""
+
+
+@contextlib.contextmanager
+def _sigterm_event() -> Iterator[threading.Event]:
+    """While active, SIGTERM only sets the yielded event (signals need the main thread; in any
+    other thread the event is never set and SIGTERM keeps its usual effect)."""
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield event
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: event.set())
+    try:
+        yield event
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class ResumableBatchSampler(Sampler[list[int]]):
@@ -492,15 +514,26 @@ def train(
     ------
     galaxai.train.runlock.RunLockedError
         If another process is training in ``run_dir`` (see :func:`~galaxai.train.runlock.run_lock`).
+    TrainingTerminated
+        If the process received SIGTERM (called from the main thread): the iteration under way is
+        finished and a checkpoint and ``resume.pt`` are written first, so a later call continues.
+
+    Notes
+    -----
+    Temporary files of atomic writes that a killed run left in ``run_dir`` and its checkpoint
+    folders are deleted first (the lock guarantees that no other trainer is writing them).
     """
-    with run_lock(run_dir):
-        return _train(dataset, Path(run_dir), config, eval_dataset, progress, device,
-                      max_iterations, extend)
+    run_dir = Path(run_dir)
+    with run_lock(run_dir), _sigterm_event() as sigterm:
+        for folder in (run_dir, *sorted((run_dir / "checkpoints").glob("*"))):
+            remove_stale_temporaries(folder)
+        return _train(dataset, run_dir, config, eval_dataset, progress, device,
+                      max_iterations, extend, sigterm)
 
 
 def _train(dataset: Dataset, run_dir: Path, config: TrainConfig | str | None,
            eval_dataset: Dataset | None, progress: bool, device: str | torch.device | None,
-           max_iterations: int | None, extend: bool) -> TrainResult:
+           max_iterations: int | None, extend: bool, sigterm: threading.Event) -> TrainResult:
     """The body of :func:`train`, run while the run directory is locked."""
     cfg = _resolve_config(config, run_dir)
     dev = torch.device(device) if device is not None else torch.device(
@@ -693,7 +726,8 @@ def _train(dataset: Dataset, run_dir: Path, config: TrainConfig | str | None,
                     G, eval_dataset, limit=cfg.eval_size, batch_size=max(cfg.batch_size, 32),
                     device=dev,
                 )
-            checkpoint_now = it % cfg.checkpoint_every == 0 or it == stop
+            terminated = sigterm.is_set()
+            checkpoint_now = it % cfg.checkpoint_every == 0 or it == stop or terminated
             if it % cfg.log_every == 0 or evaluated or checkpoint_now:
                 now = time.perf_counter()
                 elapsed += now - t0
@@ -741,6 +775,12 @@ def _train(dataset: Dataset, run_dir: Path, config: TrainConfig | str | None,
                     "elapsed": elapsed,
                     "perceptual_backend": backend,
                 })
+            if terminated:
+                raise TrainingTerminated(
+                    f"training in {run_dir} stopped by SIGTERM at iteration {it}, after writing "
+                    f"checkpoint {last_ckpt} and {RESUME_FILE}; run the same command again to "
+                    "continue"
+                )
     finally:
         bar.close()
     return TrainResult(run_dir, it, last_ckpt, last_stats, metrics, backend)
