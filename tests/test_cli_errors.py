@@ -109,3 +109,22 @@ def test_sigterm_saves_a_last_checkpoint_and_the_run_resumes(store, tmp_path):
     assert load_resume(run)["iteration"] == last.iteration >= 4
     assert _stats(run)[-1]["iteration"] == last.iteration
     load_generator(last.path)
+
+
+def test_export_defaults_to_the_installed_weights_folder_and_says_so(tmp_path, monkeypatch):
+    import galaxai.api
+    from galaxai.models.deblender import DeblenderConfig, build_discriminator, build_generator
+    from galaxai.train.checkpoints import save_checkpoint
+
+    cfg = DeblenderConfig.preset("tiny", image_size=32)
+    save_checkpoint(tmp_path / "run", 3, build_generator(cfg), build_discriminator(cfg))
+    shipped = tmp_path / "site-packages" / "galaxai" / "weights"  # stands in for the installation
+    monkeypatch.setattr(galaxai.api, "DEFAULT_WEIGHTS", shipped / "deblender_small.safetensors")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["export", str(tmp_path / "run"), "--name", "t"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in shipped.iterdir()) == [
+        "deblender_t.json", "deblender_t.safetensors", "discriminator_t.json",
+        "discriminator_t.safetensors"]
+    assert not (tmp_path / "src").exists()
+    assert str(shipped) in result.stdout

@@ -291,18 +291,21 @@ def audit(dataset, max_items):
 # ---------------------------------------------------------------------------- export / explain
 @main.command()
 @click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
-@click.option("--dest", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("src/galaxai/weights"), show_default=True,
-              help="Folder receiving deblender_<name> and discriminator_<name> (.safetensors + .json).")
+@click.option("--dest", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder receiving deblender_<name> and discriminator_<name> (.safetensors + "
+                   ".json) [default: the weights folder of the installed galaxai package].")
 @click.option("--name", default="small", show_default=True)
 def export(checkpoint, dest, name):
     """Ship a checkpoint (run directory = its latest) as the default deblender and discriminator."""
+    from galaxai import api
     from galaxai.train.checkpoints import export_network
 
     checkpoint = _checkpoint_of(checkpoint)
+    dest = dest if dest is not None else api.DEFAULT_WEIGHTS.parent
     for network, stem in (("G", "deblender"), ("D", "discriminator")):
         out = export_network(checkpoint, dest / f"{stem}_{name}", network)
         click.echo(f"{network}: {out} ({out.stat().st_size / 1e6:.2f} MB)")
+    click.echo(f"exported {checkpoint} to {dest.resolve()}")
 
 
 def _store_images(path: Path, n: int | None):
