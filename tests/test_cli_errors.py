@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -128,3 +129,33 @@ def test_export_defaults_to_the_installed_weights_folder_and_says_so(tmp_path, m
         "discriminator_t.safetensors"]
     assert not (tmp_path / "src").exists()
     assert str(shipped) in result.stdout
+
+
+def _damaged_copy(store, tmp_path, chunk_of_row=0, array="target_a"):
+    """A copy of ``store`` with one byte of ``array`` flipped in the chunk holding test row
+    ``chunk_of_row``; returns the copy and that chunk."""
+    import shutil
+
+    import pandas as pd
+
+    path = Path(shutil.copytree(store, tmp_path / "damaged"))
+    cat = pd.read_parquet(path / "catalogue.parquet")
+    c = int(cat[cat["split"] == "test"]["chunk"].iloc[chunk_of_row])
+    shard = path / "blends.zarr" / array / "c" / str(c) / "0" / "0" / "0"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    return path, c
+
+
+def test_evaluate_refuses_a_damaged_or_incomplete_store_in_one_line(store, tmp_path):
+    path, c = _damaged_copy(store, tmp_path)
+    out = tmp_path / "out"
+    args = ["evaluate", "--data", str(path), "--out", str(out), "--no-classical"]
+    _refused(CliRunner().invoke(main, args), str(path), f"chunk {c}", "forget_chunks")
+    (path / "blends.zarr" / "blend" / "c" / "0" / "0" / "0" / "0").unlink()
+    _refused(CliRunner().invoke(main, args), "blends.zarr/blend/c/0", "read as zeros")
+    (path / "catalogue.parquet").write_bytes(b"PAR1 torn")
+    _refused(CliRunner().invoke(main, args), "catalogue.parquet")
+    (path / "manifest.json").write_text("{torn")
+    _refused(CliRunner().invoke(main, args), "manifest.json")

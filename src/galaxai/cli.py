@@ -312,12 +312,12 @@ def _store_images(path: Path, n: int | None):
     """The first ``n`` (default all) test blends of a store, or of all rows if it has no test split.
 
     Returns the arrays ``blend``, ``target_a``, ``target_b`` (channel-first, [0, 1]) and their
-    catalogue rows.
+    catalogue rows. The chunks read are checked against the store's manifest hashes.
     """
     from galaxai.data.store import BlendStore
 
-    store = BlendStore(path, split="test")
-    store = store if len(store) else BlendStore(path)
+    store = BlendStore(path, split="test", verify=True)
+    store = store if len(store) else BlendStore(path, verify=True)
     arrays = store.to_arrays(n)
     return arrays, store.catalogue.iloc[:len(arrays["blend"])].reset_index(drop=True)
 
