@@ -159,3 +159,12 @@ def test_evaluate_refuses_a_damaged_or_incomplete_store_in_one_line(store, tmp_p
     _refused(CliRunner().invoke(main, args), "catalogue.parquet")
     (path / "manifest.json").write_text("{torn")
     _refused(CliRunner().invoke(main, args), "manifest.json")
+
+
+def test_audit_exits_2_on_an_unfinished_or_damaged_store_not_1(store, tmp_path):
+    from galaxai.data.store import forget_chunks
+
+    path, c = _damaged_copy(store, tmp_path, array="target_b")
+    _refused(CliRunner().invoke(main, ["audit", str(path)]), f"chunk {c}", "forget_chunks")
+    forget_chunks(path, [0])
+    _refused(CliRunner().invoke(main, ["audit", str(path)]), "unfinished build")

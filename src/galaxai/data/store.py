@@ -488,7 +488,7 @@ class BlendStore(torch.utils.data.Dataset):
         for c in manifest["chunks_done"]:
             missing = missing_chunk_files(self.path / _ZARR, c, ndims)
             if missing:  # no file: a chunk of zeros only (zarr writes none) or a lost one
-                self._check(c, missing)
+                self.check_chunk(c, missing)
         if split is not None:
             found = sorted(catalogue["split"].unique())
             if split not in found:
@@ -532,8 +532,12 @@ class BlendStore(torch.utils.data.Dataset):
             self._cache = OrderedDict()
         return self._root
 
-    def _check(self, c: int, missing: dict[str, Path] | None = None) -> None:
-        """Compare chunk ``c`` (all arrays and its catalogue rows) with its manifest hash."""
+    def check_chunk(self, c: int, missing: dict[str, Path] | None = None) -> None:
+        """Compare chunk ``c`` (all arrays and its catalogue rows) with its manifest hash.
+
+        Each chunk is checked once per process. ``missing`` names the arrays whose file of the
+        chunk is absent, for the message. Raises :class:`StoreError` naming the chunk and the fix.
+        """
         if c in self._verified:
             return
         lo = c * self.chunk
@@ -567,7 +571,7 @@ class BlendStore(torch.utils.data.Dataset):
         chunks = rows // self.chunk
         for c in np.unique(chunks):
             if self.verify:
-                self._check(int(c))
+                self.check_chunk(int(c))
             sel = np.nonzero(chunks == c)[0]
             lo = int(c) * self.chunk
             for k in names:
@@ -579,7 +583,7 @@ class BlendStore(torch.utils.data.Dataset):
             self._cache.move_to_end(c)
             return self._cache[c]
         if self.verify:
-            self._check(c)
+            self.check_chunk(c)
         root = self._group()
         lo = c * self.chunk
         data = {k: root[k][lo:lo + self.chunk] for k in self.names}
@@ -629,7 +633,7 @@ class BlendStore(torch.utils.data.Dataset):
             item = {k: torch.from_numpy(data[k][idx - c * self.chunk].copy()) for k in self.names}
         else:
             if self.verify:
-                self._check(idx // self.chunk)
+                self.check_chunk(idx // self.chunk)
             root = self._group()
             item = {k: torch.from_numpy(np.asarray(root[k][idx])) for k in self.names}
         item["index"] = idx
