@@ -77,7 +77,7 @@ def test_debug_shows_the_traceback(store, tmp_path):
     assert isinstance(result.exception, ValueError) and "resume.pt" in str(result.exception)
 
 
-def test_sigterm_saves_a_last_checkpoint_and_the_run_resumes(store, tmp_path):
+def test_sigterm_saves_a_last_checkpoint_and_resume_point(store, tmp_path):
     import os
     import signal
     import subprocess
