@@ -17,6 +17,7 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "atomic_write_safetensors",
+    "remove_stale_temporaries",
 ]
 
 
@@ -46,6 +47,24 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         tmp_path.unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that interrupted :func:`atomic_write` calls left in ``folder``.
+
+    Only call this while no other process writes there (e.g. under a run directory's lock): a
+    live writer's temporary file looks the same. Subfolders are not searched.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files removed.
+    """
+    folder = Path(folder)
+    stale = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
 
 
 def _umask() -> int:

@@ -18,10 +18,43 @@ __all__ = ["main"]
 PRESETS = ("paper", "small", "tiny")
 
 
-@click.group()
+class _Galaxai(click.Group):
+    """The command group: expected errors of any subcommand end as one line and exit status 2.
+
+    Expected errors are bad input of every kind: ``ValueError`` (``StoreError``, ``SourceError``,
+    input checks, corrupt Parquet/JSON/safetensors), ``OSError`` (missing or unreadable files,
+    corrupt FITS) and a run folder locked by another trainer. Their messages name the file or
+    array and the fix; ``galaxai --debug`` re-raises them with the traceback instead.
+    """
+
+    def invoke(self, ctx: click.Context):  # noqa: D102
+        from galaxai.train.runlock import RunLockedError
+
+        try:
+            return super().invoke(ctx)
+        except (ValueError, OSError, RunLockedError) as exc:
+            if ctx.meta.get("galaxai.debug"):
+                raise
+            error = click.ClickException(_one_line(exc))
+            error.exit_code = 2
+            raise error from None
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of an expected error on one line (a bare OS error gets its file and a fix)."""
+    if isinstance(exc, OSError) and exc.filename and str(exc).startswith("[Errno"):
+        return (f"cannot use {exc.filename}: {exc.strerror}; check that the path exists and is "
+                "readable (or writable)")
+    return " ".join(f"{exc}".split()) or type(exc).__name__
+
+
+@click.group(cls=_Galaxai)
 @click.version_option(package_name="galaxai")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Show the traceback of an error instead of one line.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
     """galaxai: train a galaxy deblender GAN and ask its discriminator why."""
+    ctx.meta["galaxai.debug"] = debug
 
 
 # --------------------------------------------------------------------------------------- data
@@ -253,12 +286,24 @@ def _training_data(data_paths, weights, length: int, seed: int, padding: str | N
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="DataLoader worker processes (default: the preset's).")
 @click.option("--seed", type=int, default=0, show_default=True)
-def train(data_paths, weights, augment, init_from, eval_data, run_dir, preset, iterations,
+@click.option("--extend", is_flag=True,
+              help="Resume with more --iterations than the run had (recorded in stats.jsonl); "
+                   "any other changed option is refused.")
+@click.pass_context
+def train(ctx, data_paths, weights, augment, init_from, eval_data, run_dir, preset, iterations,
           burn_in, lr, checkpoint_every, padding, stream_length, vgg19_weights, device, workers,
-          seed):
-    """Train (or resume) the Galaxy Deblender GAN with checkpoints, stats.jsonl and evaluation."""
+          seed, extend):
+    """Train (or resume) the Galaxy Deblender GAN with checkpoints, stats.jsonl and evaluation.
+
+    Resuming a run keeps the options left out at the run's values (from its config.toml) and
+    refuses options that change them, except more --iterations with --extend.
+    """
+    import dataclasses
+    import signal
+
+    from galaxai.config import read_config
     from galaxai.data.store import BlendStore
-    from galaxai.train.gan import TrainConfig, new_run_dir
+    from galaxai.train.gan import TrainConfig, TrainingTerminated, new_run_dir
     from galaxai.train.gan import train as run_training
 
     overrides = {k: v for k, v in {"iterations": iterations, "burn_in": burn_in,
@@ -267,13 +312,23 @@ def train(data_paths, weights, augment, init_from, eval_data, run_dir, preset, i
                                    "num_workers": workers, "init_from": init_from,
                                    "lr": lr, "lr_late": lr / 10 if lr else None}.items()
                  if v is not None}
-    cfg = TrainConfig.preset(preset, seed=seed, **overrides)
-    dataset = _training_data(data_paths, weights, stream_length, seed, padding, augment)
+    given = {name for name in ("preset", "seed")
+             if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
+    if run_dir is not None and (run_dir / "resume.pt").exists() and "preset" not in given:
+        own = read_config(TrainConfig, run_dir / "config.toml")
+        cfg = dataclasses.replace(own, **overrides, **({"seed": seed} if "seed" in given else {}))
+    else:
+        cfg = TrainConfig.preset(preset, seed=seed, **overrides)
+    dataset = _training_data(data_paths, weights, stream_length, cfg.seed, padding, augment)
     held_out = BlendStore(eval_data, split="test") if eval_data else None
     if run_dir is None:
         run_dir = new_run_dir("runs", f"{preset}-deblender")
-    result = run_training(dataset, run_dir, cfg if not (run_dir / "resume.pt").exists() else None,
-                          eval_dataset=held_out, progress=True, device=device)
+    try:
+        result = run_training(dataset, run_dir, cfg, eval_dataset=held_out, progress=True,
+                              device=device, extend=extend)
+    except TrainingTerminated as exc:
+        click.echo(str(exc), err=True)
+        ctx.exit(128 + signal.SIGTERM)
     click.echo(f"run {result.run_dir}: iteration {result.iteration}, metrics {result.metrics}")
 
 
@@ -363,30 +418,33 @@ def audit(dataset, max_items):
 # ---------------------------------------------------------------------------- export / explain
 @main.command()
 @click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
-@click.option("--dest", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("src/galaxai/weights"), show_default=True,
-              help="Folder receiving deblender_<name> and discriminator_<name> (.safetensors + .json).")
+@click.option("--dest", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder receiving deblender_<name> and discriminator_<name> (.safetensors + "
+                   ".json) [default: the weights folder of the installed galaxai package].")
 @click.option("--name", default="small", show_default=True)
 def export(checkpoint, dest, name):
     """Ship a checkpoint (run directory = its latest) as the default deblender and discriminator."""
+    from galaxai import api
     from galaxai.train.checkpoints import export_network
 
     checkpoint = _checkpoint_of(checkpoint)
+    dest = dest if dest is not None else api.DEFAULT_WEIGHTS.parent
     for network, stem in (("G", "deblender"), ("D", "discriminator")):
         out = export_network(checkpoint, dest / f"{stem}_{name}", network)
         click.echo(f"{network}: {out} ({out.stat().st_size / 1e6:.2f} MB)")
+    click.echo(f"exported {checkpoint} to {dest.resolve()}")
 
 
 def _store_images(path: Path, n: int | None):
     """The first ``n`` (default all) test blends of a store, or of all rows if it has no test split.
 
     Returns the arrays ``blend``, ``target_a``, ``target_b`` (channel-first, [0, 1]) and their
-    catalogue rows.
+    catalogue rows. The chunks read are checked against the store's manifest hashes.
     """
     from galaxai.data.store import BlendStore
 
-    store = BlendStore(path, split="test")
-    store = store if len(store) else BlendStore(path)
+    store = BlendStore(path, split="test", verify=True)
+    store = store if len(store) else BlendStore(path, verify=True)
     arrays = store.to_arrays(n)
     return arrays, store.catalogue.iloc[:len(arrays["blend"])].reset_index(drop=True)
 

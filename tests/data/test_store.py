@@ -233,3 +233,50 @@ def test_not_a_store_errors(tmp_path):
         BlendStore(tmp_path / "bad")
     with pytest.raises(ValueError, match="n must be a positive integer"):
         build_store(tmp_path / "zero", 0, seed=0)
+
+
+def _copy(built, tmp_path):
+    import shutil
+
+    return Path(shutil.copytree(built, tmp_path / "copy"))
+
+
+def test_a_lost_chunk_file_is_refused_on_open_and_rebuilt_exactly(built, tmp_path):
+    path = _copy(built, tmp_path)
+    lost = path / "blends.zarr" / "target_b" / "c" / "1" / "0" / "0" / "0"
+    lost.unlink()  # would read as zeros
+    for verify in (False, True):
+        with pytest.raises(StoreError, match=r"copy: chunk 1 \(rows 4–7\) .*lost its Zarr file.*"
+                           r"target_b.*forget_chunks\(.*\[1\]\).*build_store"):
+            BlendStore(path, verify=verify)
+    store_mod.forget_chunks(path, [1])
+    with pytest.raises(StoreError, match="unfinished build"):
+        BlendStore(path)
+    build_store(path, N, seed=7, sim_config=SIM, blend_config=BLEND, chunk=CHUNK,
+                test_fraction=0.3)
+    assert tree_bytes(path) == tree_bytes(built)
+
+
+def test_chunks_of_fill_values_only_have_no_file_and_are_fine(built):
+    # zarr writes no file for an all-zero chunk: such chunks verify against their hash
+    empty = [p for p in (built / "blends.zarr").glob("comp_*")
+             if not (p / "c").exists() or len(list((p / "c").iterdir())) < -(-N // CHUNK)]
+    assert empty, "the fixture has component arrays with chunks of zeros"
+    assert len(BlendStore(built, verify=True).to_arrays()["blend"]) == N
+
+
+def test_changed_bytes_are_caught_when_verifying(built, tmp_path):
+    path = _copy(built, tmp_path)
+    shard = path / "blends.zarr" / "target_a" / "c" / "1" / "0" / "0" / "0"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    BlendStore(path, in_memory=False)  # every file is there: it opens
+    with pytest.raises(StoreError, match=r"copy: chunk 1 \(rows 4–7\) (does not match its hash|"
+                                         r"cannot be decoded).*forget_chunks"):
+        BlendStore(path, verify=True).to_arrays()
+    with pytest.raises(StoreError, match="chunk 1"):
+        BlendStore(path, in_memory=False, verify=True)[int(np.argmax(
+            BlendStore(path, in_memory=False).indices >= 4))]
+    only_chunk_0 = BlendStore(path, in_memory=False, verify=True).to_arrays(4)["blend"]
+    np.testing.assert_array_equal(only_chunk_0, BlendStore(built).to_arrays(4)["blend"])

@@ -467,3 +467,53 @@ def test_known_fill_of_wrong_noise_level_is_reported():
     assert not audit.flagged.any() and audit.verdict
     assert audit.ks_statistic >= 0.25 and audit.ks_pvalue < 1e-6
     assert "NON-CONSTANT BUT UNNATURAL FILL" in audit.summary
+
+
+def test_audit_store_reads_channel_last_arrays(tmp_path):
+    target_b, fill = padded_batch("zero", "display")
+    target_a = display(galaxies(len(GEOMETRIES), 30), 3.0)
+    _write_store(tmp_path, np.moveaxis(target_b, 1, -1), np.moveaxis(target_a, 1, -1),
+                 fill[..., None])
+    results = audit_store(tmp_path)
+    assert results["target_b"].flagged.all() and results["target_b"].region_source == "fill_mask"
+    np.testing.assert_array_equal(results["target_b"].masks, audit_padding(target_b).masks)
+    assert not results["target_a"].flagged.any()
+    square = tmp_path / "square"
+    _write_store(square, np.zeros((2, 3, 3, 3), np.float32), np.zeros((2, 3, 3, 3), np.float32),
+                 np.zeros((2, 1, 3, 3), bool))
+    with pytest.raises(ValueError, match=r"target_b has shape \(2, 3, 3, 3\): cannot tell"):
+        audit_store(square)
+
+
+def test_audit_store_names_the_fill_mask_when_its_chunk_is_unreadable(tmp_path):
+    target_b, fill = padded_batch("zero", "flux")
+    _write_store(tmp_path, target_b, target_b, fill[:, None])
+    chunk_files = sorted(p for p in (tmp_path / "blends.zarr" / "fill_mask_b").rglob("*")
+                         if p.is_file() and p.name != "zarr.json")
+    chunk_files[1].write_bytes(b"not a chunk")
+    audit = audit_store(tmp_path, arrays=("target_b",))["target_b"]
+    assert set(audit.skipped) == {4, 5, 6, 7}
+    assert "unreadable chunk of fill_mask_b" in audit.skipped[4]
+
+
+def test_audit_store_refuses_unfinished_or_damaged_stores(tmp_path):
+    import shutil
+
+    from galaxai.data.blend import BlendConfig
+    from galaxai.data.simulate import SimConfig
+    from galaxai.data.store import StoreError, build_store, forget_chunks
+
+    path = build_store(tmp_path / "s", 8, seed=3, sim_config=SimConfig.preset("tiny"),
+                       blend_config=BlendConfig.preset("small", out_size=32), chunk=4)
+    assert not audit_store(path)["target_b"].verdict  # noise padding: nothing to find
+    shard = path / "blends.zarr" / "target_a" / "c" / "1" / "0" / "0" / "0"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shutil.copytree(path, tmp_path / "damaged")
+    (tmp_path / "damaged" / shard.relative_to(path)).write_bytes(bytes(data))
+    with pytest.raises(StoreError, match=r"damaged: chunk 1 .*forget_chunks"):
+        audit_store(tmp_path / "damaged")
+    forget_chunks(path, [1])  # as if the build had stopped after chunk 0: chunk 1 reads as zeros
+    for where in (path, path / "blends.zarr"):
+        with pytest.raises(StoreError, match=r"unfinished build \(1 of 2 chunks\)"):
+            audit_store(where)

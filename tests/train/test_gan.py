@@ -259,3 +259,66 @@ def test_torn_stats_line_is_dropped_on_resume(tmp_path, data):
         fh.write('{"iteration": 4, "loss_d": 0.')  # killed while writing
     train(train_ds, run, None)
     assert [s["iteration"] for s in _stats(run)] == list(range(1, 7))
+
+
+def test_a_locked_run_directory_is_refused_before_anything_is_written(tmp_path, data):
+    from galaxai.train.runlock import RunLockedError, run_lock
+
+    train_ds, _ = data
+    with run_lock(tmp_path / "run"):  # another trainer (a second open file description)
+        with pytest.raises(RunLockedError, match=r"PID \d+ on host .*--run"):
+            train(train_ds, tmp_path / "run", tiny())
+    assert not (tmp_path / "run" / "stats.jsonl").exists()
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_starting_from_scratch_over_old_checkpoints_is_refused(tmp_path, data):
+    train_ds, _ = data
+    run = tmp_path / "run"
+    train(train_ds, run, tiny(), max_iterations=3)
+    (run / "resume.pt").unlink()  # e.g. deleted, or a run written by other code
+    before = _weights(run, 3)
+    with pytest.raises(ValueError, match=r"run.*holds checkpoints .*3.*another run directory"):
+        train(train_ds, run, tiny(seed=1))
+    _assert_same(before, _weights(run, 3))
+    assert [s["iteration"] for s in _stats(run)] == [1, 2, 3]
+
+
+def test_resume_refuses_changed_settings_unless_an_extension_is_asked_for(tmp_path, data):
+    train_ds, _ = data
+    run = tmp_path / "run"
+    train(train_ds, run, tiny())  # 2 burn-in + 4 adversarial, lr drop after 2 adversarial
+    with pytest.raises(ValueError, match=r"iterations: 4 -> 6.*extend=True"):
+        train(train_ds, run, tiny(iterations=6))
+    with pytest.raises(ValueError, match=r"seed: 0 -> 1") as refused:
+        train(train_ds, run, tiny(iterations=6, seed=1), extend=True)
+    assert "extend" not in str(refused.value)  # not a lengthening: no such hint
+    with pytest.raises(ValueError, match=r"iterations: 4 -> 3"):
+        train(train_ds, run, tiny(iterations=3), extend=True)
+    result = train(train_ds, run, tiny(iterations=6), extend=True)
+    assert result.iteration == 8
+    stats = _stats(run)
+    event = [s for s in stats if s.get("event") == "extend"]
+    assert event == [{**event[0], "iteration": 6, "iterations_from": 4, "iterations_to": 6,
+                      "lr_drop": 2}]
+    cfg = read_config(TrainConfig, run / "config.toml")
+    assert (cfg.iterations, cfg.lr_drop) == (6, 2)
+    late = [s["lr"] for s in stats if s["iteration"] > 6 and "lr" in s]
+    assert late == [cfg.lr_late, cfg.lr_late]  # the schedule's drop did not move to 3
+    # the extended run resumes with its own (recorded) settings
+    assert train(train_ds, run, None).iteration == 8
+
+
+def test_stale_temporary_files_of_interrupted_writes_are_removed_on_the_next_run(tmp_path, data):
+    train_ds, _ = data
+    run = tmp_path / "run"
+    train(train_ds, run, tiny(), max_iterations=3)
+    # what a process killed inside atomic_write leaves behind
+    stale = [run / ".resume.pt.k1ll3d.tmp", run / "checkpoints" / "000000003" / ".G.safetensors.x.tmp"]
+    for path in stale:
+        path.write_bytes(b"torn")
+    other = run / "explanations" / ".map.fits.y.tmp"  # not the trainer's: left alone
+    other.parent.mkdir()
+    other.write_bytes(b"someone else's")
+    train(train_ds, run, None)
+    assert not any(path.exists() for path in stale) and other.exists()

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-__all__ = ["create_arrays", "write_chunk"]
+__all__ = ["create_arrays", "write_chunk", "chunk_file", "missing_chunk_files"]
 
 
 def _codec() -> list:
@@ -36,7 +36,31 @@ def write_chunk(zpath: Path, c: int, lo: int, arrays: dict[str, np.ndarray]) -> 
     """Write one chunk (shard file) of every array, removing any torn file of an interrupted run."""
     root = zarr.open_group(store=str(zpath), mode="r+", zarr_format=3)
     for name, arr in arrays.items():
-        key = zpath / name / "c" / str(c)
-        key = key.joinpath(*["0"] * (arr.ndim - 1))
-        key.unlink(missing_ok=True)
+        chunk_file(zpath, name, c, arr.ndim).unlink(missing_ok=True)
         root[name][lo:lo + arr.shape[0]] = arr
+
+
+def chunk_file(zpath: Path, name: str, c: int, ndim: int) -> Path:
+    """The shard file holding chunk ``c`` of the ``ndim``-dimensional array ``name``."""
+    return (zpath / name / "c" / str(c)).joinpath(*["0"] * (ndim - 1))
+
+
+def missing_chunk_files(zpath: Path, c: int, ndims: dict[str, int]) -> dict[str, Path]:
+    """The arrays (name → expected file) whose shard file of chunk ``c`` does not exist.
+
+    Zarr writes no file for a chunk that holds only the fill value, and reads a missing file as
+    that value (zeros), so a missing file is either such a chunk or a lost one: callers tell the
+    two apart with a content hash (as :class:`galaxai.data.store.BlendStore` does) or by knowing
+    that the array is never all zeros.
+
+    Parameters
+    ----------
+    zpath : pathlib.Path
+        The Zarr group.
+    c : int
+        Chunk number.
+    ndims : dict of str to int
+        Array name → number of dimensions.
+    """
+    files = {name: chunk_file(zpath, name, c, ndim) for name, ndim in ndims.items()}
+    return {name: f for name, f in files.items() if not f.is_file()}

@@ -21,7 +21,10 @@ written, then ``catalogue.parquet`` is rewritten atomically (rows of finished ch
 ones), and only then ``manifest.json`` is replaced atomically with the chunk marked done. A build
 killed at any point leaves a manifest that describes only fully written chunks; re-running the
 same call continues after them and produces exactly the bytes of an uninterrupted build.
-Readers refuse a store whose manifest is not marked complete.
+Readers refuse a store whose manifest is not marked complete, and one whose finished chunks lost
+a Zarr file (Zarr would read it as zeros); with ``verify=True`` they also check every chunk they
+read against its hash in the manifest (bytes changed on disk). A damaged chunk of a simulated store
+is rebuilt by :func:`forget_chunks` and the original :func:`build_store` call.
 
 Splits: every example carries a ``split`` column (``"train"`` or ``"test"``). Simulated stores
 assign ``"test"`` with probability ``test_fraction`` from a stream seeded by ``(seed, chunk)``,
@@ -53,7 +56,7 @@ import zarr
 import galaxai
 from galaxai._atomic import atomic_write, atomic_write_json
 from galaxai.config import config_to_dict
-from galaxai.data._zarr_chunks import create_arrays, write_chunk
+from galaxai.data._zarr_chunks import create_arrays, missing_chunk_files, write_chunk
 from galaxai.data.blend import BlendBatch, BlendConfig, make_blends
 
 __all__ = [
@@ -61,6 +64,7 @@ __all__ = [
     "StoreError",
     "check_same_settings",
     "read_manifest",
+    "forget_chunks",
     "build_store",
     "write_store",
     "open_store",
@@ -87,6 +91,50 @@ class StoreError(ValueError):
 def _how_to_build(path: Path) -> str:
     return (f"build one with galaxai.data.store.build_store({str(path)!r}, n, seed) or "
             "write_store(path, batch)")
+
+
+def _how_to_rebuild(path: Path, manifest: dict, chunks: Sequence[int]) -> str:
+    if manifest.get("kind") == "simulated":
+        return (f"rebuild it: galaxai.data.store.forget_chunks({str(path)!r}, {list(chunks)}), "
+                "then re-run build_store (`galaxai data blend`) with the store's original "
+                "arguments, which rewrites exactly those chunks")
+    return "rewrite the store from its source with write_store(..., overwrite=True)"
+
+
+def forget_chunks(path: str | os.PathLike, chunks: Sequence[int]) -> Path:
+    """Mark chunks of a simulated store as not built, so :func:`build_store` rebuilds them.
+
+    Use it for chunks that lost files or fail their hash; re-running the original
+    :func:`build_store` call then rewrites exactly those chunks (a chunk's content depends only
+    on the seed and its number). The store reads as unfinished until then.
+
+    Parameters
+    ----------
+    path : path-like
+        Store directory.
+    chunks : sequence of int
+        Chunk numbers (``catalogue.parquet`` column ``chunk``).
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    path = Path(path)
+    manifest = read_manifest(path)
+    if manifest is None or manifest.get("kind") != "simulated":
+        raise StoreError(f"{path} is not a store made by build_store; "
+                         "rewrite it from its source with write_store(..., overwrite=True)")
+    bad = sorted(set(int(c) for c in chunks) - set(manifest["chunks_done"]))
+    if bad:
+        raise StoreError(f"{path} has no finished chunk(s) {bad}; its chunks are "
+                         f"0–{manifest['n_chunks'] - 1}")
+    gone = {int(c) for c in chunks}
+    manifest["chunks_done"] = [c for c in manifest["chunks_done"] if c not in gone]
+    manifest["chunk_hashes"] = {k: v for k, v in manifest["chunk_hashes"].items()
+                                if int(k) not in gone}
+    manifest.update(complete=False, data_hash=None)
+    atomic_write_json(path / _MANIFEST, manifest)
+    return path
 
 
 def _batch_arrays(batch: BlendBatch) -> dict[str, np.ndarray]:
@@ -391,6 +439,11 @@ class BlendStore(torch.utils.data.Dataset):
         Also return the component truth.
     memory_limit : int
         Threshold of the automatic ``in_memory`` choice (bytes).
+    verify : bool
+        Check each chunk against its hash in the manifest the first time one of its rows is read
+        (reads the whole chunk once per process): bytes changed on disk raise
+        :class:`StoreError` instead of changing the data silently. Whatever this is, opening
+        checks that every finished chunk's Zarr files exist.
     cache_chunks : int
         Without ``in_memory``: 0 reads each example on its own (one inner Zarr chunk per array,
         good for random access); ``k > 0`` reads whole chunks and keeps the last ``k`` (good for
@@ -404,7 +457,8 @@ class BlendStore(torch.utils.data.Dataset):
 
     def __init__(self, path: str | os.PathLike, split: str | None = None, *,
                  in_memory: bool | None = None, components: bool = False,
-                 memory_limit: int = 1 << 30, cache_chunks: int = 0) -> None:
+                 memory_limit: int = 1 << 30, cache_chunks: int = 0,
+                 verify: bool = False) -> None:
         self.path = Path(path)
         if not self.path.is_dir():
             raise StoreError(f"{self.path} is not a blend store (no such directory); "
@@ -419,7 +473,22 @@ class BlendStore(torch.utils.data.Dataset):
                              "arguments to finish it")
         self.manifest = manifest
         self.chunk = int(manifest["chunk"])
-        catalogue = pd.read_parquet(self.path / _CATALOGUE)
+        try:
+            catalogue = pd.read_parquet(self.path / _CATALOGUE)
+        except (OSError, pa.ArrowException) as exc:
+            raise StoreError(f"{self.path / _CATALOGUE} is unreadable ({exc}); "
+                             f"{_how_to_rebuild(self.path, manifest, manifest['chunks_done'])}"
+                             ) from None
+        self._all_rows = catalogue
+        self.verify = bool(verify)
+        self._verified: set[int] = set()
+        self._root = None
+        self._pid = None
+        ndims = {k: len(v["shape"]) for k, v in manifest["arrays"].items()}
+        for c in manifest["chunks_done"]:
+            missing = missing_chunk_files(self.path / _ZARR, c, ndims)
+            if missing:  # no file: a chunk of zeros only (zarr writes none) or a lost one
+                self.check_chunk(c, missing)
         if split is not None:
             found = sorted(catalogue["split"].unique())
             if split not in found:
@@ -436,8 +505,6 @@ class BlendStore(torch.utils.data.Dataset):
         nbytes = sum(int(np.prod(manifest["arrays"][k]["shape"][1:])) *
                      np.dtype(manifest["arrays"][k]["dtype"]).itemsize for k in names) * len(self)
         self.in_memory = nbytes <= memory_limit if in_memory is None else bool(in_memory)
-        self._root = None
-        self._pid = None
         self._cache: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
         self._memory: dict[str, np.ndarray] | None = None
         if self.in_memory:
@@ -465,6 +532,35 @@ class BlendStore(torch.utils.data.Dataset):
             self._cache = OrderedDict()
         return self._root
 
+    def check_chunk(self, c: int, missing: dict[str, Path] | None = None) -> None:
+        """Compare chunk ``c`` (all arrays and its catalogue rows) with its manifest hash.
+
+        Each chunk is checked once per process. ``missing`` names the arrays whose file of the
+        chunk is absent, for the message. Raises :class:`StoreError` naming the chunk and the fix.
+        """
+        if c in self._verified:
+            return
+        lo = c * self.chunk
+        hi = min(lo + self.chunk, int(self.manifest["n"]))
+        names = sorted(self.manifest["arrays"])
+        what = (f"does not match its hash in {_MANIFEST}: bytes of array(s) {', '.join(names)} "
+                f"or of its {_CATALOGUE} rows changed on disk")
+        if missing:
+            what = (f"does not match its hash in {_MANIFEST} and lost its Zarr file(s) "
+                    f"{', '.join(str(f) for f in missing.values())} (array(s) "
+                    f"{', '.join(missing)}, read as zeros)")
+        try:
+            root = self._group()
+            arrays = {k: root[k][lo:hi] for k in names}
+        except Exception as exc:  # noqa: BLE001 - zarr/numcodecs raise many types on bad bytes
+            what = f"cannot be decoded ({type(exc).__name__}: {exc})"
+            arrays = None
+        rows = self._all_rows[self._all_rows["chunk"] == c].reset_index(drop=True)
+        if arrays is None or _chunk_hash(arrays, rows) != self.manifest["chunk_hashes"][str(c)]:
+            raise StoreError(f"{self.path}: chunk {c} (rows {lo}–{hi - 1}) {what}; "
+                             f"{_how_to_rebuild(self.path, self.manifest, [c])}")
+        self._verified.add(c)
+
     def _read_rows(self, rows: np.ndarray, names: Sequence[str] | None = None
                    ) -> dict[str, np.ndarray]:
         """Read the given store rows of the arrays ``names`` (default all) with whole-chunk reads."""
@@ -474,6 +570,8 @@ class BlendStore(torch.utils.data.Dataset):
                            dtype=self.manifest["arrays"][k]["dtype"]) for k in names}
         chunks = rows // self.chunk
         for c in np.unique(chunks):
+            if self.verify:
+                self.check_chunk(int(c))
             sel = np.nonzero(chunks == c)[0]
             lo = int(c) * self.chunk
             for k in names:
@@ -484,6 +582,8 @@ class BlendStore(torch.utils.data.Dataset):
         if c in self._cache:
             self._cache.move_to_end(c)
             return self._cache[c]
+        if self.verify:
+            self.check_chunk(c)
         root = self._group()
         lo = c * self.chunk
         data = {k: root[k][lo:lo + self.chunk] for k in self.names}
@@ -532,6 +632,8 @@ class BlendStore(torch.utils.data.Dataset):
             data = self._chunk(c)
             item = {k: torch.from_numpy(data[k][idx - c * self.chunk].copy()) for k in self.names}
         else:
+            if self.verify:
+                self.check_chunk(idx // self.chunk)
             root = self._group()
             item = {k: torch.from_numpy(np.asarray(root[k][idx])) for k in self.names}
         item["index"] = idx

@@ -767,10 +767,27 @@ def audit_padding(images, *, channel_axis: int = 1, min_run: int | None = None, 
     return auditor.result(name)
 
 
+def _channel_axis(shape: tuple[int, ...], where: str) -> int:
+    """1 for (N, C, H, W), 3 for (N, H, W, C): the channel axis is the short one (at most 4)."""
+    first = shape[1] <= 4 < min(shape[2:])
+    last = shape[3] <= 4 < min(shape[1:3])
+    if first == last:
+        raise ValueError(f"{where} has shape {shape}: cannot tell channel-first (N, C, S, S) from "
+                         "channel-last (N, S, S, C); store it channel-first, or audit it with "
+                         "audit_padding(images, channel_axis=...)")
+    return 1 if first else 3
+
+
 def audit_store(path, *, arrays: tuple[str, ...] = ("target_b", "target_a"),
                 max_items: int | None = None, min_run: int | None = None, patch: int = 20,
-                seed: int = 0, progress: bool = False) -> dict[str, PaddingAudit]:
+                seed: int = 0, progress: bool = False, verify: bool = True
+                ) -> dict[str, PaddingAudit]:
     """Audit the targets of a galaxai blend store, reading it chunk by chunk.
+
+    A store with a galaxai manifest is checked like :class:`galaxai.data.store.BlendStore` does:
+    an unfinished build (whose missing chunks would read as zero-filled images, a phantom
+    boundary that is not there) or a lost chunk file is refused, and with ``verify`` every chunk
+    read must match its manifest hash. A bare Zarr group is audited as it is.
 
     Parameters
     ----------
@@ -778,34 +795,45 @@ def audit_store(path, *, arrays: tuple[str, ...] = ("target_b", "target_a"),
         Store directory holding ``blends.zarr`` (layout of ``docs/interfaces.md``), or the Zarr
         group itself.
     arrays : tuple of str, default ("target_b", "target_a")
-        Arrays to audit, each (N, C, S, S). Missing ones are left out of the result. For
-        ``target_b`` the store's ``fill_mask_b`` (if present) drives the patch comparison.
+        Arrays to audit, each channel-first (N, C, S, S) or channel-last (N, S, S, C) with at most
+        4 channels (the layout is read from the shape). Missing ones are left out of the result.
+        For ``target_b`` the store's ``fill_mask_b`` (if present) drives the patch comparison.
     max_items : int, optional
         Audit only the first ``max_items`` items (blends are drawn at random, so this is a random
         sample). The flagged masks take one byte per pixel: 6.4 kB per 80×80 item.
     min_run, patch, seed, progress
         As in :func:`audit_padding`.
+    verify : bool, default True
+        Check the chunks read against the manifest's hashes (stores with a manifest only).
 
     Returns
     -------
     dict[str, PaddingAudit]
-        One audit per array found. Chunks that cannot be read are skipped and reported in
-        ``PaddingAudit.skipped``.
+        One audit per array found. Chunks of a bare Zarr group that cannot be read are skipped
+        and reported in ``PaddingAudit.skipped``.
 
     Raises
     ------
     FileNotFoundError
         No store at ``path``.
+    galaxai.data.store.StoreError
+        An unfinished or damaged store (the message names the chunk and the fix).
     ValueError
-        ``path`` is not a readable Zarr group, holds none of ``arrays``, or an array is not 4-D.
+        ``path`` is not a readable Zarr group, holds none of ``arrays``, an array is not 4-D or
+        its layout cannot be told from its shape.
     """
     import zarr
+
+    from galaxai.data.store import BlendStore, read_manifest
 
     root = Path(path)
     group_path = root / "blends.zarr" if (root / "blends.zarr").exists() else root
     if not group_path.exists():
         raise FileNotFoundError(f"no galaxai store at {root}: expected {root / 'blends.zarr'}; "
                                 "build one with galaxai.data.store.build_store")
+    store = None
+    if read_manifest(group_path.parent) is not None:  # refuses unfinished or damaged stores
+        store = BlendStore(group_path.parent, in_memory=False, verify=verify)
     try:
         group = zarr.open_group(str(group_path), mode="r")
     except Exception as exc:  # zarr raises several types for a missing or corrupt group
@@ -821,22 +849,32 @@ def audit_store(path, *, arrays: tuple[str, ...] = ("target_b", "target_a"),
     for name in present:
         arr = group[name]
         if arr.ndim != 4:
-            raise ValueError(f"{group_path}/{name} must be 4-D (N, C, S, S), got shape {arr.shape}")
+            raise ValueError(f"{group_path}/{name} must be 4-D (N, C, S, S) or (N, S, S, C), got "
+                             f"shape {arr.shape}")
+        axis = _channel_axis(arr.shape, f"{group_path}/{name}")
+        hw = tuple(np.delete(arr.shape, [0, axis]))
         n = arr.shape[0] if max_items is None else min(int(max_items), arr.shape[0])
         fill = group["fill_mask_b"] if name == "target_b" and "fill_mask_b" in available else None
-        auditor = _Auditor(n, tuple(arr.shape[2:]), min_run=min_run, patch=patch, seed=seed,
-                           progress=progress)
+        auditor = _Auditor(n, hw, min_run=min_run, patch=patch, seed=seed, progress=progress)
         step = max(1, (arr.shards or arr.chunks)[0])  # whole shards: each is read once
         for start in range(0, n, step):
             stop = min(n, start + step)
+            if store is not None and verify:
+                store.check_chunk(start // store.chunk)
             try:
-                batch = np.asarray(arr[start:stop])
-                mask = None if fill is None else _as_masks(
-                    fill[start:stop], stop - start, auditor.hw, 1, f"{group_path}/fill_mask_b")
+                batch = np.moveaxis(np.asarray(arr[start:stop]), axis, 1)
             except Exception as exc:  # a corrupt chunk costs its items, not the audit
                 auditor.skip(stop - start,
                              f"unreadable chunk of {name} ({type(exc).__name__}: {exc})")
                 continue
+            try:
+                mask = None if fill is None else np.asarray(fill[start:stop])
+            except Exception as exc:  # noqa: BLE001 - the same, for the fill mask's chunk
+                auditor.skip(stop - start,
+                             f"unreadable chunk of fill_mask_b ({type(exc).__name__}: {exc})")
+                continue
+            if mask is not None:
+                mask = _as_masks(mask, stop - start, hw, axis, f"{group_path}/fill_mask_b")
             auditor.update(batch, mask)
         results[name] = auditor.result(f"{group_path.name}/{name}")
     return results

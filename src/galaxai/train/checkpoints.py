@@ -410,8 +410,8 @@ def load_resume(run_dir: str | os.PathLike) -> dict[str, Any] | None:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure means the file is unusable
         raise ValueError(
-            f"resume file {path} cannot be read safely ({exc}); delete it to restart from scratch "
-            "or restore it from a backup"
+            f"resume file {path} cannot be read safely ({exc}); restore it from a backup, "
+            "or start over in a new run directory"
         ) from None
     if not isinstance(state, dict) or state.get("format") != _RESUME_FORMAT:
         raise ValueError(f"{path} is not a galaxai resume file (format {_RESUME_FORMAT})")

@@ -13,9 +13,11 @@ Branch 1 is always the centred galaxy A. Targets arrive in [0, 1] and are mapped
 stays in [0, 1]. Three Adam optimisers (D, G adversarial, G burn-in); the learning rate drops from
 ``lr`` to ``lr_late`` after ``lr_drop`` adversarial iterations (half of them by default).
 
-A run directory holds ``config.toml``, ``stats.jsonl`` (one JSON object per logged iteration),
-``checkpoints/<iteration>/`` every ``checkpoint_every`` iterations (all kept) and ``resume.pt``.
-Calling :func:`train` again on a run directory with ``resume.pt`` continues from it; the data order
+A run directory holds ``config.toml``, ``stats.jsonl`` (one JSON object per logged iteration, and
+one per event such as an ``"extend"`` of the schedule), ``checkpoints/<iteration>/`` every
+``checkpoint_every`` iterations (all kept) and ``resume.pt``. Calling :func:`train` again on a run
+directory with ``resume.pt`` continues from it (with the same config, or ``extend=True`` for more
+iterations; anything else is refused, as is a fresh start over old checkpoints); the data order
 comes from a seeded sampler whose position is saved, so an interrupted and resumed run ends with
 the same weights, bit for bit, as one never interrupted (on the same device and thread count).
 
@@ -33,6 +35,8 @@ import hashlib
 import json
 import math
 import re
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,8 +48,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from galaxai._atomic import atomic_write_text
-from galaxai.config import config_to_dict, read_config, write_config
+from galaxai._atomic import atomic_write_text, remove_stale_temporaries
+from galaxai.config import config_from_mapping, config_to_dict, read_config, write_config
 from galaxai.metrics import psnr
 from galaxai.models.deblender import (
     DeblenderConfig,
@@ -55,18 +59,23 @@ from galaxai.models.deblender import (
 )
 from galaxai.models.perceptual import PERCEPTUAL_BACKENDS, build_perceptual
 from galaxai.train.checkpoints import (
+    RESUME_FILE,
     capture_rng_state,
     checkpoint_dir,
+    list_checkpoints,
     load_resume,
     load_state,
+    read_checkpoint_info,
     restore_rng_state,
     save_checkpoint,
     save_resume,
 )
+from galaxai.train.runlock import run_lock
 
 __all__ = [
     "TrainConfig",
     "TrainResult",
+    "TrainingTerminated",
     "CONTENT_LOSSES",
     "ResumableBatchSampler",
     "train",
@@ -238,6 +247,25 @@ class TrainResult:
     perceptual_backend: str | None
 
 
+class TrainingTerminated(Exception):
+    """SIGTERM stopped :func:`train`, after it wrote a checkpoint and ``resume.pt``."""
+
+
+@contextlib.contextmanager
+def _sigterm_event() -> Iterator[threading.Event]:
+    """While active, SIGTERM only sets the yielded event (signals need the main thread; in any
+    other thread the event is never set and SIGTERM keeps its usual effect)."""
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield event
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: event.set())
+    try:
+        yield event
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class ResumableBatchSampler(Sampler[list[int]]):
     """Endless shuffled mini-batches whose position can be saved and restored exactly.
 
@@ -347,6 +375,28 @@ def _config_diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -
     return diff
 
 
+def _run_config(run_dir: Path, state: Mapping[str, Any]) -> TrainConfig:
+    """The config a run had at its resume point (from that checkpoint's sidecar)."""
+    ckpt = checkpoint_dir(run_dir, state["iteration"])
+    values = read_checkpoint_info(ckpt).get("config", {})
+    return config_from_mapping(TrainConfig, values, source=f"config of {ckpt}")
+
+
+def _extension(old: TrainConfig, new: TrainConfig) -> TrainConfig | None:
+    """``new`` as a lengthening of ``old``, or ``None`` if it changes anything else.
+
+    Only ``iterations`` may grow; the learning-rate drop stays where ``old`` had it (``lr_drop``
+    is pinned), so the iterations already trained keep their schedule.
+    """
+    drop = old.iterations // 2 if old.lr_drop is None else old.lr_drop
+    if new.iterations < old.iterations or new.lr_drop not in (None, drop):
+        return None
+    longer = dataclasses.replace(new, lr_drop=drop)
+    same = dataclasses.replace(longer, iterations=old.iterations) == dataclasses.replace(
+        old, lr_drop=drop)
+    return longer if same else None
+
+
 def _batch(batch: Mapping[str, torch.Tensor], device: torch.device) -> tuple[torch.Tensor, ...]:
     blend, ta, tb = (batch[k].to(device, non_blocking=True).float() for k in _KEYS)
     return blend, ta, tb
@@ -449,6 +499,7 @@ def train(
     progress: bool = False,
     device: str | torch.device | None = None,
     max_iterations: int | None = None,
+    extend: bool = False,
 ) -> TrainResult:
     """Train (or resume training) the deblender GAN in ``run_dir``.
 
@@ -471,12 +522,41 @@ def train(
     max_iterations : int, optional
         Stop once this many iterations (burn-in included, counted from the start of the run)
         are done, writing a checkpoint and ``resume.pt`` there; a later call continues.
+    extend : bool
+        When resuming, accept a ``config`` that differs from the run's only by more
+        ``iterations``: the run is lengthened, its learning-rate drop kept where it was
+        (``lr_drop`` pinned), and the extension recorded in ``stats.jsonl`` (an ``"event":
+        "extend"`` line) and ``config.toml``. Any other change is refused, as without it.
 
     Returns
     -------
     TrainResult
+
+    Raises
+    ------
+    galaxai.train.runlock.RunLockedError
+        If another process is training in ``run_dir`` (see :func:`~galaxai.train.runlock.run_lock`).
+    TrainingTerminated
+        If the process received SIGTERM (called from the main thread): the iteration under way is
+        finished and a checkpoint and ``resume.pt`` are written first, so a later call continues.
+
+    Notes
+    -----
+    Temporary files of atomic writes that a killed run left in ``run_dir`` and its checkpoint
+    folders are deleted first (the lock guarantees that no other trainer is writing them).
     """
     run_dir = Path(run_dir)
+    with run_lock(run_dir), _sigterm_event() as sigterm:
+        for folder in (run_dir, *sorted((run_dir / "checkpoints").glob("*"))):
+            remove_stale_temporaries(folder)
+        return _train(dataset, run_dir, config, eval_dataset, progress, device,
+                      max_iterations, extend, sigterm)
+
+
+def _train(dataset: Dataset, run_dir: Path, config: TrainConfig | str | None,
+           eval_dataset: Dataset | None, progress: bool, device: str | torch.device | None,
+           max_iterations: int | None, extend: bool, sigterm: threading.Event) -> TrainResult:
+    """The body of :func:`train`, run while the run directory is locked."""
     cfg = _resolve_config(config, run_dir)
     dev = torch.device(device) if device is not None else torch.device(
         "cuda" if torch.cuda.is_available() else "cpu"
@@ -484,21 +564,30 @@ def train(
     _check_dataset(dataset, cfg, "dataset")
     if eval_dataset is not None:
         _check_dataset(eval_dataset, cfg, "eval_dataset")
-    run_dir.mkdir(parents=True, exist_ok=True)
     digest = config_hash(cfg)
     data_hash = data_fingerprint(dataset)
     state = load_resume(run_dir)
-    if state is not None and state.get("config_hash") != digest:
-        toml = run_dir / "config.toml"
-        old = read_config(TrainConfig, toml) if toml.is_file() else None
-        diff = (
-            _config_diff(config_to_dict(old), config_to_dict(cfg)) if old
-            else ["(config.toml missing)"]
-        )
+    if state is None and (done := list_checkpoints(run_dir)):
         raise ValueError(
-            f"{run_dir} holds a run with a different config ({'; '.join(diff)}); resume with the "
-            "same config (config=None reads it) or start a new run directory"
+            f"{run_dir} holds checkpoints (iterations {done[0].iteration}-{done[-1].iteration}) "
+            f"but no {RESUME_FILE} to continue them; starting from scratch there would mix two runs. "
+            "Choose another run directory (--run), or delete this one to start over"
         )
+    extended_from = None
+    if state is not None and state.get("config_hash") != digest:
+        old = _run_config(run_dir, state)
+        longer = _extension(old, cfg)
+        if extend and longer is not None:
+            extended_from, cfg, digest = old.iterations, longer, config_hash(longer)
+        else:
+            diff = _config_diff(config_to_dict(old), config_to_dict(cfg))
+            hint = ("; to train it longer, extend it explicitly (extend=True, `galaxai train "
+                    "--extend`)") if longer is not None else ""
+            raise ValueError(
+                f"{run_dir} holds a run with a different config ({'; '.join(diff)}); resume with "
+                "the run's settings (config=None reads them; `galaxai train` keeps the options you "
+                f"leave out) or start a new run directory{hint}"
+            )
     if state is not None and state.get("data_hash") != data_hash:
         raise ValueError(
             f"{run_dir} was trained on data with fingerprint {state.get('data_hash')}, but this "
@@ -549,6 +638,13 @@ def train(
         start, consumed = state["iteration"], state["sampler"]["consumed"]
         elapsed = state["elapsed"]
         _rewrite_stats(stats_path, start)
+        if extended_from is not None:
+            with stats_path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps({
+                    "iteration": start, "event": "extend", "time": time.time(),
+                    "iterations_from": extended_from, "iterations_to": cfg.iterations,
+                    "lr_drop": cfg.lr_drop,
+                }) + "\n")
     else:
         atomic_write_text(stats_path, "")
 
@@ -654,7 +750,8 @@ def train(
                     G, eval_dataset, limit=cfg.eval_size, batch_size=max(cfg.batch_size, 32),
                     device=dev,
                 )
-            checkpoint_now = it % cfg.checkpoint_every == 0 or it == stop
+            terminated = sigterm.is_set()
+            checkpoint_now = it % cfg.checkpoint_every == 0 or it == stop or terminated
             if it % cfg.log_every == 0 or evaluated or checkpoint_now:
                 now = time.perf_counter()
                 elapsed += now - t0
@@ -702,6 +799,12 @@ def train(
                     "elapsed": elapsed,
                     "perceptual_backend": backend,
                 })
+            if terminated:
+                raise TrainingTerminated(
+                    f"training in {run_dir} stopped by SIGTERM at iteration {it}, after writing "
+                    f"checkpoint {last_ckpt} and {RESUME_FILE}; run the same command again to "
+                    "continue"
+                )
     finally:
         bar.close()
     return TrainResult(run_dir, it, last_ckpt, last_stats, metrics, backend)
