@@ -46,3 +46,43 @@ def test_bad_store_path_is_a_clear_error(runner, tmp_path):
     result = runner.invoke(main, ["evaluate", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
     assert result.exit_code != 0
     assert "empty" in str(result.exception) or "empty" in result.output
+
+
+def test_real_pool_blend_store_and_mixed_augmented_training(runner, tmp_path):
+    """data pool/blend --source cosmos, then train on a simulated + real mix with --augment."""
+    from galaxai.data.pool import GalaxyPool
+    from galaxai.data.store import BlendStore
+
+    real = tmp_path / "real_pool"
+    result = runner.invoke(main, ["data", "pool", "--source", "cosmos", "--split", "test",
+                                  "--copies", "1", "--out", str(real)])
+    assert result.exit_code == 0, result.output
+    pool = GalaxyPool(real)
+    assert len(pool) == 20 and pool.source == "cosmos" and pool.noiseless is None
+    store = tmp_path / "real_store"
+    result = runner.invoke(main, ["data", "blend", "--source", "cosmos", "--split", "test",
+                                  "--n", "12", "--merge", "sum", "--out", str(store)])
+    assert result.exit_code == 0, result.output
+    held_out = BlendStore(store, split="test")
+    assert len(held_out) == 12
+    assert set(held_out.catalogue["merge"]) == {"sum"}
+    sim = tmp_path / "sim_pool"
+    result = runner.invoke(main, ["data", "pool", "--n", "8", "--preset", "tiny", "--chunk", "4",
+                                  "--workers", "1", "--cosmos-fraction", "0", "--out", str(sim)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["data", "pool", "--source", "simulated", "--source", "hdf",
+                                  "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "separately" in result.output
+    # the real pool's frames are 142 px like the small simulator's; train the tiny network on it
+    run = tmp_path / "run"
+    result = runner.invoke(main, ["train", "--data", str(real), "--data", str(real),
+                                  "--data-weight", "1", "--data-weight", "3", "--augment",
+                                  "--preset", "tiny", "--run", str(run), "--iterations", "2",
+                                  "--burn-in", "0"])
+    assert result.exit_code == 0, result.output
+    stats = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert stats[-1]["iteration"] == 2
+    result = runner.invoke(main, ["train", "--data", str(real), "--data-weight", "1",
+                                  "--data-weight", "2", "--preset", "tiny",
+                                  "--run", str(tmp_path / "run2")])
+    assert result.exit_code == 2 and "--data-weight" in result.output

@@ -322,3 +322,27 @@ def test_stale_temporary_files_of_interrupted_writes_are_removed_on_the_next_run
     other.write_bytes(b"someone else's")
     train(train_ds, run, None)
     assert not any(path.exists() for path in stale) and other.exists()
+
+
+def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path, data):
+    train_set, _ = data
+    first = train(train_set, tmp_path / "a", tiny())
+    source = first.checkpoint
+    # a second run from those weights with a vanishing learning rate stays on them
+    cfg = tiny(burn_in=0, iterations=3, lr=1e-12, lr_late=1e-12, seed=7, init_from=str(source))
+    second = train(train_set, tmp_path / "b", cfg)
+    start = {n: read_safetensors(source / f"{n}.safetensors")[0] for n in "GD"}
+    after = _weights(tmp_path / "b", 3)
+    for net in "GD":
+        for k, v in start[net].items():
+            if v.is_floating_point() and "running" not in k:
+                torch.testing.assert_close(after[net][k], v, atol=1e-8, rtol=0)
+    # without init_from the same seed starts elsewhere
+    fresh = train(train_set, tmp_path / "c", tiny(burn_in=0, iterations=3, lr=1e-12,
+                                                     lr_late=1e-12, seed=7))
+    w = read_safetensors(fresh.checkpoint / "G.safetensors")[0]
+    assert any(not torch.allclose(w[k], start["G"][k]) for k in w if w[k].is_floating_point())
+    assert read_config(TrainConfig, tmp_path / "b" / "config.toml").init_from == str(source)
+    assert second.iteration == 3
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        train(train_set, tmp_path / "d", tiny(init_from=str(tmp_path / "nowhere")))
