@@ -12,6 +12,13 @@ Prints
    (:func:`galaxai.models.deblender.build_generator`, ``small`` preset; add ``--paper`` for the
    published 1.7 M-parameter generator, whose CPU step takes about a minute) on the same batch.
 
+4. on-the-fly blends per second on **one core** from a galaxy pool, side by side: the old
+   per-item path (sigma-clipped sky statistics of every warped frame for the noise padding, a
+   catalogue per blend), :class:`galaxai.data.pool.BlendStream` items (sky statistics computed
+   once per galaxy), its batched ``__getitems__`` path (what the DataLoader calls), and the same
+   with the random survey look (:class:`galaxai.data.augment.DisplayAugment`); each beside the
+   500 blends/s per core that keeps a GPU step fed.
+
 Usage: ``python benchmarks/bench_data.py [n_galaxies] [--paper]`` (default 24 galaxies; the run
 takes one to two minutes on a 2-core CPU). Timings are medians of a few repeats (loader: a mean over 8 batches).
 """
@@ -28,11 +35,15 @@ import numpy as np
 import pandas as pd
 import torch
 
+from galaxai.data.augment import DisplayAugment
 from galaxai.data.blend import BlendConfig, draw_pairs, make_blends
+from galaxai.data.pool import BlendStream, GalaxyPool, build_galaxy_pool
 from galaxai.data.simulate import SimConfig, simulate
 from galaxai.data.store import BlendStore, ChunkShuffleSampler, write_store
 
 BATCH = 16
+#: On-the-fly blends per second per core that keep a GPU training step fed.
+TARGET_PER_CORE = 500.0
 
 
 def timed(fn, repeats: int = 3) -> float:
@@ -84,6 +95,48 @@ def train_step_seconds(preset: str, batch: dict) -> float:
     return timed(step, repeats=1)
 
 
+def on_the_fly_rates(n_galaxies: int, n_blends: int = 256) -> None:
+    """Blends/s on one core: old per-item path vs pool streams (item, batch, augmented)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    cfg = BlendConfig.preset("small")
+    with tempfile.TemporaryDirectory() as tmp:
+        pool = GalaxyPool(build_galaxy_pool(Path(tmp) / "pool", n_galaxies, seed=5,
+                                            sim_config=SimConfig.preset("small"),
+                                            cosmos_fraction=0.25, chunk=8))
+    plain = BlendStream(pool, n_blends, seed=0, blend_config=cfg)
+    looks = BlendStream(pool, n_blends, seed=0, blend_config=cfg, augment=DisplayAugment())
+
+    def old_path():  # BlendStream's item before sky statistics were computed once per galaxy
+        for i in range(n_blends // 8):
+            a, b = plain.pair(i)
+            make_blends(pool.display[a:a + 1], pool.display[b:b + 1],
+                        np.random.SeedSequence([0, 1, i]), cfg, flux_a=pool.noiseless[a:a + 1],
+                        flux_b=pool.noiseless[b:b + 1], sky_sigma=pool.sky_sigma[a:a + 1])
+        return n_blends // 8
+
+    def items(stream):
+        return lambda: [stream[i] for i in range(n_blends)] and n_blends
+
+    def batches(stream, size=64):
+        return lambda: [stream.__getitems__(list(range(lo, lo + size)))
+                        for lo in range(0, n_blends, size)] and n_blends
+
+    rates = {}
+    for name, fn in [("old per-item path (clipped sky stats per blend)", old_path),
+                     ("BlendStream item (sky stats once per galaxy)", items(plain)),
+                     ("BlendStream batch of 64", batches(plain)),
+                     ("BlendStream batch of 64 + survey look", batches(looks))]:
+        count = fn()  # warm-up, and the number of blends one call makes
+        rates[name] = count / timed(fn, repeats=2)
+    torch.set_num_threads(threads)
+    base = rates["old per-item path (clipped sky stats per blend)"]
+    print(f"\non-the-fly blends from a pool, one core (target {TARGET_PER_CORE:.0f}/s per core):")
+    for name, rate in rates.items():
+        print(f"  {name:50s} {rate:8.1f} blends/s  = {rate / base:6.1f}x old path, "
+              f"{rate / TARGET_PER_CORE:5.2f}x target ({1e3 / rate:6.2f} ms/blend)")
+
+
 def main(n: int = 24, presets: tuple[str, ...] = ("small",)) -> None:
     torch.manual_seed(0)
     print(f"torch threads: {torch.get_num_threads()}")
@@ -129,6 +182,7 @@ def main(n: int = 24, presets: tuple[str, ...] = ("small",)) -> None:
         stores["whole chunks + ChunkShuffleSampler"] = (chunked, ChunkShuffleSampler(chunked, seed=0))
         loads = {name: loader_seconds(ds, sampler) for name, (ds, sampler) in stores.items()}
         sample_batch = next(iter(torch.utils.data.DataLoader(stores["in memory"][0], batch_size=BATCH)))
+    on_the_fly_rates(n)
     steps = {preset: train_step_seconds(preset, sample_batch) for preset in presets}
     print(f"\nbatch of {BATCH} (80x80): loader time vs one generator forward+backward")
     for preset, t_step in steps.items():

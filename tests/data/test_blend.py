@@ -313,3 +313,17 @@ def test_sum_merge_in_flux_space():
     if mask.sum() > 50:
         assert (summed.target_b[mask] > 0).mean() > 0.2
         assert (maxed.target_b[mask] == 0).mean() > (summed.target_b[mask] == 0).mean()
+
+
+@pytest.mark.parametrize("padding", ["zero", "reflect"])
+def test_warping_only_the_central_window_equals_cutting_the_warped_frame(padding):
+    from galaxai.data.blend import _warp_batch, draw_transform
+
+    rng = np.random.default_rng(3)
+    planes = rng.uniform(0, 1, (5, 4, 40, 40))
+    cfg = BlendConfig.preset("paper")
+    transforms = [draw_transform(np.random.default_rng(i), cfg) for i in range(5)]
+    full, full_mask = _warp_batch(planes, transforms, padding, 424)
+    part, part_mask = _warp_batch(planes, transforms, padding, 424, window=(9, 22))
+    np.testing.assert_array_equal(part, full[..., 9:31, 9:31])
+    np.testing.assert_array_equal(part_mask, full_mask[..., 9:31, 9:31])

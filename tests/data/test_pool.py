@@ -161,3 +161,23 @@ def test_mixed_stream_draws_by_weight(tiny_pool, real_pool):
     assert torch.equal(mix[i]["blend"], a[i]["blend"])
     with pytest.raises(ValueError, match="weight per stream"):
         MixedStream([a, b], [1.0], seed=0)
+
+
+def test_batched_items_equal_items_made_one_by_one(tiny_pool, real_pool):
+    from galaxai.data.augment import DisplayAugment
+    from galaxai.data.pool import MixedStream
+
+    sim = BlendStream(GalaxyPool(tiny_pool), 64, seed=3, blend_config=BlendConfig.preset("tiny"))
+    real = BlendStream(GalaxyPool(real_pool[0]), 64, seed=3, augment=DisplayAugment())
+    mix = MixedStream([sim, real], [0.5, 0.5], seed=1)
+    indices = [5, 0, 63, 17, 17, 30]
+    for stream in (sim, real, mix):
+        batch = stream.__getitems__(indices)
+        for i, item in zip(indices, batch):
+            single = stream[i]
+            assert item["index"] == i
+            for key in ("blend", "target_a", "target_b", "fill_mask_b"):
+                assert torch.equal(item[key], single[key]), key
+    loader = torch.utils.data.DataLoader(real, batch_size=4)
+    first = next(iter(loader))
+    assert torch.equal(first["blend"][2], real[2]["blend"])

@@ -303,25 +303,35 @@ class BlendStream(torch.utils.data.Dataset):
         return int(a), int(b)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        if not 0 <= index < self.length:
-            raise IndexError(f"index {index} out of range for a stream of {self.length} blends")
-        a, b = self.pair(index)
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        """Items ``indices`` made in one vectorised call (the DataLoader's batch path); equal to
+        making them one by one."""
+        for index in indices:
+            if not 0 <= index < self.length:
+                raise IndexError(f"index {index} out of range for a stream of {self.length} blends")
+        pairs = np.array([self.pair(i) for i in indices]).reshape(-1, 2)
+        a, b = pairs[:, 0], pairs[:, 1]
         p = self.pool
-        flux = {} if p.noiseless is None else {
-            "flux_a": p.noiseless[a:a + 1], "flux_b": p.noiseless[b:b + 1],
-            "sky_sigma": p.sky_sigma[a:a + 1]}
-        batch = make_blends(p.display[a:a + 1], p.display[b:b + 1],
-                            np.random.SeedSequence([self.seed, 1, index]), self.config,
-                            ids_a=[a], ids_b=[b], sky_b=p.sky[b:b + 1], **flux)
-        blend, ta, tb = batch.blend[0], batch.target_a[0], batch.target_b[0]
-        if self.augment is not None:
-            look = draw_look(np.random.default_rng([self.seed, 2, index]), self.augment)
-            blend, ta, tb = augment_pair(ta, tb, p.sky[a, 0], p.sky[b, 0], look)
-        return {"blend": torch.from_numpy(blend),
-                "target_a": torch.from_numpy(ta),
-                "target_b": torch.from_numpy(tb),
-                "fill_mask_b": torch.from_numpy(batch.fill_mask_b[0]),
-                "index": int(index)}
+        # Flux models are warped only where the blend needs them (sum merge); a max-merged
+        # blend's flux_ratio then comes from the display images.
+        flux = {} if p.noiseless is None or self.config.merge != "sum" else {
+            "flux_a": p.noiseless[a], "flux_b": p.noiseless[b], "sky_sigma": p.sky_sigma[a]}
+        batch = make_blends(p.display[a], p.display[b],
+                            [np.random.SeedSequence([self.seed, 1, i]) for i in indices],
+                            self.config, ids_a=a, ids_b=b, sky_b=p.sky[b], **flux)
+        items = []
+        for k, index in enumerate(indices):
+            blend, ta, tb = batch.blend[k], batch.target_a[k], batch.target_b[k]
+            if self.augment is not None:
+                look = draw_look(np.random.default_rng([self.seed, 2, index]), self.augment)
+                blend, ta, tb = augment_pair(ta, tb, p.sky[a[k], 0], p.sky[b[k], 0], look)
+            items.append({"blend": torch.from_numpy(blend), "target_a": torch.from_numpy(ta),
+                          "target_b": torch.from_numpy(tb),
+                          "fill_mask_b": torch.from_numpy(batch.fill_mask_b[k]),
+                          "index": int(index)})
+        return items
 
 
 class MixedStream(torch.utils.data.Dataset):
@@ -350,3 +360,18 @@ class MixedStream(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.streams[self.source(index)][index]
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        """Items of each stream fetched together (its batch path), returned in ``indices`` order."""
+        sources = [self.source(i) for i in indices]
+        out: list[dict[str, Any]] = [{}] * len(indices)
+        for k, stream in enumerate(self.streams):
+            where = [j for j, s in enumerate(sources) if s == k]
+            if not where:
+                continue
+            wanted = [indices[j] for j in where]
+            fetch = getattr(stream, "__getitems__", None)
+            items = fetch(wanted) if fetch else [stream[i] for i in wanted]
+            for j, item in zip(where, items):
+                out[j] = item
+        return out
