@@ -8,7 +8,9 @@ from galaxai.demo import run_demo
 
 SECTIONS = ["Simulated galaxies", "Deblending: GAN vs classical", "discriminator call an image",
             "Training timeline", "Data audit", "zero-padded band", "Galaxy morphology",
-            "size-only null", "Fig. 3 analogue"]
+            "size-only null", "Fig. 3 analogue", "Real galaxies: Hubble Deep Field",
+            "Deblending real blends", "Polarized-LRP on real galaxies", "ROC AUC",
+            "Paired differences"]
 
 
 @pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="shipped weights missing")
@@ -24,3 +26,7 @@ def test_quick_demo_report(tmp_path):
     # the audit section flags the paper's zero padding and passes noise padding
     assert re.search(r"zero \(paper\).*?PROBLEM", html, re.S)
     assert re.search(r"noise \(galaxai default\).*?clean", html, re.S)
+    # the real-galaxy comparison lists the classical peers beside the GAN
+    real = html[html.index("Deblending real blends"):]
+    for peer in ("sep", "photutils", "copy", "half"):
+        assert f">{peer}<" in real, peer

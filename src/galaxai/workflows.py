@@ -207,6 +207,56 @@ def explanation_section(report: Report, discriminator, real: np.ndarray, generat
     return table
 
 
+def discriminator_verdicts(discriminator, real: np.ndarray, generated: np.ndarray, *,
+                           batch_size: int = 64, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """D's accuracy and ROC AUC on real images vs generated ones, with bootstrap 95 % intervals.
+
+    ``real`` and ``generated`` are ``(N, 3, H, W)`` in the discriminator's input range. Returns
+    the one-row table and ``{"real": p, "generated": p}`` (D's probabilities, for picking images
+    by verdict). AUC is the Mann–Whitney probability that a real image scores above a generated
+    one (ties count half).
+    """
+    import torch
+
+    from scipy.stats import rankdata
+
+    def probs(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return np.concatenate([torch.sigmoid(discriminator(
+                torch.as_tensor(x[i:i + batch_size], dtype=torch.float32)).reshape(-1)).numpy()
+                for i in range(0, len(x), batch_size)])
+
+    p_real, p_gen = probs(real), probs(generated)
+
+    def stats(pr: np.ndarray, pg: np.ndarray) -> tuple[float, float]:
+        ranks = rankdata(np.concatenate([pr, pg]))
+        auc = (ranks[:len(pr)].sum() - len(pr) * (len(pr) + 1) / 2) / (len(pr) * len(pg))
+        acc = (np.sum(pr >= 0.5) + np.sum(pg < 0.5)) / (len(pr) + len(pg))
+        return float(acc), float(auc)
+
+    acc, auc = stats(p_real, p_gen)
+    rng = np.random.default_rng(seed)
+    boot = np.array([stats(rng.choice(p_real, len(p_real)), rng.choice(p_gen, len(p_gen)))
+                     for _ in range(500)])
+    lo, hi = np.percentile(boot, [2.5, 97.5], axis=0)
+    table = pd.DataFrame([{
+        "n real": len(p_real), "n generated": len(p_gen),
+        "accuracy": f"{acc:.3f} [{lo[0]:.3f}, {hi[0]:.3f}]", "ROC AUC": f"{auc:.3f} [{lo[1]:.3f}, {hi[1]:.3f}]",
+        "real called real": f"{np.mean(p_real >= 0.5):.1%}",
+        "generated called generated": f"{np.mean(p_gen < 0.5):.1%}"}])
+    return table, {"real": p_real, "generated": p_gen}
+
+
+def pick_by_verdict(real: np.ndarray, generated: np.ndarray, p: Mapping[str, np.ndarray], k: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """``k`` real images D calls real and ``k`` generated ones D calls generated (most confident
+    first), so both Polarized-LRP polarities appear; where D has none of one verdict, its least
+    wrong images are taken instead."""
+    real_order = np.argsort(-p["real"])
+    gen_order = np.argsort(p["generated"])
+    return real[real_order[:k]], generated[gen_order[:k]]
+
+
 def timeline_section(report: Report, run_dir: Path, x: np.ndarray, out_dir: Path, *,
                      title: str, max_checkpoints: int = 12) -> pd.DataFrame:
     """Explain the same inputs at every saved checkpoint of a run: montage, GIF and curves.
