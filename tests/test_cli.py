@@ -82,6 +82,13 @@ def test_real_pool_blend_store_and_mixed_augmented_training(runner, tmp_path):
     assert result.exit_code == 0, result.output
     stats = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
     assert stats[-1]["iteration"] == 2
+    recipe = json.loads((run / "data.json").read_text())
+    assert [d["source"] for d in recipe["data"]] == ["cosmos", "cosmos"]
+    assert recipe["weights"] == [1.0, 3.0] and recipe["augment"]["p_sum"] == 0.5
+    result = runner.invoke(main, ["export", str(run), "--dest", str(tmp_path / "shipped")])
+    assert result.exit_code == 0, result.output
+    sidecar = json.loads((tmp_path / "shipped" / "deblender_small.json").read_text())
+    assert sidecar["data_recipe"] == recipe
     result = runner.invoke(main, ["train", "--data", str(real), "--data-weight", "1",
                                   "--data-weight", "2", "--preset", "tiny",
                                   "--run", str(tmp_path / "run2")])

@@ -254,6 +254,30 @@ def _training_data(data_paths, weights, length: int, seed: int, padding: str | N
     return MixedStream(parts, weights or [1.0] * len(parts), seed)
 
 
+def _write_data_recipe(run_dir: Path, data_paths, weights, augment: bool, padding, length: int,
+                       eval_data) -> None:
+    """``run_dir/data.json``: each data folder's manifest settings, the mix, the survey look."""
+    import dataclasses
+    import json
+
+    from galaxai._atomic import atomic_write_json
+    from galaxai.data.augment import DisplayAugment
+    from galaxai.train.checkpoints import DATA_RECIPE
+
+    parts = []
+    for path in data_paths:
+        manifest = json.loads((path / "manifest.json").read_text())
+        keep = {k: manifest[k] for k in ("format", "source", "n", "seed", "cosmos_fraction",
+                                         "settings", "sim_config", "blend_config") if k in manifest}
+        parts.append({"path": str(path), **keep})
+    recipe = {"data": parts, "weights": list(weights) or [1.0] * len(parts),
+              "augment": dataclasses.asdict(DisplayAugment()) if augment else None,
+              "padding": padding or "noise", "stream_length": length,
+              "eval_data": str(eval_data) if eval_data else None}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / DATA_RECIPE, recipe)
+
+
 @main.command()
 @click.option("--data", "data_paths", type=click.Path(exists=True, file_okay=False, path_type=Path),
               required=True, multiple=True,
@@ -323,6 +347,7 @@ def train(ctx, data_paths, weights, augment, init_from, eval_data, run_dir, pres
     held_out = BlendStore(eval_data, split="test") if eval_data else None
     if run_dir is None:
         run_dir = new_run_dir("runs", f"{preset}-deblender")
+    _write_data_recipe(run_dir, data_paths, weights, augment, padding, stream_length, eval_data)
     try:
         result = run_training(dataset, run_dir, cfg, eval_dataset=held_out, progress=True,
                               device=device, extend=extend)

@@ -328,11 +328,17 @@ def load_discriminator(
     return model.to(device or "cpu").eval(), info
 
 
+#: File in a run directory describing the training data (written by ``galaxai train``); exports
+#: copy it into the shipped sidecar as ``data_recipe``.
+DATA_RECIPE = "data.json"
+
+
 def export_network(checkpoint: str | os.PathLike, dest: str | os.PathLike, network: str = "G") -> Path:
     """Copy a checkpoint's ``G`` or ``D`` to ``<dest>.safetensors`` plus its sidecar ``<dest>.json``.
 
     This is how the shipped default models (``galaxai/weights/deblender_small`` and
-    ``discriminator_small``) are produced. Returns the path of the weights file.
+    ``discriminator_small``) are produced. The run's ``data.json`` (how its training data were
+    made), when present, goes into the sidecar as ``data_recipe``. Returns the weights' path.
     """
     if network not in ("G", "D"):
         raise ValueError(f"network must be 'G' or 'D', got {network!r}")
@@ -344,7 +350,11 @@ def export_network(checkpoint: str | os.PathLike, dest: str | os.PathLike, netwo
     dest = Path(dest)
     out = dest.with_suffix(".safetensors")
     atomic_write_safetensors(out, tensors, metadata)
-    atomic_write_json(dest.with_suffix(".json"), {**info, "model_config": config_to_dict(cfg)})
+    sidecar_out = {**info, "model_config": config_to_dict(cfg)}
+    recipe = Path(checkpoint).resolve().parents[1] / DATA_RECIPE
+    if Path(checkpoint).is_dir() and recipe.is_file():
+        sidecar_out["data_recipe"] = json.loads(recipe.read_text())
+    atomic_write_json(dest.with_suffix(".json"), sidecar_out)
     return out
 
 
