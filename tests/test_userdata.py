@@ -114,3 +114,18 @@ def test_cli_deblend_writes_outputs_and_skips_bad_files(tmp_path):
         with fits.open(out / f"{name}_a.fits") as hdul:
             assert hdul[0].data.shape == (3, 80, 80)
         assert (out / f"{name}.png").is_file()
+
+
+def test_deblend_and_discriminate_take_channel_first_input():
+    x = np.random.default_rng(3).uniform(0, 1, (2, 80, 80, 3)).astype(np.float32)
+    a_last, b_last = galaxai.deblend(x)
+    a_first, b_first = galaxai.deblend(np.moveaxis(x, -1, 1), channel_axis=1)
+    assert a_first.shape == (2, 3, 80, 80)
+    np.testing.assert_allclose(np.moveaxis(a_first, 1, -1), a_last, atol=1e-6)
+    np.testing.assert_allclose(np.moveaxis(b_first, 1, -1), b_last, atol=1e-6)
+    np.testing.assert_allclose(galaxai.discriminate(np.moveaxis(x, -1, 1), channel_axis=1),
+                               galaxai.discriminate(x), rtol=1e-5)
+    with pytest.raises(ValueError, match="channel-first"):
+        galaxai.deblend(x, channel_axis=1)
+    with pytest.raises(ValueError, match="channel_axis"):
+        galaxai.deblend(x, channel_axis=2)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from galaxai.train.checkpoints import load_discriminator, load_generator
+from galaxai.models.deblender import from_network
 
 __all__ = ["DEFAULT_WEIGHTS", "DEFAULT_DISCRIMINATOR", "StampSizeWarning", "deblend",
            "discriminate"]
@@ -91,8 +92,15 @@ def _generator(checkpoint: str | os.PathLike | None, device: torch.device) -> to
     return _cached_generator(str(path), stamp, str(device))
 
 
-def _as_batch(blends: Any) -> tuple[torch.Tensor, bool, torch.device | None]:
-    """Validate ``blends`` and return a float32 (N, 3, H, W) tensor, whether it was single, device."""
+def _as_batch(blends: Any, channel_axis: int = -1) -> tuple[torch.Tensor, bool, torch.device | None]:
+    """Validate ``blends`` and return a float32 (N, 3, H, W) tensor, whether it was single, device.
+
+    ``channel_axis`` is -1 (channel-last, ``(N, H, W, 3)``) or 1 (channel-first, ``(N, 3, H, W)``;
+    ``0`` for a single ``(3, H, W)`` image is accepted as the same).
+    """
+    if channel_axis not in (-1, 3, 1, 0):
+        raise ValueError(f"channel_axis must be -1 (channel last) or 1 (channel first), got "
+                         f"{channel_axis!r}")
     is_torch = isinstance(blends, torch.Tensor)
     if is_torch:
         x = blends.detach()
@@ -114,11 +122,12 @@ def _as_batch(blends: Any) -> tuple[torch.Tensor, bool, torch.device | None]:
     single = x.ndim == 3
     if single:
         x = x.unsqueeze(0)
-    if x.ndim != 4 or x.shape[-1] != 3:
-        raise ValueError(
-            f"blends must have shape (N, H, W, 3) or (H, W, 3) (channel-last RGB), got "
-            f"{tuple(blends.shape)}"
-        )
+    last = channel_axis in (-1, 3)
+    if x.ndim != 4 or x.shape[-1 if last else 1] != 3:
+        layout = "(N, H, W, 3) or (H, W, 3) (channel-last RGB)" if last else \
+            "(N, 3, H, W) or (3, H, W) (channel-first RGB)"
+        raise ValueError(f"blends must have shape {layout} with channel_axis={channel_axis}, got "
+                         f"{tuple(blends.shape)}")
     if x.numel():
         if not bool(torch.isfinite(x).all()):
             bad = int((~torch.isfinite(x)).flatten(1).any(dim=1).sum())
@@ -128,7 +137,7 @@ def _as_batch(blends: Any) -> tuple[torch.Tensor, bool, torch.device | None]:
             raise ValueError(
                 f"blends must lie in [0, 1] (display space), got values in [{lo:.4g}, {hi:.4g}]"
             )
-    return x.float().permute(0, 3, 1, 2), single, src_device
+    return (x.float().permute(0, 3, 1, 2) if last else x.float()), single, src_device
 
 
 def _without_running_stats(model: torch.nn.Module) -> torch.nn.Module:
@@ -146,6 +155,7 @@ def deblend(
     device: str | torch.device | None = None,
     batch_size: int = 64,
     batch_statistics: bool = False,
+    channel_axis: int = -1,
 ) -> tuple[Any, Any]:
     """Separate blended galaxy pairs into the centred galaxy and its neighbour.
 
@@ -167,6 +177,9 @@ def deblend(
         Normalise with each forward pass's own BatchNorm statistics instead of the running ones,
         as the original TensorFlow graph evaluated (spec: report it as a check). Outputs then
         depend on which blends share a pass. The model's stored statistics are not changed.
+    channel_axis : {-1, 1}
+        Where the colour channels are: -1 (default) channel-last ``(N, H, W, 3)``, 1
+        channel-first ``(N, 3, H, W)`` as in blend stores; outputs use the same layout.
 
     Returns
     -------
@@ -183,7 +196,7 @@ def deblend(
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    x, single, src_device = _as_batch(blends)
+    x, single, src_device = _as_batch(blends, channel_axis)
     dev = torch.device(device) if device is not None else torch.device(
         "cuda" if torch.cuda.is_available() else "cpu"
     )
@@ -197,16 +210,18 @@ def deblend(
     outs_a, outs_b = [], []
     with torch.inference_mode():
         for chunk in x.split(batch_size):
-            g1, g2 = ((g + 1) / 2 for g in model(chunk.to(dev)))
+            g1, g2 = (from_network(g) for g in model(chunk.to(dev)))
             if original is not None:
                 g1, g2 = _resize(g1, original), _resize(g2, original)
-            outs_a.append(g1.clamp(0, 1).permute(0, 2, 3, 1).cpu())
-            outs_b.append(g2.clamp(0, 1).permute(0, 2, 3, 1).cpu())
+            outs_a.append(g1.clamp(0, 1).cpu())
+            outs_b.append(g2.clamp(0, 1).cpu())
     if original is not None:
         x = torch.empty(x.shape[:2] + original)
-    shape = (0, x.shape[2], x.shape[3], x.shape[1])
+    shape = (0,) + tuple(x.shape[1:])
     a = torch.cat(outs_a) if outs_a else torch.empty(shape)
     b = torch.cat(outs_b) if outs_b else torch.empty(shape)
+    if channel_axis in (-1, 3):
+        a, b = a.permute(0, 2, 3, 1), b.permute(0, 2, 3, 1)
     if single:
         a, b = a[0], b[0]
     if src_device is None:
@@ -225,6 +240,7 @@ def discriminate(
     checkpoint: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     batch_size: int = 64,
+    channel_axis: int = -1,
 ) -> Any:
     """The discriminator's probability that each image is a real (not generated) galaxy.
 
@@ -236,7 +252,7 @@ def discriminate(
     checkpoint : path-like, optional
         A checkpoint directory (its ``D.safetensors``), a ``D.safetensors`` file or an exported
         ``<name>.safetensors``; ``None`` uses the shipped discriminator.
-    device, batch_size
+    device, batch_size, channel_axis
         As for :func:`deblend`.
 
     Returns
@@ -246,7 +262,7 @@ def discriminate(
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    x, single, src_device = _as_batch(images)
+    x, single, src_device = _as_batch(images, channel_axis)
     dev = torch.device(device) if device is not None else torch.device(
         "cuda" if torch.cuda.is_available() else "cpu")
     path = Path(checkpoint).expanduser().resolve() if checkpoint is not None \

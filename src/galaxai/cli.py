@@ -508,6 +508,7 @@ def explain(run, images, methods, n, batch_size, report):
     from tqdm.auto import tqdm
 
     from galaxai.data.fits_export import write_fits_image
+    from galaxai.models.deblender import to_network
     from galaxai.train.checkpoints import load_discriminator, load_generator
     from galaxai.viz.report import Report
     from galaxai.workflows import explain_methods, explanation_section
@@ -516,7 +517,7 @@ def explain(run, images, methods, n, batch_size, report):
     D, _ = load_discriminator(ckpt)
     G, _ = load_generator(ckpt)
     data, _ = _store_images(images, n)
-    real = data["target_a"] * 2 - 1
+    real = to_network(data["target_a"])
     with torch.no_grad():
         generated = G(torch.from_numpy(data["blend"]))[0].numpy()
     base = run if (run / "checkpoints").is_dir() else ckpt.parent
@@ -546,13 +547,14 @@ def explain(run, images, methods, n, batch_size, report):
               help="Default: RUN/timeline.")
 def timeline(run, images, n, out):
     """Explain the same images at every checkpoint of RUN: montage PNG, GIF and curves."""
+    from galaxai.models.deblender import to_network
     from galaxai.viz.report import Report
     from galaxai.workflows import timeline_section
 
     out = out or run / "timeline"
     data, _ = _store_images(images, n)
     page = Report("galaxai training timeline", str(run))
-    timeline_section(page, run, data["target_a"] * 2 - 1, out, title="Polarized-LRP over training")
+    timeline_section(page, run, to_network(data["target_a"]), out, title="Polarized-LRP over training")
     click.echo(str(page.write(out / "report").resolve()))
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 
 from galaxai.data.blend import BlendBatch, BlendConfig, make_blends
 from galaxai.data.simulate import GalaxySample, SimConfig, simulate
+from galaxai.models.deblender import to_network
 from galaxai.viz.render import blend_grid
 from galaxai.viz.report import Report
 
@@ -163,8 +164,8 @@ def _real_section(report: Report, D, s: DemoSettings, work: Path) -> None:
                        batch.target_a, batch.target_b, batch.catalogue, work / "evaluation",
                        title="8a. Deblending real blends: GAN vs SEP, photutils, copy, half")
     out_a, _ = deblend(np.moveaxis(batch.blend, 1, -1))
-    real = batch.target_a * 2 - 1
-    generated = np.moveaxis(np.asarray(out_a), -1, 1) * 2 - 1
+    real = to_network(batch.target_a)
+    generated = to_network(np.moveaxis(np.asarray(out_a), -1, 1))
     verdicts, probs = discriminator_verdicts(D, real, generated)
     shown_real, shown_gen = pick_by_verdict(real, generated, probs, s.n_explain)
     explanation_section(report, D, shown_real, shown_gen, work / "explain", faithfulness=False,
@@ -203,9 +204,9 @@ def run_demo(out: str | Path, *, quick: bool = False, progress: bool = False) ->
     _log(progress, "3/9 explaining the discriminator (Polarized-LRP vs original LRP, AOPC)")
     D, _ = load_discriminator(disc_weights)
     k = s.n_explain
-    targets = np.concatenate([blends.target_a, blends.target_b]) * 2 - 1
+    targets = to_network(np.concatenate([blends.target_a, blends.target_b]))
     out_a, out_b = deblend(np.moveaxis(blends.blend, 1, -1))
-    outputs = np.moveaxis(np.concatenate([out_a, out_b]), -1, 1) * 2 - 1
+    outputs = to_network(np.moveaxis(np.concatenate([out_a, out_b]), -1, 1))
     verdicts, probs = discriminator_verdicts(D, targets, outputs)
     real, generated = pick_by_verdict(targets, outputs, probs, k)
     explanation_section(report, D, real, generated, work / "explain",

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from galaxai._atomic import atomic_write_json
+from galaxai.models.deblender import to_network
 
 __all__ = ["phantom_boundary_experiment"]
 
@@ -35,7 +36,7 @@ def _band_relevance(discriminator, targets01: np.ndarray, masks: np.ndarray) -> 
     keep = masks.reshape(len(masks), -1).mean(1) > 0.01
     if not keep.any():
         return {"band_ratio": float("nan"), "band_ratio_se": float("nan"), "n_band": 0}
-    x = torch.as_tensor(targets01[keep] * 2 - 1, dtype=torch.float32)
+    x = torch.as_tensor(to_network(targets01[keep]), dtype=torch.float32)
     result = polarized_lrp(discriminator, x, polarity="positive")
     ratio = relevance_mass_ratio(result.maps, torch.as_tensor(masks[keep]).reshape(len(x), *x.shape[-2:]))
     ratio = ratio[torch.isfinite(ratio)].double()

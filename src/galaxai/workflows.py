@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from galaxai.evaluate import comparison_table, evaluate_methods, paired_differences
+from galaxai.models.deblender import from_network, to_network
 from galaxai.viz.render import deblend_panel
 from galaxai.viz.report import Report
 
@@ -178,7 +179,7 @@ def explanation_section(report: Report, discriminator, real: np.ndarray, generat
     shown = ["polarized_lrp", "lrp_zplus", "lrp_epsilon"]
     attributions = explain_methods(discriminator, x, None if faithfulness else shown)
     plrp = attributions["polarized_lrp"]
-    display = ((x + 1) / 2).clamp(0, 1).numpy()
+    display = from_network(x).clamp(0, 1).numpy()
     probs = plrp.scores.numpy()
     labels = [f"{lab}\nD={p:.2f}" for lab, p in zip(labels, probs)]
     report.add_section(title, "The discriminator gives one probability p that its input is real. "
@@ -281,7 +282,7 @@ def timeline_section(report: Report, run_dir: Path, x: np.ndarray, out_dir: Path
     timeline = explain_timeline(x, ((r.iteration, load_discriminator(r.path)[0]) for r in refs))
     records = pd.DataFrame(timeline.records())
     records.to_csv(out_dir / "timeline.csv", index=False)
-    display = ((x + 1) / 2).clamp(0, 1).numpy()
+    display = from_network(x).clamp(0, 1).numpy()
     signed_maps = (timeline.maps.sum(2) * timeline.polarity[..., None, None]).numpy()
     rows = []
     for b in range(len(x)):
@@ -358,7 +359,7 @@ def shortcut_section(report: Report, discriminator, real01: np.ndarray, out_dir:
         variants["zero band" if fill == 0.0 else "noise band"] = (planted.images, planted.mask)
     rows = []
     for name, (images, mask) in variants.items():
-        x = torch.as_tensor(images * 2 - 1, dtype=torch.float32)
+        x = torch.as_tensor(to_network(images), dtype=torch.float32)
         result = polarized_lrp(discriminator, x, polarity="positive")
         p = result.scores.double()
         row = {"images": name, "D p(real) mean": float(p.mean()),

@@ -40,6 +40,8 @@ __all__ = [
     "build_discriminator",
     "count_parameters",
     "config_hash",
+    "to_network",
+    "from_network",
 ]
 
 #: Orders of the layers inside a discriminator conv block.
@@ -329,6 +331,16 @@ def build_discriminator(cfg: DeblenderConfig | str = "paper", seed: int = 1) -> 
     if isinstance(cfg, str):
         cfg = DeblenderConfig.preset(cfg)
     return _build(Discriminator, cfg, seed)  # type: ignore[return-value]
+
+
+def to_network(x):
+    """Display images in [0, 1] to the networks' range [−1, 1] (``2x − 1``; NumPy or torch)."""
+    return x * 2 - 1
+
+
+def from_network(v):
+    """Network outputs in [−1, 1] (tanh) back to display values in [0, 1] (``(v + 1) / 2``)."""
+    return (v + 1) / 2
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -56,6 +56,8 @@ from galaxai.models.deblender import (
     build_discriminator,
     build_generator,
     config_hash,
+    from_network,
+    to_network,
 )
 from galaxai.models.perceptual import PERCEPTUAL_BACKENDS, build_perceptual
 from galaxai.train.checkpoints import (
@@ -431,7 +433,7 @@ def evaluate(
         for batch in loader:
             blend, ta, tb = _batch(batch, device)
             g1, g2 = generator(blend)
-            pa, pb = (g1 + 1) / 2, (g2 + 1) / 2
+            pa, pb = from_network(g1), from_network(g2)
             psnr_a.append(psnr(pa.float(), ta, data_range=1.0))
             psnr_b.append(psnr(pb.float(), tb, data_range=1.0))
             mse_a.append((pa - ta).pow(2).flatten(1).mean(1).cpu().numpy())
@@ -687,7 +689,7 @@ def _train(dataset: Dataset, run_dir: Path, config: TrainConfig | str | None,
         # φ takes [0, 1] images: generator outputs are mapped back by (v+1)/2
         with torch.no_grad():
             fa, fb = phi(ta), phi(tb)
-        return F.mse_loss(phi((g1 + 1) / 2), fa) + F.mse_loss(phi((g2 + 1) / 2), fb)
+        return F.mse_loss(phi(from_network(g1)), fa) + F.mse_loss(phi(from_network(g2)), fb)
 
     def bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
         target = torch.ones_like(logits) if real else torch.zeros_like(logits)
@@ -714,7 +716,7 @@ def _train(dataset: Dataset, run_dir: Path, config: TrainConfig | str | None,
                         group["lr"] = lr
                 # discriminator step
                 blend, ta, tb = next_batch()
-                a, b = 2 * ta - 1, 2 * tb - 1
+                a, b = to_network(ta), to_network(tb)
                 with autocast():
                     with torch.no_grad():
                         g1, g2 = G(blend)
@@ -724,7 +726,7 @@ def _train(dataset: Dataset, run_dir: Path, config: TrainConfig | str | None,
                 step("D", d_loss)
                 # generator step on a fresh mini-batch
                 blend, ta, tb = next_batch()
-                a, b = 2 * ta - 1, 2 * tb - 1
+                a, b = to_network(ta), to_network(tb)
                 D.requires_grad_(False)
                 with autocast():
                     g1, g2 = G(blend)
