@@ -13,9 +13,10 @@ from pathlib import Path
 import click
 import numpy as np
 
-__all__ = ["main"]
+from galaxai.choices import (ACTIVATIONS, ARCHITECTURES, BAR_ALGORITHMS, COMPARED_METHODS, LAYOUTS,
+                             MERGES, PADDINGS, PRESETS, SIM_MODES, SPLITS)
 
-PRESETS = ("paper", "small", "tiny")
+__all__ = ["main"]
 
 
 class _Galaxai(click.Group):
@@ -68,7 +69,7 @@ def data() -> None:
               help="Number of galaxies.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--preset", type=click.Choice(PRESETS), default="small", show_default=True)
-@click.option("--mode", type=click.Choice(["parametric", "cosmos"]), default="parametric",
+@click.option("--mode", type=click.Choice(SIM_MODES), default="parametric",
               show_default=True, help="Parametric GalSim profiles or real HST COSMOS galaxies.")
 @click.option("--cosmos-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder of the GalSim COSMOS sample (mode=cosmos).")
@@ -117,19 +118,19 @@ def _real_frames(sources, directory, split, copies, seed):
               help="Number of blends.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--preset", type=click.Choice(PRESETS), default="small", show_default=True)
-@click.option("--padding", type=click.Choice(["noise", "zero", "reflect"]), default=None,
+@click.option("--padding", type=click.Choice(PADDINGS), default=None,
               help="Fill of pixels warped in from outside B's frame (default: the preset's; "
                    "'zero' reproduces the paper's phantom boundary).")
-@click.option("--merge", type=click.Choice(["max", "sum"]), default=None,
+@click.option("--merge", type=click.Choice(MERGES), default=None,
               help="'max' of display images (paper) or 'sum' (simulated: fluxes with noise added "
                    "once; real: B's sky-subtracted light added to A).")
-@click.option("--mode", type=click.Choice(["parametric", "cosmos"]), default="parametric",
+@click.option("--mode", type=click.Choice(SIM_MODES), default="parametric",
               show_default=True, help="Simulator mode (--source simulated).")
 @click.option("--source", "sources", type=click.Choice(_SOURCES), multiple=True,
               default=("simulated",), show_default=True, help=_REAL_HELP)
 @click.option("--dir", "directory", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="Folder of isolated-galaxy stamps (--source fits|jpeg).")
-@click.option("--split", type=click.Choice(["train", "test", "all"]), default="test",
+@click.option("--split", type=click.Choice(SPLITS), default="test",
               show_default=True, help="Which split of a real source's galaxies to blend.")
 @click.option("--chunk", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--test-fraction", type=click.FloatRange(0, 1), default=0.1, show_default=True,
@@ -181,7 +182,7 @@ def data_blend(out, n, seed, preset, padding, merge, mode, sources, directory, s
               default=("simulated",), show_default=True, help=_REAL_HELP)
 @click.option("--dir", "directory", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="Folder of isolated-galaxy stamps (--source fits|jpeg).")
-@click.option("--split", type=click.Choice(["train", "test", "all"]), default="train",
+@click.option("--split", type=click.Choice(SPLITS), default="train",
               show_default=True, help="Which split of a real source's galaxies to pool.")
 @click.option("--copies", type=click.IntRange(min=1), default=3, show_default=True,
               help="Frames per real galaxy, each at its own apparent size.")
@@ -300,7 +301,7 @@ def _write_data_recipe(run_dir: Path, data_paths, weights, augment: bool, paddin
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Learning rate (default: the preset's; the late rate stays at lr/10).")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=None)
-@click.option("--padding", type=click.Choice(["noise", "zero", "reflect"]), default=None,
+@click.option("--padding", type=click.Choice(PADDINGS), default=None,
               help="Padding of on-the-fly blends from a pool (default noise).")
 @click.option("--stream-length", type=click.IntRange(min=1), default=1_000_000, show_default=True,
               help="Distinct blends a pool exposes.")
@@ -491,8 +492,7 @@ def _checkpoint_of(run: Path) -> Path:
 @click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
               required=True, help="Blend store whose test blends are explained.")
 @click.option("--method", "methods", multiple=True,
-              type=click.Choice(["polarized_lrp", "lrp_zplus", "lrp_epsilon", "input_gradient",
-                                 "smoothgrad", "integrated_gradients", "grad_cam"]),
+              type=click.Choice(COMPARED_METHODS),
               default=("polarized_lrp",), show_default=True, help="Repeat to run several.")
 @click.option("--n", "n", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
@@ -655,7 +655,7 @@ _DIR = click.Path(file_okay=False, path_type=Path)
 @click.option("--data", "data_path", type=click.Path(path_type=Path), required=True,
               help="Kaggle galaxy-zoo-the-galaxy-challenge folder (images_training_rev1/ + "
                    "training_solutions_rev1.csv).")
-@click.option("--model", "architecture", type=click.Choice(["vgg16", "resnet50v2", "xception"]),
+@click.option("--model", "architecture", type=click.Choice(ARCHITECTURES),
               default="vgg16", show_default=True)
 @click.option("--preset", type=click.Choice(PRESETS), default="small", show_default=True,
               help="Network size and recipe: paper (224², published), small (128², CPU), tiny.")
@@ -665,7 +665,7 @@ _DIR = click.Path(file_okay=False, path_type=Path)
                    "never downloaded.")
 @click.option("--backbone-only", is_flag=True,
               help="Load only the convolutional backbone from --weights (e.g. ImageNet VGG16).")
-@click.option("--layout", type=click.Choice(["keras", "timm"]), default="keras",
+@click.option("--layout", type=click.Choice(LAYOUTS), default="keras",
               show_default=True,
               help="keras: the Keras networks (the paper); timm: ResNet50V2/Xception as timm's "
                    "resnetv2_50/legacy_xception, where their ImageNet weights load exactly "
@@ -680,7 +680,7 @@ _DIR = click.Path(file_okay=False, path_type=Path)
 @click.option("--augment-validation/--no-augment-validation", default=None,
               help="Augment the validation split too [default: the preset's, on as in the "
                    "authors' code].")
-@click.option("--activation", type=click.Choice(["swish", "relu"]), default=None,
+@click.option("--activation", type=click.Choice(ACTIVATIONS), default=None,
               help="swish everywhere (the authors' code) or the published ReLU [default: the "
                    "preset's, swish].")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -767,7 +767,7 @@ def morphology_saliency(model_path, data_path, ids, catalogue, out, n_samples, n
                    "averageheatmaps or averagemeasurements; repeat to search several with "
                    "--grid-search [default: every available; one model, or averagemeasurements "
                    "of several, with fixed thresholds].")
-@click.option("--method", type=click.Choice(["paper", "fast", "elongation"]), default="fast",
+@click.option("--method", type=click.Choice(BAR_ALGORITHMS), default="fast",
               show_default=True, help="fast = paper's Algorithm 1, faster; elongation = "
                                       "rotation invariant.")
 @click.option("--format", "table_format", type=click.Choice(["csv", "parquet"]), default="csv",

@@ -53,6 +53,7 @@ import pandas as pd
 import torch
 
 from galaxai import config as _config
+from galaxai.choices import MERGES, PADDINGS
 
 __all__ = [
     "PADDINGS",
@@ -70,8 +71,6 @@ __all__ = [
     "make_blends",
 ]
 
-PADDINGS = ("zero", "noise", "reflect")
-MERGES = ("max", "sum")
 RESIZES = ("bilinear", "area")
 NOISE_METHODS = ("gaussian", "resample")
 

@@ -35,6 +35,7 @@ import pandas as pd
 from scipy import ndimage
 from skimage.transform import resize
 
+from galaxai.choices import SPLITS as _SPLITS
 from galaxai.data.sources import LoadReport, SourceError
 
 __all__ = [
@@ -59,7 +60,6 @@ HDF_RESERVED_COLUMN = 500
 HDF_TEST_ROW = 580
 #: Sources :func:`real_frames` knows by name.
 REAL_SOURCES = ("hdf", "cosmos", "fits", "jpeg")
-_SPLITS = ("train", "test", "all")
 
 
 class ReservedDataError(SourceError):

@@ -72,6 +72,7 @@ from torch import nn
 from torchvision.models.vgg import cfgs as _VGG_CFGS
 from torchvision.models.vgg import make_layers as _vgg_make_layers
 
+from galaxai.choices import ACTIVATIONS, ARCHITECTURES
 from galaxai.models.imagenet_weights import (
     WEIGHT_FORMATS,
     ImageNetLayoutWarning,
@@ -105,9 +106,7 @@ GZ_COLUMNS: tuple[str, ...] = tuple(
     f"{q}.{a}" for q, n in GZ_QUESTIONS.items() for a in range(1, n + 1)
 )
 #: Supported backbones.
-ARCHITECTURES: tuple[str, ...] = ("vgg16", "resnet50v2", "xception")
 #: Supported activations: ``swish`` (the authors' code) or ``relu`` (the Keras architectures).
-ACTIVATIONS: tuple[str, ...] = ("swish", "relu")
 
 _RESNET_FILTERS = (64, 128, 256, 512)
 _BN_MOMENTUM = 0.01  # Keras momentum 0.99

@@ -54,6 +54,8 @@ from typing import Callable
 import numpy as np
 from scipy.spatial import ConvexHull, QhullError
 
+from galaxai.choices import BAR_ALGORITHMS as METHODS
+
 __all__ = [
     "STOP_THRESHOLDS",
     "METHODS",
@@ -71,7 +73,6 @@ STOP_THRESHOLDS: np.ndarray = np.arange(0.5, 1.0, 1e-4)
 STOP_THRESHOLDS.setflags(write=False)
 
 #: Valid values of ``method``.
-METHODS: tuple[str, ...] = ("paper", "fast", "elongation")
 
 #: Side of the Galaxy Zoo 2 cut-outs (pixels) to which the authors rescale every length.
 GZ_FRAME_SIZE = 424

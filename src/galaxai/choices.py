@@ -1,0 +1,30 @@
+"""The named choices of galaxai's options, in one import-free module.
+
+The modules that implement each choice import their tuple from here, and the CLI builds its
+``click.Choice`` lists from the same names, so ``galaxai --help`` stays fast (no torch import)
+and a new choice is added in one place.
+"""
+__all__ = ["PRESETS", "PADDINGS", "MERGES", "SIM_MODES", "SPLITS", "COMPARED_METHODS",
+           "ARCHITECTURES", "ACTIVATIONS", "LAYOUTS", "BAR_ALGORITHMS"]
+
+#: Config presets of every configurable part.
+PRESETS: tuple[str, ...] = ("paper", "small", "tiny")
+#: Fill of pixels warped in from outside B's frame (galaxai.data.blend).
+PADDINGS: tuple[str, ...] = ("zero", "noise", "reflect")
+#: How A and B are merged into a blend.
+MERGES: tuple[str, ...] = ("max", "sum")
+#: Simulator modes (galaxai.data.simulate).
+SIM_MODES: tuple[str, ...] = ("parametric", "cosmos")
+#: Splits of the real-galaxy sources (galaxai.data.real).
+SPLITS: tuple[str, ...] = ("train", "test", "all")
+#: Attribution methods compared in figures and tables (keys of galaxai.workflows.COMPARED_METHODS).
+COMPARED_METHODS: tuple[str, ...] = ("polarized_lrp", "lrp_zplus", "lrp_epsilon", "input_gradient",
+                                     "smoothgrad", "integrated_gradients", "grad_cam")
+#: Morphology classifiers (galaxai.models.morphology).
+ARCHITECTURES: tuple[str, ...] = ("vgg16", "resnet50v2", "xception")
+#: Their activation: the authors' swish, or the published networks' relu.
+ACTIVATIONS: tuple[str, ...] = ("swish", "relu")
+#: Their layer layout: the Keras applications or timm's.
+LAYOUTS: tuple[str, ...] = ("keras", "timm")
+#: Bar-length algorithms (galaxai.morphology.barlength).
+BAR_ALGORITHMS: tuple[str, ...] = ("paper", "fast", "elongation")
