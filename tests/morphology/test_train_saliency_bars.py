@@ -455,7 +455,8 @@ def test_measure_bar_on_the_figure_mask_matches_the_table(pipeline):
 
 
 @pytest.mark.parametrize("package, modules", [
-    (galaxai.morphology, ("barlength", "gridsearch", "strata", "training", "closedloop",
+    (galaxai.morphology, ("barlength", "gridsearch", "statistics", "measurements", "search",
+                           "strata", "training", "closedloop",
                            "_common", "catalogues", "classifier_runs", "saliency_maps", "bars")),
     (galaxai.data, ("votes",)),
 ])
