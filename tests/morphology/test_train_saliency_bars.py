@@ -455,9 +455,10 @@ def test_measure_bar_on_the_figure_mask_matches_the_table(pipeline):
 
 
 @pytest.mark.parametrize("package, modules", [
-    (galaxai.morphology, ("barlength", "gridsearch", "strata", "training", "closedloop",
+    (galaxai.morphology, ("barlength", "gridsearch", "statistics", "measurements", "search",
+                           "strata", "training", "closedloop",
                            "_common", "catalogues", "classifier_runs", "saliency_maps", "bars")),
-    (galaxai.data, ("votes",)),
+    (galaxai.data, ("votes", "gz_schema")),
 ])
 def test_package_re_exports(package, modules):
     import importlib

@@ -159,3 +159,14 @@ def test_scatter_plot_with_lines(tmp_path):
         scatter_plot({"bad": (x, x[:2])})
     with pytest.raises(ValueError, match="at least one"):
         scatter_plot({})
+
+
+def test_lupton_rgb_and_to_display_are_one_mapping():
+    """Same Lupton mapping, different defaults (``galaxai._lupton``): equal bytes when aligned."""
+    from galaxai.data.simulate import DISPLAY_Q, DISPLAY_STRETCH, to_display
+
+    flux = np.random.default_rng(3).normal(size=(3, 10, 9)) * 50.0
+    flux[:, :2] = 0.0  # zero intensity: no 0/0 warning escapes either function
+    same = lupton_rgb(flux, stretch=DISPLAY_STRETCH, q=DISPLAY_Q)
+    assert same.tobytes() == to_display(flux, weights=(1.0, 1.0, 1.0)).tobytes()
+    assert lupton_rgb(flux).tobytes() != to_display(flux).tobytes()  # the defaults differ

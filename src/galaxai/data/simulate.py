@@ -133,8 +133,8 @@ from typing import Any, Mapping
 import galsim
 import numpy as np
 import pandas as pd
-from astropy.visualization import LuptonAsinhStretch, ManualInterval
-from astropy.visualization.lupton_rgb import RGBImageMappingLupton
+
+from galaxai._lupton import lupton_apply
 
 __all__ = [
     "BANDS",
@@ -959,6 +959,11 @@ def to_display(flux, *, stretch: float = DISPLAY_STRETCH, Q: float = DISPLAY_Q,
                weights=DISPLAY_WEIGHTS) -> np.ndarray:
     """Lupton et al. (2004) asinh RGB of g, r, i flux with fixed constants (i→R, r→G, g→B).
 
+    The same mapping as :func:`galaxai.viz.render.lupton_rgb` (both call
+    :func:`galaxai._lupton.lupton_apply`) with the dataset's constants as defaults: stretch 100
+    (not astropy's 0.5) suits sky-subtracted ADU, and the colour weights balance the bands.
+    Changing them would change every store, pool and trained model, so they stay fixed.
+
     Parameters
     ----------
     flux : array_like, (N, 3, H, W) or (3, H, W)
@@ -980,13 +985,8 @@ def to_display(flux, *, stretch: float = DISPLAY_STRETCH, Q: float = DISPLAY_Q,
     if x.size == 0:
         return np.zeros(x.shape[:-3] + x.shape[-2:] + (3,), np.float32)
     w = np.asarray(weights, dtype=np.float64)
-    mapping = RGBImageMappingLupton(interval=ManualInterval(vmin=0, vmax=None),
-                                    stretch=LuptonAsinhStretch(stretch=stretch, Q=Q))
-    # astropy evaluates f(I)/I also where I = 0 before discarding it: silence that 0/0.
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rgb = mapping.apply_mappings(w[0] * x[..., 2, :, :], w[1] * x[..., 1, :, :],
-                                     w[2] * x[..., 0, :, :])
-    return np.clip(np.moveaxis(rgb, 0, -1), 0.0, 1.0).astype(np.float32)
+    return lupton_apply(w[0] * x[..., 2, :, :], w[1] * x[..., 1, :, :], w[2] * x[..., 0, :, :],
+                        stretch=stretch, Q=Q, minimum=0)
 
 
 def bar_image(row: Mapping[str, Any], frame: int, *, oversample: int = 1) -> np.ndarray:

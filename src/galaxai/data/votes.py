@@ -1,7 +1,7 @@
 """Galaxy-Zoo-style vote fractions for simulated galaxies, consistent with the GZ decision tree.
 
 The Kaggle Galaxy Zoo targets (Willett et al. 2013; Dieleman et al. 2015) are 37 vote fractions,
-``Class1.1`` … ``Class11.6`` (:data:`galaxai.models.morphology.GZ_COLUMNS`). A question is only
+``Class1.1`` … ``Class11.6`` (:data:`galaxai.data.gz_schema.GZ_COLUMNS`). A question is only
 asked of volunteers who gave the answer leading to it, so the answers of a question sum to the
 fraction of that parent answer (spec ``smoothgrad_barlength.md`` §8, :data:`GZ_PARENTS`).
 
@@ -43,7 +43,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from galaxai.models.morphology import GZ_COLUMNS, GZ_QUESTIONS
+from galaxai.data.gz_schema import GZ_COLUMNS, GZ_QUESTIONS
 
 __all__ = [
     "GZ_PARENTS",
@@ -239,7 +239,7 @@ def simulate_votes(catalogue: pd.DataFrame, config: VoteConfig = VoteConfig(), *
     Returns
     -------
     pandas.DataFrame
-        Columns :data:`~galaxai.models.morphology.GZ_COLUMNS` (float64), index = the catalogue
+        Columns :data:`~galaxai.data.gz_schema.GZ_COLUMNS` (float64), index = the catalogue
         ``index``; every answer set sums to its parent answer (:func:`tree_residuals`).
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:

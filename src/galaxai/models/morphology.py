@@ -73,6 +73,7 @@ from torchvision.models.vgg import cfgs as _VGG_CFGS
 from torchvision.models.vgg import make_layers as _vgg_make_layers
 
 from galaxai.choices import ACTIVATIONS, ARCHITECTURES
+from galaxai.data.gz_schema import GZ_COLUMNS, GZ_QUESTIONS, gz_column_index
 from galaxai.models.imagenet_weights import (
     WEIGHT_FORMATS,
     ImageNetLayoutWarning,
@@ -96,18 +97,8 @@ __all__ = [
     "load_weights",
 ]
 
-#: Galaxy Zoo decision-tree questions and their number of answers (Willett et al. 2013).
-GZ_QUESTIONS: dict[str, int] = {
-    "Class1": 3, "Class2": 2, "Class3": 2, "Class4": 2, "Class5": 4, "Class6": 2,
-    "Class7": 3, "Class8": 7, "Class9": 3, "Class10": 3, "Class11": 6,
-}
-#: The 37 Kaggle Galaxy Zoo columns, ``Class1.1`` … ``Class11.6``, in the output order.
-GZ_COLUMNS: tuple[str, ...] = tuple(
-    f"{q}.{a}" for q, n in GZ_QUESTIONS.items() for a in range(1, n + 1)
-)
-#: Supported backbones.
-#: Supported activations: ``swish`` (the authors' code) or ``relu`` (the Keras architectures).
-
+# ARCHITECTURES (supported backbones) and ACTIVATIONS (``swish``, the authors' code, or ``relu``,
+# the Keras architectures) come from galaxai.choices.
 _RESNET_FILTERS = (64, 128, 256, 512)
 _BN_MOMENTUM = 0.01  # Keras momentum 0.99
 
@@ -154,15 +145,6 @@ _LAYOUTS: dict[str, _Layout] = {
 #: Supported layouts: ``keras`` (the Keras applications, faithful) or ``timm`` (timm's
 #: ``resnetv2_50`` / ``legacy_xception``, in which their ImageNet weights load exactly).
 LAYOUTS: tuple[str, ...] = tuple(_LAYOUTS)
-
-
-def gz_column_index(name: str) -> int:
-    """Output index of a Galaxy Zoo column, e.g. ``gz_column_index("Class3.1") == 5``."""
-    try:
-        return GZ_COLUMNS.index(name)
-    except ValueError:
-        raise ValueError(f"{name!r} is not a Galaxy Zoo column; valid: {GZ_COLUMNS[0]} … "
-                         f"{GZ_COLUMNS[-1]} (see GZ_COLUMNS)") from None
 
 
 @dataclass(frozen=True)

@@ -3,15 +3,16 @@
 Bar lengths from saliency maps by Algorithm 1 of Bhambra, Joachimi & Lahav (2022,
 arXiv:2110.08288) and its fast and rotation-invariant variants (:mod:`.barlength`), the grid
 search and honest correlation reports used to compare them with the Hoyle et al. (2011) catalogue
-(:mod:`.gridsearch`) and stratified by galaxy properties (:mod:`.strata`), the classifiers'
-training recipe (:mod:`.training`), the closed loop on simulated bars of known length
-(:mod:`.closedloop`) and the train → saliency → bars steps on real Galaxy Zoo data: galaxy
-ids and catalogues (:mod:`.catalogues`), classifier runs (:mod:`.classifier_runs`), saliency
-map files (:mod:`.saliency_maps`) and bar lengths with their report (:mod:`.bars`).
+(:mod:`.statistics`, :mod:`.measurements`, :mod:`.search`; :mod:`.gridsearch` re-exports the
+three) and stratified by galaxy properties (:mod:`.strata`), the classifiers' training recipe
+(:mod:`.training`), the closed loop on simulated bars of known length (:mod:`.closedloop`) and
+the train → saliency → bars steps on real Galaxy Zoo data: galaxy ids and catalogues
+(:mod:`.catalogues`), classifier runs (:mod:`.classifier_runs`), saliency map files
+(:mod:`.saliency_maps`) and bar lengths with their report (:mod:`.bars`).
 
-:mod:`.barlength`, :mod:`.gridsearch` and :mod:`.strata` (NumPy, SciPy, pandas) are imported
-with the package; the names of the torch-based modules are imported on first use, so
-``import galaxai.morphology`` stays light.
+:mod:`.barlength`, :mod:`.statistics`, :mod:`.measurements`, :mod:`.search` and :mod:`.strata`
+(NumPy, SciPy, pandas) are imported with the package; the names of the torch-based modules are
+imported on first use, so ``import galaxai.morphology`` stays light.
 """
 from galaxai._lazy import lazy_exports
 from galaxai.morphology.barlength import (
@@ -25,23 +26,31 @@ from galaxai.morphology.barlength import (
     rescale_length,
     x_input,
 )
-from galaxai.morphology.gridsearch import (
+from galaxai.morphology.measurements import (
     AVERAGE_METHODS,
-    CATALOGUE_FRACTIONAL_ERROR,
+    average_heatmaps,
+    measurement_table,
+    method_measurements,
+    source_lengths,
+    source_maps,
+)
+from galaxai.morphology.search import (
     HOYLE_SEED,
     GridSearchResult,
+    UndefinedRhoError,
+    control_split,
+    grid_search,
+    grid_search_by,
+    shuffle_catalogue,
+    split_catalogue,
+)
+from galaxai.morphology.statistics import (
+    CATALOGUE_FRACTIONAL_ERROR,
     OriginFit,
     RhoEstimate,
     RhoReport,
-    UndefinedRhoError,
-    average_heatmaps,
     bootstrap_rho,
-    control_split,
     fit_through_origin,
-    grid_search,
-    grid_search_by,
-    measurement_table,
-    method_measurements,
     origin_fit_weights,
     paper_fit,
     paper_plot_units,
@@ -49,11 +58,7 @@ from galaxai.morphology.gridsearch import (
     pearson,
     rho_report,
     run_to_run_sigma,
-    shuffle_catalogue,
-    source_lengths,
-    source_maps,
     spearman,
-    split_catalogue,
 )
 from galaxai.morphology.strata import STRATA, simulation_covariates, stratified_correlations
 

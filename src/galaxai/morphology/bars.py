@@ -47,18 +47,15 @@ from galaxai._atomic import atomic_write, atomic_write_json, atomic_write_text
 from galaxai.morphology._common import InputError, _progress
 from galaxai.morphology.barlength import GZ_FRAME_SIZE, measure_bar
 from galaxai.morphology.catalogues import read_bar_catalogue
-from galaxai.morphology.gridsearch import (
-    AVERAGE_METHODS,
+from galaxai.morphology.measurements import AVERAGE_METHODS, method_measurements, source_maps
+from galaxai.morphology.search import grid_search_by, split_catalogue
+from galaxai.morphology.statistics import (
     OriginFit,
     bootstrap_rho,
     fit_through_origin,
-    grid_search_by,
-    method_measurements,
     origin_fit_weights,
     paper_plot_units,
     rho_report,
-    source_maps,
-    split_catalogue,
 )
 from galaxai.morphology.saliency_maps import MapSet, read_maps
 
@@ -372,7 +369,7 @@ def measure_bars(maps: str | os.PathLike | Sequence[str | os.PathLike], out: str
     ids, rows = _aligned(sets)
     keys = _model_keys(sets, need_noise=use_grid_search or len(sets) > 1)
     _check_sources(sources, keys, sets, use_grid_search)
-    # float32 as stored: gridsearch converts one stack at a time to float64 when it measures it
+    # float32 as stored: measurements converts one stack at a time to float64 when it measures it
     # (the paper's grid, 3 models × 4 S × 3,150 maps of 224², would need ~15 GB as float64).
     model_maps = {k: s.saliency[r] for k, s, r in zip(keys, sets, rows)}
     images = sets[0].images[rows[0]].astype(np.float32) / np.float32(255.0)

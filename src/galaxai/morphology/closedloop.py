@@ -27,7 +27,7 @@ with the honest reports of §7:
    ``"elongation"`` over ``(x_input, S, T_c, T_l)``; ``averagemeasurements`` = mean of the
    models' lengths. A **no-network null** runs the same algorithm on the min–max normalised
    grayscale image itself (source ``"image"``): saliency must beat thresholding the light.
-5. **Scoring** with :func:`galaxai.morphology.gridsearch.grid_search` (selection on validation,
+5. **Scoring** with :func:`galaxai.morphology.search.grid_search` (selection on validation,
    report on test). Units: the synthetic R90 is the disk's ``disk_r90_px``; each length enters
    as its GZ2-frame equivalent ``L_GZ = 50 · L_px / R90`` (GZ2 cut-outs have R90 = 50 px at
    424², spec §6) and the truth as ``length_scaled = L_true / (2 R90)``. The "faithful"
@@ -39,10 +39,10 @@ with the honest reports of §7:
    labelled bars: 2,016 train + 504 validation), validated on the grid-search validation split
    and scored on the same test galaxies, in a fixed order.
 7. **Fit** (§5): the authors' weighted regression through the origin
-   (:func:`~galaxai.morphology.gridsearch.paper_fit`) of every saliency method at its chosen
+   (:func:`~galaxai.morphology.statistics.paper_fit`) of every saliency method at its chosen
    setting, on the mean of **two SmoothGrad runs** (seeds ``seed`` and ``seed + 1``; the
    second run only for the chosen ``S`` and only on the test galaxies) with ``σ_meas`` =
-   :func:`~galaxai.morphology.gridsearch.run_to_run_sigma`; the ρ statistics stay those of
+   :func:`~galaxai.morphology.statistics.run_to_run_sigma`; the ρ statistics stay those of
    run 1, on which the setting was chosen. The no-network null has one (noise-free) run. Slope,
    its error and RMSE are in the authors' plot units, where a perfect measurement has slope
    ``0.792/0.7 ≈ 1.131``.
@@ -86,11 +86,12 @@ from galaxai.explain.saliency import smoothgrad
 from galaxai.models.morphology import ARCHITECTURES, GZ_COLUMNS, build_classifier, gz_column_index
 from galaxai.morphology.barlength import measure_bar, x_input
 from galaxai.morphology.classifier_runs import save_classifier
-from galaxai.morphology.gridsearch import (AVERAGE_METHODS, GridSearchResult, OriginFit,
-                                           UndefinedRhoError, grid_search_by, measurement_table,
-                                           method_measurements, paper_fit, paper_plot_units,
-                                           rho_report, run_to_run_sigma, source_lengths,
-                                           source_maps, split_catalogue)
+from galaxai.morphology.measurements import (AVERAGE_METHODS, measurement_table,
+                                             method_measurements, source_lengths, source_maps)
+from galaxai.morphology.search import (GridSearchResult, UndefinedRhoError, grid_search_by,
+                                       split_catalogue)
+from galaxai.morphology.statistics import (OriginFit, paper_fit, paper_plot_units, rho_report,
+                                           run_to_run_sigma)
 from galaxai.morphology.strata import simulation_covariates, stratified_correlations
 from galaxai.morphology.training import TrainConfig, predict, train_control, train_model
 from galaxai.viz.render import heatmap, montage, scatter_plot

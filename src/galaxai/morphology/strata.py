@@ -23,7 +23,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from galaxai.morphology.gridsearch import bootstrap_rho
+from galaxai.morphology.statistics import bootstrap_rho
 
 __all__ = [
     "STRATA",

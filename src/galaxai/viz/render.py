@@ -37,7 +37,7 @@ from typing import Any
 
 import matplotlib
 import numpy as np
-from astropy.visualization import ImageNormalize, LinearStretch, ZScaleInterval, make_lupton_rgb, simple_norm
+from astropy.visualization import ImageNormalize, LinearStretch, ZScaleInterval, simple_norm
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
@@ -45,6 +45,7 @@ from PIL import Image
 from skimage.transform import resize
 
 from galaxai._atomic import atomic_write, atomic_write_bytes
+from galaxai._lupton import lupton_apply
 from galaxai.metrics import psnr
 
 __all__ = [
@@ -163,19 +164,25 @@ def lupton_rgb(flux: Any, *, stretch: float = 0.5, q: float = 8.0, minimum: floa
         mapped i → red, r → green, g → blue.
     stretch, q, minimum : float
         Linear stretch, asinh softening ``Q`` and black level of
-        :func:`astropy.visualization.make_lupton_rgb`.
+        :func:`astropy.visualization.make_lupton_rgb` (its defaults; ``minimum`` may also be
+        three values, one per R, G, B).
 
     Returns
     -------
     numpy.ndarray
         ``(H, W, 3)`` float32 in [0, 1].
+
+    Notes
+    -----
+    The same mapping as :func:`galaxai.data.simulate.to_display` (both call
+    :func:`galaxai._lupton.lupton_apply`): ``lupton_rgb(f, stretch=100, q=8)`` equals
+    ``to_display(f, weights=(1, 1, 1))`` byte for byte. The defaults differ on purpose: these are
+    astropy's general-purpose ones, ``to_display`` keeps the dataset's fixed constants.
     """
     arr = _as_array(flux, "flux").astype(np.float64)
     if arr.ndim != 3 or arr.shape[0] != 3:
         raise ValueError(f"flux: expected (3, H, W) with bands g, r, i, got {arr.shape}")
-    rgb = make_lupton_rgb(arr[2], arr[1], arr[0], minimum=minimum, stretch=stretch, Q=q,
-                          output_dtype=np.float64)
-    return np.clip(rgb, 0.0, 1.0).astype(np.float32)
+    return lupton_apply(arr[2], arr[1], arr[0], stretch=stretch, Q=q, minimum=minimum)
 
 
 def _relevance_2d(relevance: Any, channel_axis: int | None) -> np.ndarray:
