@@ -311,13 +311,16 @@ def _write_data_recipe(run_dir: Path, data_paths, weights, augment: bool, paddin
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="DataLoader worker processes (default: the preset's).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--skip-gate", is_flag=True, default=None,
+              help="Gated output skip: each branch mixes a new value and the blend itself with a "
+                   "per-pixel gate (DeblenderConfig.skip_gate; needs a preset with output_skip).")
 @click.option("--extend", is_flag=True,
               help="Resume with more --iterations than the run had (recorded in stats.jsonl); "
                    "any other changed option is refused.")
 @click.pass_context
 def train(ctx, data_paths, weights, augment, init_from, eval_data, run_dir, preset, iterations,
           burn_in, lr, checkpoint_every, padding, stream_length, vgg19_weights, device, workers,
-          seed, extend):
+          seed, skip_gate, extend):
     """Train (or resume) the Galaxy Deblender GAN with checkpoints, stats.jsonl and evaluation.
 
     Resuming a run keeps the options left out at the run's values (from its config.toml) and
@@ -328,6 +331,7 @@ def train(ctx, data_paths, weights, augment, init_from, eval_data, run_dir, pres
 
     from galaxai.config import read_config
     from galaxai.data.store import BlendStore
+    from galaxai.models.deblender import DeblenderConfig
     from galaxai.train.gan import TrainConfig, TrainingTerminated, new_run_dir
     from galaxai.train.gan import train as run_training
 
@@ -337,6 +341,8 @@ def train(ctx, data_paths, weights, augment, init_from, eval_data, run_dir, pres
                                    "num_workers": workers, "init_from": init_from,
                                    "lr": lr, "lr_late": lr / 10 if lr else None}.items()
                  if v is not None}
+    if skip_gate:
+        overrides["model"] = DeblenderConfig.preset(preset, output_skip=True, skip_gate=True)
     given = {name for name in ("preset", "seed")
              if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
     if run_dir is not None and (run_dir / "resume.pt").exists() and "preset" not in given:

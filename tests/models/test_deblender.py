@@ -218,3 +218,23 @@ def test_output_skip_is_off_in_the_paper_preset_and_needs_the_blend():
     branch = build_generator(cfg).branches[0]
     with pytest.raises(ValueError, match="needs the blend"):
         branch(torch.zeros(1, cfg.g_filters, 8, 8))
+
+
+def test_skip_gate_starts_at_copy_the_blend_and_can_replace_pixels():
+    cfg = DeblenderConfig.preset("tiny", output_skip=True, skip_gate=True)
+    g = build_generator(cfg, seed=0).eval()
+    x = torch.rand(2, 3, cfg.image_size, cfg.image_size) * 0.9 + 0.05
+    with torch.no_grad():
+        g1, g2 = g(x)
+    # gate sigmoid(-6) and a zero correction: 0.25 % of the way from the blend to tanh(0) = 0
+    for out in (g1, g2):
+        torch.testing.assert_close(out, (2 * x - 1) * (1 - torch.sigmoid(torch.tensor(-6.0))))
+    # an open gate replaces the blend by the branch's own value, pixel by pixel
+    branch = g.branches[0]
+    with torch.no_grad():
+        branch.conv.bias[-1] = 30.0
+        branch.conv.bias[:-1] = 0.5
+        g1, _ = g(x)
+    torch.testing.assert_close(g1, torch.full_like(g1, math.tanh(0.5)), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="skip_gate=True needs output_skip"):
+        DeblenderConfig.preset("tiny", output_skip=False, skip_gate=True)

@@ -346,3 +346,23 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path, data):
     assert second.iteration == 3
     with pytest.raises(FileNotFoundError, match="init_from"):
         train(train_set, tmp_path / "d", tiny(init_from=str(tmp_path / "nowhere")))
+
+
+def test_init_from_a_network_with_another_head_loads_what_fits(tmp_path, data):
+    train_set, _ = data
+    plain = dict(model=DeblenderConfig.preset("tiny", image_size=SIZE, output_skip=True))
+    first = train(train_set, tmp_path / "a", TrainConfig.preset(
+        "tiny", burn_in=2, iterations=4, checkpoint_every=3, **plain))
+    gated = DeblenderConfig.preset("tiny", image_size=SIZE, output_skip=True, skip_gate=True)
+    with pytest.warns(UserWarning, match=r"branches\.0\.conv\.bias"):
+        second = train(train_set, tmp_path / "b", TrainConfig.preset(
+            "tiny", model=gated, burn_in=0, iterations=1, checkpoint_every=1, lr=1e-12,
+            lr_late=1e-12, init_from=str(first.checkpoint)))
+    before = read_safetensors(first.checkpoint / "G.safetensors")[0]
+    after = read_safetensors(second.checkpoint / "G.safetensors")[0]
+    shared = [k for k in before if k.startswith("shared") and "running" not in k
+              and before[k].is_floating_point()]
+    assert shared
+    for k in shared:
+        torch.testing.assert_close(after[k], before[k], atol=1e-8, rtol=0)
+    assert after["branches.0.conv.weight"].shape[0] == before["branches.0.conv.weight"].shape[0] + 1

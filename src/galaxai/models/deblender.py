@@ -84,6 +84,12 @@ class DeblenderConfig:
         correction ``r`` of the blend ``x`` in tanh space instead of an image from scratch, with
         the branches' last convolutions initialised at zero so training starts from
         copy-the-blend. Outputs stay in (-1, 1); the discriminator is unchanged.
+    skip_gate : bool
+        With ``output_skip``: each branch also predicts a per-pixel gate ``m = sigmoid(g)`` and
+        outputs ``m · tanh(r) + (1 − m) · (2x − 1)``, so a pixel is the blend *exactly* where
+        ``m → 0`` and a new value where ``m → 1`` (the gate starts at ``sigmoid(−6)``). Plain
+        ``output_skip`` must hold ``r`` at exactly 0 to copy a pixel, and every small residual
+        then perturbs the sky around the galaxies.
     """
 
     image_size: int = 80
@@ -100,10 +106,13 @@ class DeblenderConfig:
     bn_momentum: float = 0.01
     bn_eps: float = 1e-3
     output_skip: bool = False
+    skip_gate: bool = False
 
     PRESETS: ClassVar[tuple[str, ...]] = ("paper", "small", "tiny")
 
     def __post_init__(self) -> None:
+        if self.skip_gate and not self.output_skip:
+            raise ValueError("skip_gate=True needs output_skip=True (the gate mixes in the blend)")
         if self.d_block_order not in BLOCK_ORDERS:
             raise ValueError(
                 f"d_block_order={self.d_block_order!r} is not one of {BLOCK_ORDERS}"
@@ -197,6 +206,9 @@ class ResidualBlock(nn.Module):
         return x + self.bn2(self.conv2(self.act(self.bn1(self.conv1(x)))))
 
 
+#: Initial gate logit of ``skip_gate`` branches.
+_GATE_INIT = -6.0
+
 #: Largest |2x - 1| fed to atanh by ``output_skip`` (atanh(0.999) = 3.8): finite at x = 0 or 1.
 _SKIP_CLIP = 0.999
 
@@ -205,15 +217,17 @@ class GeneratorBranch(nn.Module):
     """One unshared branch: ``N`` residual blocks, then conv 9×9 to the image channels and tanh.
 
     With ``cfg.output_skip`` the conv output is added to ``atanh(2x - 1)`` of the blend ``x``
-    before the tanh.
+    before the tanh; with ``cfg.skip_gate`` the conv has one more output, the logit of a
+    per-pixel gate between a new value and the blend itself.
     """
 
     def __init__(self, cfg: DeblenderConfig) -> None:
         super().__init__()
         f = cfg.g_filters
         self.output_skip = cfg.output_skip
+        self.skip_gate = cfg.skip_gate
         self.blocks = nn.Sequential(*[ResidualBlock(f, cfg) for _ in range(cfg.n_branch)])
-        self.conv = _conv(f, cfg.channels, cfg.head_kernel)
+        self.conv = _conv(f, cfg.channels + int(cfg.skip_gate), cfg.head_kernel)
         self.act = nn.Tanh()
 
     def forward(self, trunk: torch.Tensor, blend: torch.Tensor | None = None) -> torch.Tensor:
@@ -222,7 +236,11 @@ class GeneratorBranch(nn.Module):
         if self.output_skip:
             if blend is None:
                 raise ValueError("this branch was built with output_skip=True and needs the blend")
-            r = r + torch.atanh((2 * blend - 1).clamp(-_SKIP_CLIP, _SKIP_CLIP))
+            x = (2 * blend - 1).clamp(-_SKIP_CLIP, _SKIP_CLIP)
+            if self.skip_gate:
+                gate = torch.sigmoid(r[:, -1:])
+                return gate * self.act(r[:, :-1]) + (1 - gate) * x
+            r = r + torch.atanh(x)
         return self.act(r)
 
 
@@ -315,6 +333,8 @@ def build_generator(cfg: DeblenderConfig | str = "paper", seed: int = 0) -> Debl
     if cfg.output_skip:  # start from copy-the-blend: each branch's correction is zero
         for branch in generator.branches:
             nn.init.zeros_(branch.conv.weight)
+            if cfg.skip_gate:  # ... and its gate nearly closed: sigmoid(-6) = 0.25 %
+                nn.init.constant_(branch.conv.bias[-1:], _GATE_INIT)
     return generator  # type: ignore[return-value]
 
 

@@ -68,6 +68,7 @@ from galaxai.train.checkpoints import (
     load_resume,
     load_state,
     read_checkpoint_info,
+    read_safetensors,
     restore_rng_state,
     save_checkpoint,
     save_resume,
@@ -461,9 +462,31 @@ def _load_initial_weights(G: torch.nn.Module, D: torch.nn.Module, source: str) -
     if not g_file.is_file():
         raise FileNotFoundError(f"init_from={source!r}: {g_file} does not exist; pass a checkpoint "
                                 "directory (run/checkpoints/000001000) or 'shipped'")
-    load_state(G, g_file)
-    if d_file.is_file():
-        load_state(D, d_file)
+    for module, path in ((G, g_file), (D, d_file)):
+        if path.is_file():
+            _load_matching(module, path)
+
+
+def _load_matching(module: torch.nn.Module, path: Path) -> None:
+    """Load the tensors of ``path`` whose names and shapes fit ``module``; warn about the rest.
+
+    A network that differs only in some layers (e.g. a branch head with a gate channel) then
+    starts from every layer the two share, and the others keep their fresh initialisation.
+    """
+    import warnings
+
+    tensors, _ = read_safetensors(path)
+    own = module.state_dict()
+    fits = {k: v for k, v in tensors.items() if k in own and own[k].shape == v.shape}
+    if not fits:
+        raise ValueError(f"init_from: no tensor of {path} fits this network; is it another "
+                         "architecture?")
+    module.load_state_dict(fits, strict=False)
+    left = sorted(set(own) - set(fits))
+    if left:
+        warnings.warn(f"init_from: {len(left)} of {len(own)} tensors keep their fresh "
+                      f"initialisation (not in {path.name} or of another shape): "
+                      f"{', '.join(left[:6])}{' …' if len(left) > 6 else ''}", stacklevel=3)
 
 
 def _resolve_config(config: TrainConfig | str | None, run_dir: Path) -> TrainConfig:
