@@ -437,6 +437,198 @@ def _noise_fill_frame(frame: np.ndarray, mask: np.ndarray, rng: np.random.Genera
     return np.asarray(filled, dtype=np.float64)[0]
 
 
+@dataclass
+class _Inputs:
+    """make_blends' inputs, checked and normalised by :func:`_validate`."""
+
+    n: int
+    frame: int
+    merge_sum: bool
+    frames_a: np.ndarray | None
+    frames_b: np.ndarray | None
+    has_flux: bool
+    flux_a: np.ndarray | None
+    flux_b: np.ndarray | None
+    sky_sigma: np.ndarray | None
+    sky_b: np.ndarray | None
+    names: list[str]
+    components_a: dict[str, np.ndarray]
+    components_b: dict[str, np.ndarray]
+    ids_a: np.ndarray
+    ids_b: np.ndarray
+
+
+def _validate(frames_a, frames_b, config: BlendConfig, ids_a, ids_b, flux_a, flux_b, sky_sigma,
+              components_a, components_b, sky_b) -> _Inputs:
+    """Check shapes, ranges and the inputs each merge needs; raise ValueError naming the array."""
+    merge_sum = config.merge == "sum"
+    if merge_sum:
+        if flux_a is None or flux_b is None or sky_sigma is None:
+            raise ValueError('merge="sum" needs flux_a, flux_b (noiseless models) and sky_sigma')
+        fa = np.asarray(flux_a)
+        if fa.ndim != 4:
+            raise ValueError(f"flux_a must have shape (N, 3, F, F), got {fa.shape}")
+        n, frame = fa.shape[0], fa.shape[-1]
+    else:
+        if frames_a is None or frames_b is None:
+            raise ValueError('merge="max" needs display frames frames_a and frames_b')
+        frames_a = _check_frames("frames_a", frames_a)
+        n, frame = frames_a.shape[0], frames_a.shape[1]
+        frames_b = _check_frames("frames_b", frames_b, n)
+        if frames_b.shape != frames_a.shape:
+            raise ValueError(f"frames_a {frames_a.shape} and frames_b {frames_b.shape} differ in shape")
+    if n < 1:
+        raise ValueError("make_blends needs at least one pair of galaxies")
+    has_flux = flux_a is not None and flux_b is not None
+    if has_flux:
+        flux_a = _check_flux("flux_a", flux_a, n, frame)
+        flux_b = _check_flux("flux_b", flux_b, n, frame)
+    if sky_b is not None:
+        sky_b = np.asarray(sky_b, dtype=np.float64)
+        if sky_b.shape != (n, 2, 3) or not np.isfinite(sky_b).all():
+            raise ValueError(f"sky_b must be finite (mean, std) per channel of shape {(n, 2, 3)}, "
+                             f"got shape {sky_b.shape}")
+    if merge_sum:
+        sky_sigma = np.asarray(sky_sigma, dtype=np.float64)
+        if sky_sigma.shape != (n, 3):
+            raise ValueError(f"sky_sigma must have shape {(n, 3)}, got {sky_sigma.shape}")
+    components_a = dict(components_a or {})
+    components_b = dict(components_b or {})
+    if set(components_a) != set(components_b):
+        raise ValueError("components_a and components_b must have the same component names")
+    names = sorted(components_a)
+    for name in names:
+        components_a[name] = _check_flux(f"components_a[{name!r}]", components_a[name], n, frame)
+        components_b[name] = _check_flux(f"components_b[{name!r}]", components_b[name], n, frame)
+    ids_a = np.arange(n) if ids_a is None else np.asarray(ids_a)
+    ids_b = np.arange(n) if ids_b is None else np.asarray(ids_b)
+    if ids_a.shape != (n,) or ids_b.shape != (n,):
+        raise ValueError(f"ids_a and ids_b must have {n} entries")
+    return _Inputs(n, frame, merge_sum, frames_a, frames_b, has_flux, flux_a, flux_b, sky_sigma,
+                   sky_b, names, components_a, components_b, ids_a, ids_b)
+
+
+def _warp_b(inp: _Inputs, config: BlendConfig, rows: list[BlendTransform],
+            rngs: list[np.random.Generator], crop: int) -> tuple[np.ndarray, np.ndarray]:
+    """B's planes warped, padded and cut: ``(N, K, S, S)`` (display, flux, components) and the
+    ``(N, 1, S, S)`` fill mask."""
+    n, out = inp.n, config.out_size
+    # Only B's central cut is kept, so warp just that window, unless the noise padding has to
+    # measure the sky of each whole warped frame (no precomputed sky_b): 3x fewer pixels.
+    whole_frame = not inp.merge_sum and config.padding == "noise" and (
+        inp.sky_b is None or config.noise_method != "gaussian")
+    window = None if whole_frame else ((inp.frame - crop) // 2, crop)
+
+    def cut_warped(x: np.ndarray) -> np.ndarray:
+        # a window is already the central cut: crop_and_resize then only resizes
+        return crop_and_resize(x, out, crop=crop, resize=config.resize)
+
+    # B's planes, warped in small batches and cut at once (full frames of every plane would not
+    # fit in memory for large batches): display (max merge), flux, then 3 bands per component.
+    n_disp = 0 if inp.merge_sum else 3
+    n_flux = 3 if inp.has_flux else 0
+    n_planes = n_disp + n_flux + 3 * len(inp.names)
+    cut_b = np.empty((n, n_planes, out, out))
+    fill = np.empty((n, 1, out, out), dtype=bool)
+    flux_padding = "zero" if config.padding == "noise" else config.padding
+    for lo in range(0, n, _WARP_BATCH):
+        hi = min(n, lo + _WARP_BATCH)
+        parts = []
+        if n_disp:
+            parts.append(np.moveaxis(inp.frames_b[lo:hi], -1, 1))
+        if inp.has_flux:
+            parts.append(inp.flux_b[lo:hi])
+        parts.extend(inp.components_b[k][lo:hi] for k in inp.names)
+        stack = np.concatenate(parts, axis=1)
+        if n_disp and config.padding != flux_padding:
+            warped, mask = _warp_batch(stack[:, :n_disp], rows[lo:hi], config.padding,
+                                       config.reference_frame, window)
+            if n_planes > n_disp:
+                warped = np.concatenate([warped, _warp_batch(
+                    stack[:, n_disp:], rows[lo:hi], flux_padding, config.reference_frame,
+                    window)[0]], axis=1)
+        else:
+            warped, mask = _warp_batch(stack, rows[lo:hi], flux_padding, config.reference_frame,
+                                       window)
+        if n_disp and config.padding == "noise":
+            for j in range(hi - lo):
+                if not mask[j].any():
+                    continue
+                if inp.sky_b is not None and config.noise_method == "gaussian":
+                    mean, std = inp.sky_b[lo + j]
+                    draw = rngs[lo + j].standard_normal((n_disp, int(mask[j].sum())))
+                    warped[j, :n_disp][:, mask[j]] = np.clip(mean[:, None] + std[:, None] * draw,
+                                                             0.0, 1.0)
+                else:
+                    warped[j, :n_disp] = _noise_fill_frame(warped[j, :n_disp], mask[j],
+                                                           rngs[lo + j], config.noise_method)
+        cut_b[lo:hi] = cut_warped(warped)
+        fill[lo:hi] = cut_warped(mask[:, None]) > 0
+    return cut_b, fill
+
+
+def _merge(inp: _Inputs, cut, target_b_cut: np.ndarray, fa_out, fb_out,
+           rngs: list[np.random.Generator]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Blend and targets: display maximum (paper), or flux sum observed once with noise."""
+    if not inp.merge_sum:
+        target_a = np.clip(cut(np.moveaxis(inp.frames_a, -1, 1)), 0.0, 1.0).astype(np.float32)
+        target_b = np.clip(target_b_cut, 0.0, 1.0).astype(np.float32)
+        return np.maximum(target_a, target_b), target_a, target_b
+    from galaxai.data import simulate
+
+    blend_flux = np.empty_like(fa_out)
+    obs_a = np.empty_like(fa_out)
+    obs_b = np.empty_like(fa_out)
+    for i in range(inp.n):
+        sig = inp.sky_sigma[i:i + 1].astype(np.float32)
+        blend_flux[i] = simulate.observe((fa_out[i:i + 1] + fb_out[i:i + 1]).astype(np.float32),
+                                         sig, rngs[i])[0]
+        obs_a[i] = simulate.observe(fa_out[i:i + 1].astype(np.float32), sig, rngs[i])[0]
+        obs_b[i] = simulate.observe(fb_out[i:i + 1].astype(np.float32), sig, rngs[i])[0]
+
+    def disp(x: np.ndarray) -> np.ndarray:
+        return np.moveaxis(np.asarray(simulate.to_display(x.astype(np.float32))), -1, 1)
+
+    return disp(blend_flux), disp(obs_a), disp(obs_b)
+
+
+def _catalogue(inp: _Inputs, config: BlendConfig, rows: list[BlendTransform], crop: int,
+               fill: np.ndarray, target_a: np.ndarray, target_b: np.ndarray, fa_out,
+               fb_out) -> pd.DataFrame:
+    """One row per blend: ids, B's transform and position, separation, flux ratio, padding."""
+    n, out, frame = inp.n, config.out_size, inp.frame
+    if inp.has_flux:
+        num, den = fb_out.sum(axis=(1, 2, 3)), fa_out.sum(axis=(1, 2, 3))
+    else:
+        num = target_b.sum(axis=(1, 2, 3), dtype=np.float64)
+        den = target_a.sum(axis=(1, 2, 3), dtype=np.float64)
+    ratio = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    shift_scale = frame / config.reference_frame
+    start = (frame - crop) // 2
+    centre = (frame - 1) / 2.0
+    to_out = out / crop
+    tx = np.array([t.tx for t in rows])
+    ty = np.array([t.ty for t in rows])
+    return pd.DataFrame({
+        "id_a": inp.ids_a,
+        "id_b": inp.ids_b,
+        "flip_v": np.array([t.flip_v for t in rows], dtype=bool),
+        "flip_h": np.array([t.flip_h for t in rows], dtype=bool),
+        "scale": np.array([t.scale for t in rows]),
+        "rotation": np.array([t.rotation for t in rows]),
+        "tx": tx,
+        "ty": ty,
+        "shift_scale": np.full(n, shift_scale),
+        "x_b": (centre + tx * shift_scale - start + 0.5) * to_out - 0.5,
+        "y_b": (centre + ty * shift_scale - start + 0.5) * to_out - 0.5,
+        "separation_px": np.hypot(tx, ty) * shift_scale * to_out,
+        "flux_ratio": ratio.astype(np.float64),
+        "filled_fraction": fill.reshape(n, -1).mean(axis=1),
+        "padding": [config.padding] * n,
+        "merge": [config.merge] * n,
+    })
+
+
 def _pair_rngs(seed, n: int) -> list[np.random.Generator]:
     """Generator of pair ``i``: child ``i`` of ``seed``, or child 0 of ``seed[i]`` for a list."""
     if isinstance(seed, (list, tuple)):
@@ -496,174 +688,27 @@ def make_blends(frames_a, frames_b, seed: int | np.random.SeedSequence | list,
     recorded in every mode.
     """
     config = config or BlendConfig()
-    merge_sum = config.merge == "sum"
-    if merge_sum:
-        if flux_a is None or flux_b is None or sky_sigma is None:
-            raise ValueError('merge="sum" needs flux_a, flux_b (noiseless models) and sky_sigma')
-        fa = np.asarray(flux_a)
-        if fa.ndim != 4:
-            raise ValueError(f"flux_a must have shape (N, 3, F, F), got {fa.shape}")
-        n, frame = fa.shape[0], fa.shape[-1]
-    else:
-        if frames_a is None or frames_b is None:
-            raise ValueError('merge="max" needs display frames frames_a and frames_b')
-        frames_a = _check_frames("frames_a", frames_a)
-        n, frame = frames_a.shape[0], frames_a.shape[1]
-        frames_b = _check_frames("frames_b", frames_b, n)
-        if frames_b.shape != frames_a.shape:
-            raise ValueError(f"frames_a {frames_a.shape} and frames_b {frames_b.shape} differ in shape")
-    if n < 1:
-        raise ValueError("make_blends needs at least one pair of galaxies")
-    has_flux = flux_a is not None and flux_b is not None
-    if has_flux:
-        flux_a = _check_flux("flux_a", flux_a, n, frame)
-        flux_b = _check_flux("flux_b", flux_b, n, frame)
-    if sky_b is not None:
-        sky_b = np.asarray(sky_b, dtype=np.float64)
-        if sky_b.shape != (n, 2, 3) or not np.isfinite(sky_b).all():
-            raise ValueError(f"sky_b must be finite (mean, std) per channel of shape {(n, 2, 3)}, "
-                             f"got shape {sky_b.shape}")
-    if merge_sum:
-        sky_sigma = np.asarray(sky_sigma, dtype=np.float64)
-        if sky_sigma.shape != (n, 3):
-            raise ValueError(f"sky_sigma must have shape {(n, 3)}, got {sky_sigma.shape}")
-    components_a = dict(components_a or {})
-    components_b = dict(components_b or {})
-    if set(components_a) != set(components_b):
-        raise ValueError("components_a and components_b must have the same component names")
-    names = sorted(components_a)
-    for name in names:
-        components_a[name] = _check_flux(f"components_a[{name!r}]", components_a[name], n, frame)
-        components_b[name] = _check_flux(f"components_b[{name!r}]", components_b[name], n, frame)
-    ids_a = np.arange(n) if ids_a is None else np.asarray(ids_a)
-    ids_b = np.arange(n) if ids_b is None else np.asarray(ids_b)
-    if ids_a.shape != (n,) or ids_b.shape != (n,):
-        raise ValueError(f"ids_a and ids_b must have {n} entries")
-
-    crop = crop_size(frame, config)
-    out = config.out_size
-    shift_scale = frame / config.reference_frame
+    inp = _validate(frames_a, frames_b, config, ids_a, ids_b, flux_a, flux_b, sky_sigma,
+                    components_a, components_b, sky_b)
+    crop = crop_size(inp.frame, config)
+    rngs = _pair_rngs(seed, inp.n)
+    rows = [draw_transform(rng, config) for rng in rngs]
+    cut_b, fill = _warp_b(inp, config, rows, rngs, crop)
+    n_disp = 0 if inp.merge_sum else 3
+    n_flux = 3 if inp.has_flux else 0
 
     def cut(x: np.ndarray) -> np.ndarray:
-        return crop_and_resize(x, out, crop=crop, resize=config.resize)
+        return crop_and_resize(x, config.out_size, crop=crop, resize=config.resize)
 
-    rngs = _pair_rngs(seed, n)
-    # Only B's central cut is kept, so warp just that window, unless the noise padding has to
-    # measure the sky of each whole warped frame (no precomputed sky_b): 3x fewer pixels.
-    whole_frame = not merge_sum and config.padding == "noise" and (
-        sky_b is None or config.noise_method != "gaussian")
-    window = None if whole_frame else ((frame - crop) // 2, crop)
-
-    def cut_warped(x: np.ndarray) -> np.ndarray:
-        return cut(x) if window is None else crop_and_resize(x, out, crop=crop,
-                                                             resize=config.resize)
-    rows = [draw_transform(rng, config) for rng in rngs]
-    # B's planes, warped in small batches and cut at once (full frames of every plane would not
-    # fit in memory for large batches): display (max merge), flux, then 3 bands per component.
-    n_disp = 0 if merge_sum else 3
-    n_flux = 3 if has_flux else 0
-    n_planes = n_disp + n_flux + 3 * len(names)
-    cut_b = np.empty((n, n_planes, out, out))
-    fill = np.empty((n, 1, out, out), dtype=bool)
-    flux_padding = "zero" if config.padding == "noise" else config.padding
-    for lo in range(0, n, _WARP_BATCH):
-        hi = min(n, lo + _WARP_BATCH)
-        parts = []
-        if n_disp:
-            parts.append(np.moveaxis(frames_b[lo:hi], -1, 1))
-        if has_flux:
-            parts.append(flux_b[lo:hi])
-        parts.extend(components_b[k][lo:hi] for k in names)
-        stack = np.concatenate(parts, axis=1)
-        if n_disp and config.padding != flux_padding:
-            warped, mask = _warp_batch(stack[:, :n_disp], rows[lo:hi], config.padding,
-                                       config.reference_frame, window)
-            if n_planes > n_disp:
-                warped = np.concatenate([warped, _warp_batch(
-                    stack[:, n_disp:], rows[lo:hi], flux_padding, config.reference_frame,
-                    window)[0]], axis=1)
-        else:
-            warped, mask = _warp_batch(stack, rows[lo:hi], flux_padding, config.reference_frame,
-                                       window)
-        if n_disp and config.padding == "noise":
-            for j in range(hi - lo):
-                if not mask[j].any():
-                    continue
-                if sky_b is not None and config.noise_method == "gaussian":
-                    mean, std = sky_b[lo + j]
-                    draw = rngs[lo + j].standard_normal((n_disp, int(mask[j].sum())))
-                    warped[j, :n_disp][:, mask[j]] = np.clip(mean[:, None] + std[:, None] * draw,
-                                                             0.0, 1.0)
-                else:
-                    warped[j, :n_disp] = _noise_fill_frame(warped[j, :n_disp], mask[j],
-                                                           rngs[lo + j], config.noise_method)
-        cut_b[lo:hi] = cut_warped(warped)
-        fill[lo:hi] = cut_warped(mask[:, None]) > 0
-    tgt_b_cut = cut_b[:, :n_disp]
-    fb_out = cut_b[:, n_disp:n_disp + n_flux]
     components = {}
-    for j, name in enumerate(names):
+    for j, name in enumerate(inp.names):
         k0 = n_disp + n_flux + 3 * j
-        components[f"a_{name}"] = cut(components_a[name]).astype(np.float32)
+        components[f"a_{name}"] = cut(inp.components_a[name]).astype(np.float32)
         components[f"b_{name}"] = cut_b[:, k0:k0 + 3].astype(np.float32)
-    fa_out = cut(flux_a) if has_flux else None
-
-    if merge_sum:
-        from galaxai.data import simulate
-
-        blend_flux = np.empty_like(fa_out)
-        obs_a = np.empty_like(fa_out)
-        obs_b = np.empty_like(fa_out)
-        for i in range(n):
-            sig = sky_sigma[i:i + 1].astype(np.float32)
-            blend_flux[i] = simulate.observe((fa_out[i:i + 1] + fb_out[i:i + 1]).astype(np.float32),
-                                             sig, rngs[i])[0]
-            obs_a[i] = simulate.observe(fa_out[i:i + 1].astype(np.float32), sig, rngs[i])[0]
-            obs_b[i] = simulate.observe(fb_out[i:i + 1].astype(np.float32), sig, rngs[i])[0]
-
-        def disp(x: np.ndarray) -> np.ndarray:
-            return np.moveaxis(np.asarray(simulate.to_display(x.astype(np.float32))), -1, 1)
-
-        blend, target_a, target_b = disp(blend_flux), disp(obs_a), disp(obs_b)
-    else:
-        target_a = cut(np.moveaxis(frames_a, -1, 1))
-        target_b = tgt_b_cut
-        target_a = np.clip(target_a, 0.0, 1.0).astype(np.float32)
-        target_b = np.clip(target_b, 0.0, 1.0).astype(np.float32)
-        blend = np.maximum(target_a, target_b)
-
-    if has_flux:
-        num, den = fb_out.sum(axis=(1, 2, 3)), fa_out.sum(axis=(1, 2, 3))
-    else:
-        num = target_b.sum(axis=(1, 2, 3), dtype=np.float64)
-        den = target_a.sum(axis=(1, 2, 3), dtype=np.float64)
-    ratio = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
-
-    start = (frame - crop) // 2
-    centre = (frame - 1) / 2.0
-    to_out = out / crop
-    tx = np.array([t.tx for t in rows])
-    ty = np.array([t.ty for t in rows])
-    x_b = (centre + tx * shift_scale - start + 0.5) * to_out - 0.5
-    y_b = (centre + ty * shift_scale - start + 0.5) * to_out - 0.5
-    catalogue = pd.DataFrame({
-        "id_a": ids_a,
-        "id_b": ids_b,
-        "flip_v": np.array([t.flip_v for t in rows], dtype=bool),
-        "flip_h": np.array([t.flip_h for t in rows], dtype=bool),
-        "scale": np.array([t.scale for t in rows]),
-        "rotation": np.array([t.rotation for t in rows]),
-        "tx": tx,
-        "ty": ty,
-        "shift_scale": np.full(n, shift_scale),
-        "x_b": x_b,
-        "y_b": y_b,
-        "separation_px": np.hypot(tx, ty) * shift_scale * to_out,
-        "flux_ratio": ratio.astype(np.float64),
-        "filled_fraction": fill.reshape(n, -1).mean(axis=1),
-        "padding": [config.padding] * n,
-        "merge": [config.merge] * n,
-    })
+    fa_out = cut(inp.flux_a) if inp.has_flux else None
+    fb_out = cut_b[:, n_disp:n_disp + n_flux]
+    blend, target_a, target_b = _merge(inp, cut, cut_b[:, :n_disp], fa_out, fb_out, rngs)
+    catalogue = _catalogue(inp, config, rows, crop, fill, target_a, target_b, fa_out, fb_out)
     return BlendBatch(
         blend=np.ascontiguousarray(blend, dtype=np.float32),
         target_a=np.ascontiguousarray(target_a, dtype=np.float32),
