@@ -78,6 +78,7 @@ from galaxai.train.runlock import run_lock
 __all__ = [
     "TrainConfig",
     "TrainResult",
+    "GANTrainer",
     "TrainingTerminated",
     "CONTENT_LOSSES",
     "ResumableBatchSampler",
@@ -582,254 +583,310 @@ def _train(dataset: Dataset, run_dir: Path, config: TrainConfig | str | None,
            eval_dataset: Dataset | None, progress: bool, device: str | torch.device | None,
            max_iterations: int | None, extend: bool, sigterm: threading.Event) -> TrainResult:
     """The body of :func:`train`, run while the run directory is locked."""
-    cfg = _resolve_config(config, run_dir)
-    dev = torch.device(device) if device is not None else torch.device(
-        "cuda" if torch.cuda.is_available() else "cpu"
-    )
-    _check_dataset(dataset, cfg, "dataset")
-    if eval_dataset is not None:
-        _check_dataset(eval_dataset, cfg, "eval_dataset")
-    digest = config_hash(cfg)
-    data_hash = data_fingerprint(dataset)
-    state = load_resume(run_dir)
-    if state is None and (done := list_checkpoints(run_dir)):
-        raise ValueError(
-            f"{run_dir} holds checkpoints (iterations {done[0].iteration}-{done[-1].iteration}) "
-            f"but no {RESUME_FILE} to continue them; starting from scratch there would mix two runs. "
-            "Choose another run directory (--run), or delete this one to start over"
+    trainer = GANTrainer(dataset, run_dir, config, eval_dataset, device, extend)
+    return trainer.run(max_iterations, progress, sigterm)
+
+
+class GANTrainer:
+    """One deblender training run: set-up and resume, steps, logging and checkpoints.
+
+    :func:`train` is the entry point (it takes the run lock and the SIGTERM handler first); the
+    class splits the run into methods that each do one job. Construction checks the config and
+    the data against the run directory, builds the networks, optimisers and loss scaler, and
+    restores them from ``resume.pt`` (or ``TrainConfig.init_from`` for a new run).
+    """
+
+    def __init__(self, dataset: Dataset, run_dir: Path, config: TrainConfig | str | None,
+                 eval_dataset: Dataset | None = None, device: str | torch.device | None = None,
+                 extend: bool = False) -> None:
+        self.run_dir, self.dataset, self.eval_dataset = run_dir, dataset, eval_dataset
+        cfg = _resolve_config(config, run_dir)
+        self.dev = torch.device(device) if device is not None else torch.device(
+            "cuda" if torch.cuda.is_available() else "cpu"
         )
-    extended_from = None
-    if state is not None and state.get("config_hash") != digest:
-        old = _run_config(run_dir, state)
-        longer = _extension(old, cfg)
-        if extend and longer is not None:
-            extended_from, cfg, digest = old.iterations, longer, config_hash(longer)
-        else:
-            diff = _config_diff(config_to_dict(old), config_to_dict(cfg))
-            hint = ("; to train it longer, extend it explicitly (extend=True, `galaxai train "
-                    "--extend`)") if longer is not None else ""
+        _check_dataset(dataset, cfg, "dataset")
+        if eval_dataset is not None:
+            _check_dataset(eval_dataset, cfg, "eval_dataset")
+        self.digest = config_hash(cfg)
+        self.data_hash = data_fingerprint(dataset)
+        self.state = state = load_resume(run_dir)
+        if state is None and (done := list_checkpoints(run_dir)):
             raise ValueError(
-                f"{run_dir} holds a run with a different config ({'; '.join(diff)}); resume with "
-                "the run's settings (config=None reads them; `galaxai train` keeps the options you "
-                f"leave out) or start a new run directory{hint}"
+                f"{run_dir} holds checkpoints (iterations {done[0].iteration}-{done[-1].iteration}) "
+                f"but no {RESUME_FILE} to continue them; starting from scratch there would mix two "
+                "runs. Choose another run directory (--run), or delete this one to start over"
             )
-    if state is not None and state.get("data_hash") != data_hash:
-        raise ValueError(
-            f"{run_dir} was trained on data with fingerprint {state.get('data_hash')}, but this "
-            f"dataset has {data_hash}; resume with the same data or start a new run directory"
-        )
-    write_config(run_dir / "config.toml", cfg)
+        self.extended_from = None
+        if state is not None and state.get("config_hash") != self.digest:
+            old = _run_config(run_dir, state)
+            longer = _extension(old, cfg)
+            if extend and longer is not None:
+                self.extended_from, cfg, self.digest = old.iterations, longer, config_hash(longer)
+            else:
+                diff = _config_diff(config_to_dict(old), config_to_dict(cfg))
+                hint = ("; to train it longer, extend it explicitly (extend=True, `galaxai train "
+                        "--extend`)") if longer is not None else ""
+                raise ValueError(
+                    f"{run_dir} holds a run with a different config ({'; '.join(diff)}); resume "
+                    "with the run's settings (config=None reads them; `galaxai train` keeps the "
+                    f"options you leave out) or start a new run directory{hint}"
+                )
+        if state is not None and state.get("data_hash") != self.data_hash:
+            raise ValueError(
+                f"{run_dir} was trained on data with fingerprint {state.get('data_hash')}, but "
+                f"this dataset has {self.data_hash}; resume with the same data or start a new run "
+                "directory"
+            )
+        self.cfg = cfg
+        write_config(run_dir / "config.toml", cfg)
+        self._build()
+        self.stats_path = run_dir / "stats.jsonl"
+        self.start, self.consumed, self.elapsed = 0, 0, 0.0
+        self.resume()
 
-    G = build_generator(cfg.model, seed=cfg.seed).to(dev).train()
-    D = build_discriminator(cfg.model, seed=cfg.seed + 1).to(dev).train()
-    phi = None
-    if cfg.burn_in > 0 or cfg.content == "vgg+pixel":
-        phi = build_perceptual(
-            cfg.perceptual, cfg.perceptual_weights, resize=cfg.perceptual_resize,
-            channels=cfg.model.channels, seed=cfg.seed,
-        ).to(dev)
-    backend = getattr(phi, "backend", None)
-    resuming_burn_in = state is not None and state["iteration"] < cfg.burn_in
-    needs_phi = cfg.content == "vgg+pixel" or resuming_burn_in
-    if state is not None and needs_phi and state.get("perceptual_backend") != backend:
-        raise ValueError(
-            f"{run_dir} was trained with perceptual backend {state.get('perceptual_backend')!r} "
-            f"but {backend!r} is available now; provide the same backend (e.g. set "
-            "TrainConfig.perceptual explicitly, or the VGG19 weights file) to resume"
-        )
-    adam = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps)
-    opt = {
-        "D": torch.optim.Adam(D.parameters(), **adam),
-        "G": torch.optim.Adam(G.parameters(), **adam),
-        "G_burnin": torch.optim.Adam(G.parameters(), **adam),
-    }
-    use_amp = cfg.amp and dev.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    def _build(self) -> None:
+        """Networks, perceptual features, optimisers and the AMP loss scaler."""
+        cfg, dev, state = self.cfg, self.dev, self.state
+        self.G = build_generator(cfg.model, seed=cfg.seed).to(dev).train()
+        self.D = build_discriminator(cfg.model, seed=cfg.seed + 1).to(dev).train()
+        self.phi = None
+        if cfg.burn_in > 0 or cfg.content == "vgg+pixel":
+            self.phi = build_perceptual(
+                cfg.perceptual, cfg.perceptual_weights, resize=cfg.perceptual_resize,
+                channels=cfg.model.channels, seed=cfg.seed,
+            ).to(dev)
+        self.backend = getattr(self.phi, "backend", None)
+        resuming_burn_in = state is not None and state["iteration"] < cfg.burn_in
+        needs_phi = cfg.content == "vgg+pixel" or resuming_burn_in
+        if state is not None and needs_phi and state.get("perceptual_backend") != self.backend:
+            raise ValueError(
+                f"{self.run_dir} was trained with perceptual backend "
+                f"{state.get('perceptual_backend')!r} but {self.backend!r} is available now; "
+                "provide the same backend (e.g. set TrainConfig.perceptual explicitly, or the "
+                "VGG19 weights file) to resume"
+            )
+        adam = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps)
+        self.opt = {
+            "D": torch.optim.Adam(self.D.parameters(), **adam),
+            "G": torch.optim.Adam(self.G.parameters(), **adam),
+            "G_burnin": torch.optim.Adam(self.G.parameters(), **adam),
+        }
+        self.use_amp = cfg.amp and dev.type == "cuda"
+        self.amp_dtype = (torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported()
+                          else torch.float16)
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
 
-    start, consumed, elapsed = 0, 0, 0.0
-    stats_path = run_dir / "stats.jsonl"
-    if state is None and cfg.init_from:
-        _load_initial_weights(G, D, cfg.init_from)
-    if state is not None:
-        ckpt = checkpoint_dir(run_dir, state["iteration"])
-        load_state(G, ckpt / "G.safetensors")
-        load_state(D, ckpt / "D.safetensors")
-        for name, o in opt.items():
+    def resume(self) -> None:
+        """Restore weights, optimisers, RNG and sampler position from ``resume.pt`` (or start
+        from ``init_from`` weights, or fresh), and trim or start ``stats.jsonl``."""
+        state, cfg = self.state, self.cfg
+        if state is None:
+            if cfg.init_from:
+                _load_initial_weights(self.G, self.D, cfg.init_from)
+            atomic_write_text(self.stats_path, "")
+            return
+        ckpt = checkpoint_dir(self.run_dir, state["iteration"])
+        load_state(self.G, ckpt / "G.safetensors")
+        load_state(self.D, ckpt / "D.safetensors")
+        for name, o in self.opt.items():
             o.load_state_dict(state["optimizers"][name])
         if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
+            self.scaler.load_state_dict(state["scaler"])
         restore_rng_state(state["rng"])
-        start, consumed = state["iteration"], state["sampler"]["consumed"]
-        elapsed = state["elapsed"]
-        _rewrite_stats(stats_path, start)
-        if extended_from is not None:
-            with stats_path.open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps({
-                    "iteration": start, "event": "extend", "time": time.time(),
-                    "iterations_from": extended_from, "iterations_to": cfg.iterations,
-                    "lr_drop": cfg.lr_drop,
-                }) + "\n")
-    else:
-        atomic_write_text(stats_path, "")
+        self.start, self.consumed = state["iteration"], state["sampler"]["consumed"]
+        self.elapsed = state["elapsed"]
+        _rewrite_stats(self.stats_path, self.start)
+        if self.extended_from is not None:
+            self._append_stats({
+                "iteration": self.start, "event": "extend", "time": time.time(),
+                "iterations_from": self.extended_from, "iterations_to": cfg.iterations,
+                "lr_drop": cfg.lr_drop,
+            })
 
-    total = cfg.total_iterations
-    stop = total if max_iterations is None else min(total, int(max_iterations))
-    eval_every = cfg.eval_every or cfg.checkpoint_every
-    last_ckpt = checkpoint_dir(run_dir, start) if state is not None else None
-    last_stats: dict[str, Any] = {}
-    metrics: dict[str, float] = {}
-    if start >= stop:
-        return TrainResult(run_dir, start, last_ckpt, last_stats, metrics, backend)
+    # ------------------------------------------------------------------ one iteration
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self.consumed += 1
+        return _batch(next(self._batches), self.dev)
 
-    n = len(dataset)  # type: ignore[arg-type]
-    loader = DataLoader(
-        dataset,
-        batch_sampler=ResumableBatchSampler(n, cfg.batch_size, cfg.seed, start=consumed),
-        num_workers=cfg.num_workers,
-        pin_memory=dev.type == "cuda",
-        generator=torch.Generator().manual_seed(cfg.seed),  # worker seeds: private, seeded
-    )
-    batches = iter(loader)
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        return (torch.autocast("cuda", dtype=self.amp_dtype) if self.use_amp
+                else contextlib.nullcontext())
 
-    def next_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        nonlocal consumed
-        consumed += 1
-        blend, ta, tb = _batch(next(batches), dev)
-        return blend, ta, tb
+    def _step(self, name: str, loss: torch.Tensor) -> None:
+        self.opt[name].zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt[name])
+        self.scaler.update()
 
-    def autocast() -> contextlib.AbstractContextManager:
-        return torch.autocast("cuda", dtype=amp_dtype) if use_amp else contextlib.nullcontext()
-
-    def step(name: str, loss: torch.Tensor) -> None:
-        opt[name].zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt[name])
-        scaler.update()
-
-    def features_loss(g1: torch.Tensor, g2: torch.Tensor, ta: torch.Tensor,
-                      tb: torch.Tensor) -> torch.Tensor:
+    def _features_loss(self, g1: torch.Tensor, g2: torch.Tensor, ta: torch.Tensor,
+                       tb: torch.Tensor) -> torch.Tensor:
         # φ takes [0, 1] images: generator outputs are mapped back by (v+1)/2
         with torch.no_grad():
-            fa, fb = phi(ta), phi(tb)
-        return F.mse_loss(phi(from_network(g1)), fa) + F.mse_loss(phi(from_network(g2)), fb)
+            fa, fb = self.phi(ta), self.phi(tb)
+        return (F.mse_loss(self.phi(from_network(g1)), fa)
+                + F.mse_loss(self.phi(from_network(g2)), fb))
 
-    def bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    @staticmethod
+    def _bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
         target = torch.ones_like(logits) if real else torch.zeros_like(logits)
         return F.binary_cross_entropy_with_logits(logits.float(), target)
 
-    sums: dict[str, torch.Tensor] = {}
-    count = 0
-    bar = tqdm(total=stop, initial=start, disable=not progress, desc="deblender", unit="it")
-    t0 = time.perf_counter()
-    it = start
-    try:
-        while it < stop:
-            lr = cfg.lr_at(it)
-            losses: dict[str, torch.Tensor] = {}
-            if it < cfg.burn_in:
-                blend, ta, tb = next_batch()
-                with autocast():
-                    g1, g2 = G(blend)
-                    losses["g_burnin"] = features_loss(g1, g2, ta, tb)
-                step("G_burnin", losses["g_burnin"])
-            else:
-                for name in ("D", "G"):
-                    for group in opt[name].param_groups:
-                        group["lr"] = lr
-                # discriminator step
-                blend, ta, tb = next_batch()
-                a, b = to_network(ta), to_network(tb)
-                with autocast():
-                    with torch.no_grad():
-                        g1, g2 = G(blend)
-                    # D is called on each tensor separately: BatchNorm statistics per call
-                    real = bce(D(a), True) + bce(D(b), True)
-                    d_loss = 0.5 * (real + bce(D(g1), False) + bce(D(g2), False))
-                step("D", d_loss)
-                # generator step on a fresh mini-batch
-                blend, ta, tb = next_batch()
-                a, b = to_network(ta), to_network(tb)
-                D.requires_grad_(False)
-                with autocast():
-                    g1, g2 = G(blend)
-                    pixel = F.mse_loss(g1.float(), a) + F.mse_loss(g2.float(), b)
-                    adv = bce(D(g1), True) + bce(D(g2), True)
-                    content = pixel
-                    if cfg.content == "vgg+pixel":
-                        losses["g_perceptual"] = features_loss(g1, g2, ta, tb)
-                        content = pixel + cfg.content_weight * losses["g_perceptual"]
-                    g_loss = 0.5 * (content + cfg.adv_weight * adv)
-                step("G", g_loss)
-                D.requires_grad_(True)
-                losses.update(d=d_loss, g=g_loss, g_pixel=pixel, g_adv=adv)
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + v.detach().float()
-            count += 1
-            it += 1
-            bar.update(1)
+    def burn_in_step(self) -> dict[str, torch.Tensor]:
+        """One generator-only step on the perceptual loss."""
+        blend, ta, tb = self._next_batch()
+        with self._autocast():
+            g1, g2 = self.G(blend)
+            loss = self._features_loss(g1, g2, ta, tb)
+        self._step("G_burnin", loss)
+        return {"g_burnin": loss}
 
-            evaluated = eval_dataset is not None and (it % eval_every == 0 or it == stop)
-            if evaluated:
-                metrics = evaluate(
-                    G, eval_dataset, limit=cfg.eval_size, batch_size=max(cfg.batch_size, 32),
-                    device=dev,
-                )
-            terminated = sigterm.is_set()
-            checkpoint_now = it % cfg.checkpoint_every == 0 or it == stop or terminated
-            if it % cfg.log_every == 0 or evaluated or checkpoint_now:
-                now = time.perf_counter()
-                elapsed += now - t0
-                t0 = now
-                last_stats = {
-                    "iteration": it,
-                    "phase": "burn-in" if it <= cfg.burn_in else "adversarial",
-                    "time": time.time(),
-                    "elapsed": round(elapsed, 3),
-                    "lr": lr,
-                    "n": count,
-                    **{f"loss_{k}": float(v) / count for k, v in sums.items()},
-                }
+    def adversarial_step(self, lr: float) -> dict[str, torch.Tensor]:
+        """One discriminator step, then one generator step on a fresh mini-batch."""
+        cfg, G, D, bce = self.cfg, self.G, self.D, self._bce
+        for name in ("D", "G"):
+            for group in self.opt[name].param_groups:
+                group["lr"] = lr
+        blend, ta, tb = self._next_batch()
+        a, b = to_network(ta), to_network(tb)
+        with self._autocast():
+            with torch.no_grad():
+                g1, g2 = G(blend)
+            # D is called on each tensor separately: BatchNorm statistics per call
+            real = bce(D(a), True) + bce(D(b), True)
+            d_loss = 0.5 * (real + bce(D(g1), False) + bce(D(g2), False))
+        self._step("D", d_loss)
+        blend, ta, tb = self._next_batch()
+        a, b = to_network(ta), to_network(tb)
+        losses: dict[str, torch.Tensor] = {}
+        D.requires_grad_(False)
+        with self._autocast():
+            g1, g2 = G(blend)
+            pixel = F.mse_loss(g1.float(), a) + F.mse_loss(g2.float(), b)
+            adv = bce(D(g1), True) + bce(D(g2), True)
+            content = pixel
+            if cfg.content == "vgg+pixel":
+                losses["g_perceptual"] = self._features_loss(g1, g2, ta, tb)
+                content = pixel + cfg.content_weight * losses["g_perceptual"]
+            g_loss = 0.5 * (content + cfg.adv_weight * adv)
+        self._step("G", g_loss)
+        D.requires_grad_(True)
+        losses.update(d=d_loss, g=g_loss, g_pixel=pixel, g_adv=adv)
+        return losses
+
+    # ------------------------------------------------------------ logging, checkpoints
+    def _append_stats(self, record: dict[str, Any]) -> None:
+        with self.stats_path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def log(self, it: int, lr: float, sums: dict[str, torch.Tensor], count: int,
+            metrics: dict[str, float] | None) -> dict[str, Any]:
+        """Append the interval's mean losses (and held-out metrics) to ``stats.jsonl``; raise
+        :class:`FloatingPointError` when a loss is not finite."""
+        now = time.perf_counter()
+        self.elapsed += now - self._t0
+        self._t0 = now
+        stats = {
+            "iteration": it,
+            "phase": "burn-in" if it <= self.cfg.burn_in else "adversarial",
+            "time": time.time(),
+            "elapsed": round(self.elapsed, 3),
+            "lr": lr,
+            "n": count,
+            **{f"loss_{k}": float(v) / count for k, v in sums.items()},
+        }
+        if metrics is not None:
+            stats["eval"] = metrics
+        self._append_stats(stats)
+        bad = [k for k, v in stats.items() if k.startswith("loss_") and not math.isfinite(v)]
+        if bad:
+            raise FloatingPointError(
+                f"training in {self.run_dir} diverged at iteration {it}: non-finite {bad}; lower "
+                "the learning rate or check the data for NaNs (see stats.jsonl)"
+            )
+        return stats
+
+    def checkpoint(self, it: int, metrics: dict[str, float]) -> Path:
+        """Write checkpoint ``it`` (weights + sidecar) and ``resume.pt``; return its folder."""
+        cfg = self.cfg
+        phase = "burn-in" if it <= cfg.burn_in else "adversarial"
+        path = save_checkpoint(
+            self.run_dir, it, self.G, self.D, config=config_to_dict(cfg),
+            config_digest=self.digest, data_hash=self.data_hash, metrics=metrics,
+            perceptual_backend=self.backend, extra={"phase": phase, "elapsed": self.elapsed},
+        )
+        save_resume(self.run_dir, {
+            "iteration": it,
+            "config_hash": self.digest,
+            "data_hash": self.data_hash,
+            "optimizers": {k: o.state_dict() for k, o in self.opt.items()},
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            "rng": capture_rng_state(),
+            "sampler": {"seed": cfg.seed, "consumed": self.consumed, "batch_size": cfg.batch_size},
+            "elapsed": self.elapsed,
+            "perceptual_backend": self.backend,
+        })
+        return path
+
+    # ----------------------------------------------------------------------- the loop
+    def run(self, max_iterations: int | None = None, progress: bool = False,
+            sigterm: threading.Event | None = None) -> TrainResult:
+        """Train up to ``max_iterations`` (default: the config's total); see :func:`train`."""
+        cfg, run_dir = self.cfg, self.run_dir
+        start = self.start
+        total = cfg.total_iterations
+        stop = total if max_iterations is None else min(total, int(max_iterations))
+        eval_every = cfg.eval_every or cfg.checkpoint_every
+        last_ckpt = checkpoint_dir(run_dir, start) if self.state is not None else None
+        last_stats: dict[str, Any] = {}
+        metrics: dict[str, float] = {}
+        if start >= stop:
+            return TrainResult(run_dir, start, last_ckpt, last_stats, metrics, self.backend)
+        n = len(self.dataset)  # type: ignore[arg-type]
+        loader = DataLoader(
+            self.dataset,
+            batch_sampler=ResumableBatchSampler(n, cfg.batch_size, cfg.seed, start=self.consumed),
+            num_workers=cfg.num_workers,
+            pin_memory=self.dev.type == "cuda",
+            generator=torch.Generator().manual_seed(cfg.seed),  # worker seeds: private, seeded
+        )
+        self._batches = iter(loader)
+        sums: dict[str, torch.Tensor] = {}
+        count = 0
+        bar = tqdm(total=stop, initial=start, disable=not progress, desc="deblender", unit="it")
+        self._t0 = time.perf_counter()
+        it = start
+        try:
+            while it < stop:
+                lr = cfg.lr_at(it)
+                losses = self.burn_in_step() if it < cfg.burn_in else self.adversarial_step(lr)
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + v.detach().float()
+                count += 1
+                it += 1
+                bar.update(1)
+                evaluated = self.eval_dataset is not None and (it % eval_every == 0 or it == stop)
                 if evaluated:
-                    last_stats["eval"] = metrics
-                with stats_path.open("a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(last_stats) + "\n")
-                loss_items = {k: v for k, v in last_stats.items() if k.startswith("loss_")}
-                bad = [k for k, v in loss_items.items() if not math.isfinite(v)]
-                if bad:
-                    raise FloatingPointError(
-                        f"training in {run_dir} diverged at iteration {it}: non-finite {bad}; lower "
-                        "the learning rate or check the data for NaNs (see stats.jsonl)"
+                    metrics = evaluate(
+                        self.G, self.eval_dataset, limit=cfg.eval_size,
+                        batch_size=max(cfg.batch_size, 32), device=self.dev,
                     )
-                sums, count = {}, 0
-                if progress:
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in loss_items.items()})
-            if checkpoint_now:
-                phase = "burn-in" if it <= cfg.burn_in else "adversarial"
-                last_ckpt = save_checkpoint(
-                    run_dir, it, G, D, config=config_to_dict(cfg), config_digest=digest,
-                    data_hash=data_hash, metrics=metrics if evaluated else {},
-                    perceptual_backend=backend, extra={"phase": phase, "elapsed": elapsed},
-                )
-                save_resume(run_dir, {
-                    "iteration": it,
-                    "config_hash": digest,
-                    "data_hash": data_hash,
-                    "optimizers": {k: o.state_dict() for k, o in opt.items()},
-                    "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-                    "rng": capture_rng_state(),
-                    "sampler": {
-                        "seed": cfg.seed, "consumed": consumed, "batch_size": cfg.batch_size,
-                    },
-                    "elapsed": elapsed,
-                    "perceptual_backend": backend,
-                })
-            if terminated:
-                raise TrainingTerminated(
-                    f"training in {run_dir} stopped by SIGTERM at iteration {it}, after writing "
-                    f"checkpoint {last_ckpt} and {RESUME_FILE}; run the same command again to "
-                    "continue"
-                )
-    finally:
-        bar.close()
-    return TrainResult(run_dir, it, last_ckpt, last_stats, metrics, backend)
+                terminated = sigterm is not None and sigterm.is_set()
+                checkpoint_now = it % cfg.checkpoint_every == 0 or it == stop or terminated
+                if it % cfg.log_every == 0 or evaluated or checkpoint_now:
+                    last_stats = self.log(it, lr, sums, count, metrics if evaluated else None)
+                    sums, count = {}, 0
+                    if progress:
+                        bar.set_postfix({k: f"{v:.4g}" for k, v in last_stats.items()
+                                         if k.startswith("loss_")})
+                if checkpoint_now:
+                    last_ckpt = self.checkpoint(it, metrics if evaluated else {})
+                if terminated:
+                    raise TrainingTerminated(
+                        f"training in {run_dir} stopped by SIGTERM at iteration {it}, after "
+                        f"writing checkpoint {last_ckpt} and {RESUME_FILE}; run the same command "
+                        "again to continue"
+                    )
+        finally:
+            bar.close()
+        return TrainResult(run_dir, it, last_ckpt, last_stats, metrics, self.backend)
