@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from galaxai.models.deblender import build_discriminator, build_generator, count_parameters
-from galaxai.train.gan import ResumableBatchSampler, TrainConfig, train
+from galaxai.train.gan import ResumableBatchSampler, GANTrainConfig, train
 
 
 class BlobPairs(Dataset):
@@ -72,7 +72,7 @@ def make_dataset(tmp: Path) -> tuple[Dataset, str]:
 
 def time_training(dataset: Dataset, preset: str, burn_in: int, adversarial: int, tmp: Path) -> dict:
     """Seconds per burn-in and per adversarial iteration, from the trainer's own stats."""
-    cfg = TrainConfig.preset(
+    cfg = GANTrainConfig.preset(
         preset, burn_in=burn_in, iterations=adversarial, log_every=1,
         checkpoint_every=10**9, perceptual="multiscale",
     )
@@ -92,7 +92,7 @@ def time_training(dataset: Dataset, preset: str, burn_in: int, adversarial: int,
     }
 
 
-def time_loader(dataset: Dataset, cfg: TrainConfig, iterations: int) -> float:
+def time_loader(dataset: Dataset, cfg: GANTrainConfig, iterations: int) -> float:
     """Seconds to deliver the two mini-batches of one adversarial iteration (trainer's loader)."""
     loader = DataLoader(
         dataset, batch_sampler=ResumableBatchSampler(len(dataset), cfg.batch_size, cfg.seed),
@@ -143,7 +143,7 @@ def main() -> None:
                   f"{r['adv_s']:>9.3f} {1 / r['adv_s']:>9.3f} {samples:>9.1f} "
                   f"{loader_s:>11.4f} {share:>11.1%}", flush=True)
             if preset in ("small", "paper"):
-                full = TrainConfig.preset(preset)
+                full = GANTrainConfig.preset(preset)
                 hours = (full.burn_in * r["burn_s"] + full.iterations * r["adv_s"]) / 3600
                 print(f"        -> full '{preset}' schedule ({full.burn_in:,} burn-in + "
                       f"{full.iterations:,} adversarial) would take ~{hours:.2f} h here")

@@ -7,9 +7,9 @@ mode (BatchNorm running statistics).
 With ``checkpoint=None`` the shipped default model ``galaxai/weights/deblender_small.safetensors``
 (with its sidecar ``deblender_small.json``) is used. It is produced by a ``small`` training run::
 
-    from galaxai.train.gan import TrainConfig, train
+    from galaxai.train.gan import GANTrainConfig, train
     from galaxai.train.checkpoints import export_generator, latest_checkpoint
-    train(dataset, "runs/00001-small", TrainConfig.preset("small"))
+    train(dataset, "runs/00001-small", GANTrainConfig.preset("small"))
     export_generator(latest_checkpoint("runs/00001-small").path,
                      "src/galaxai/weights/deblender_small")
 """
@@ -76,7 +76,7 @@ def _generator(checkpoint: str | os.PathLike | None, device: torch.device) -> to
                 f"the shipped default model {DEFAULT_WEIGHTS} is not present in this installation "
                 "(it is produced by a 'small' training run). Pass checkpoint=<a checkpoint "
                 "directory or G.safetensors>, or train one: galaxai.train.gan.train(dataset, run_dir, "
-                "TrainConfig.preset('small')) and then galaxai.train.checkpoints.export_generator("
+                "GANTrainConfig.preset('small')) and then galaxai.train.checkpoints.export_generator("
                 "<run_dir>/checkpoints/<iteration>, '<package>/weights/deblender_small')"
             )
         checkpoint = DEFAULT_WEIGHTS

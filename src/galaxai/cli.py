@@ -332,7 +332,7 @@ def train(ctx, data_paths, weights, augment, init_from, eval_data, run_dir, pres
     from galaxai.config import read_config
     from galaxai.data.store import BlendStore
     from galaxai.models.deblender import DeblenderConfig
-    from galaxai.train.gan import TrainConfig, TrainingTerminated, new_run_dir
+    from galaxai.train.gan import GANTrainConfig, TrainingTerminated, new_run_dir
     from galaxai.train.gan import train as run_training
 
     overrides = {k: v for k, v in {"iterations": iterations, "burn_in": burn_in,
@@ -346,10 +346,10 @@ def train(ctx, data_paths, weights, augment, init_from, eval_data, run_dir, pres
     given = {name for name in ("preset", "seed")
              if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
     if run_dir is not None and (run_dir / "resume.pt").exists() and "preset" not in given:
-        own = read_config(TrainConfig, run_dir / "config.toml")
+        own = read_config(GANTrainConfig, run_dir / "config.toml")
         cfg = dataclasses.replace(own, **overrides, **({"seed": seed} if "seed" in given else {}))
     else:
-        cfg = TrainConfig.preset(preset, seed=seed, **overrides)
+        cfg = GANTrainConfig.preset(preset, seed=seed, **overrides)
     dataset = _training_data(data_paths, weights, stream_length, cfg.seed, padding, augment)
     held_out = BlendStore(eval_data, split="test") if eval_data else None
     if run_dir is None:

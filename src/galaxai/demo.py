@@ -109,11 +109,11 @@ def _timeline_run(blends: BlendBatch, run_dir: Path, s: DemoSettings, progress: 
     """A short training run of the ``small`` preset on the demo's blends, checkpointed often."""
     import shutil
 
-    from galaxai.train.gan import TrainConfig, train
+    from galaxai.train.gan import GANTrainConfig, train
 
     shutil.rmtree(run_dir, ignore_errors=True)
     dataset = _ArrayDataset(blends)
-    cfg = TrainConfig.preset("small", burn_in=s.timeline_every, iterations=s.timeline_iterations,
+    cfg = GANTrainConfig.preset("small", burn_in=s.timeline_every, iterations=s.timeline_iterations,
                              checkpoint_every=s.timeline_every, log_every=s.timeline_every,
                              perceptual="multiscale")
     train(dataset, run_dir, cfg, progress=progress)

@@ -66,14 +66,14 @@ def phantom_boundary_experiment(pool_path: str | Path, eval_path: str | Path, ou
     from galaxai.data.pool import BlendStream, GalaxyPool
     from galaxai.data.store import BlendStore
     from galaxai.train.checkpoints import latest_checkpoint, load_discriminator
-    from galaxai.train.gan import TrainConfig, train
+    from galaxai.train.gan import GANTrainConfig, train
     from galaxai.viz.report import Report
     from galaxai.workflows import deblenders_for, evaluation_section, shortcut_section
 
     out = Path(out)
     pool = GalaxyPool(pool_path)
     overrides = {} if iterations is None else {"iterations": int(iterations)}
-    cfg = TrainConfig.preset(preset, seed=seed, **overrides)
+    cfg = GANTrainConfig.preset(preset, seed=seed, **overrides)
     store = BlendStore(eval_path, split="test")
     held = store.to_arrays(n_eval)
     # Real zero-padded B targets: the stream's own blends with zero padding (same recipe as run_zero).

@@ -12,7 +12,7 @@ from galaxai.morphology import closedloop
 from galaxai.morphology.closedloop import ClosedLoopConfig, make_data, run_closed_loop
 from galaxai.morphology.gridsearch import paper_fit
 from galaxai.morphology.strata import STRATA, simulation_covariates, stratified_correlations
-from galaxai.morphology.training import TrainConfig
+from galaxai.morphology.training import ClassifierTrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +179,7 @@ def test_control_subset_is_seeded_barred_and_sized():
 
 def test_control_trains_on_the_aligned_subset(monkeypatch, tmp_path):
     cfg = ClosedLoopConfig.preset("tiny", n_train=40, n_val=4, n_control=6,
-                                  control_train=TrainConfig.preset("tiny", epochs=1))
+                                  control_train=ClassifierTrainConfig.preset("tiny", epochs=1))
     data = make_data(cfg)
     seen = {}
     real = closedloop.train_control

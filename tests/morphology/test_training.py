@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from galaxai.morphology import training
-from galaxai.morphology.training import (EarlyStopping, ReduceLROnPlateau, TrainConfig, augment,
+from galaxai.morphology.training import (EarlyStopping, ReduceLROnPlateau, ClassifierTrainConfig, augment,
                                          predict, train_control, train_model)
 
 
@@ -47,7 +47,7 @@ def _data(n=64, seed=0):
 
 def test_training_reduces_loss_and_is_seeded():
     x, y = _data()
-    cfg = TrainConfig(epochs=8, batch_size=16, lr=1e-2, rotation=0, shift=0.0, flips=False,
+    cfg = ClassifierTrainConfig(epochs=8, batch_size=16, lr=1e-2, rotation=0, shift=0.0, flips=False,
                       brightness=(1, 1), augment_validation=False)
     torch.manual_seed(0)
     h = train_model(_Tiny(), x, y, x, y, cfg).history
@@ -70,7 +70,7 @@ def test_early_stop_keeps_last_weights(monkeypatch):
     return the epoch-2 snapshot.
     """
     x, y = _data(32)
-    cfg = TrainConfig(epochs=50, batch_size=16, lr=1e-2, stop_patience=2, plateau_patience=1,
+    cfg = ClassifierTrainConfig(epochs=50, batch_size=16, lr=1e-2, stop_patience=2, plateau_patience=1,
                       augment_validation=False)
     losses = iter([1.0, 0.5, 0.9, 0.8] + [0.7] * 46)
     snapshots = []
@@ -111,7 +111,7 @@ def test_batchnorm_statistics_are_those_of_the_training_images():
     model must carry the training images' own batch-norm statistics."""
     x, y = _data(32)
     x = 0.05 * x
-    cfg = TrainConfig(epochs=2, batch_size=8, lr=1e-2, augment_validation=False)
+    cfg = ClassifierTrainConfig(epochs=2, batch_size=8, lr=1e-2, augment_validation=False)
     torch.manual_seed(0)
     model = train_model(_TinyBN(), x, y, x, y, cfg).model
     bn = model.net[1]
@@ -130,18 +130,18 @@ def test_batchnorm_statistics_are_those_of_the_training_images():
     # recalibrate_bn=False keeps the Keras moving averages, still near the initial variance 1
     torch.manual_seed(0)
     keras = train_model(_TinyBN(), x, y, x, y,
-                        TrainConfig(**{**cfg.__dict__, "recalibrate_bn": False})).model
+                        ClassifierTrainConfig(**{**cfg.__dict__, "recalibrate_bn": False})).model
     assert float(keras.net[1].running_var.min()) > 10 * float(bn.running_var.max())
 
 
 def test_augment_preserves_range_shape_and_seed():
     x = torch.rand(6, 3, 20, 20)
-    cfg = TrainConfig()
+    cfg = ClassifierTrainConfig()
     a = augment(x, cfg, torch.Generator().manual_seed(3))
     b = augment(x, cfg, torch.Generator().manual_seed(3))
     assert a.shape == x.shape and torch.equal(a, b)
     assert a.min() >= 0 and a.max() <= 1
-    ident = TrainConfig(rotation=0, flips=False, brightness=(1, 1), shift=0.0)
+    ident = ClassifierTrainConfig(rotation=0, flips=False, brightness=(1, 1), shift=0.0)
     torch.testing.assert_close(augment(x, ident, torch.Generator().manual_seed(0)), x,
                                atol=1e-5, rtol=0)
 
@@ -149,7 +149,7 @@ def test_augment_preserves_range_shape_and_seed():
 def test_control_predictions_are_aligned_by_id():
     x, _ = _data(24, seed=2)
     lengths = np.linspace(0.1, 0.7, 24)
-    cfg = TrainConfig.preset("tiny", epochs=1, batch_size=8)
+    cfg = ClassifierTrainConfig.preset("tiny", epochs=1, batch_size=8)
     big = np.repeat(np.repeat(x, 2, 1), 2, 2)  # 32² images
     model = train_control(big, lengths, big[:8], lengths[:8], preset="tiny", config=cfg).model
     ids = [f"gal{i}" for i in range(24)]

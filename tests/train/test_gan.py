@@ -13,7 +13,7 @@ from galaxai.models.deblender import DeblenderConfig
 from galaxai.train.checkpoints import list_checkpoints, load_resume, read_safetensors
 from galaxai.train.gan import (
     ResumableBatchSampler,
-    TrainConfig,
+    GANTrainConfig,
     data_fingerprint,
     new_run_dir,
     train,
@@ -50,10 +50,10 @@ class Blobs(torch.utils.data.Dataset):
         return self.items[i]
 
 
-def tiny(**kw) -> TrainConfig:
+def tiny(**kw) -> GANTrainConfig:
     """The tiny preset at 32×32, 2 burn-in + 4 adversarial iterations, checkpoints every 3."""
     base = dict(burn_in=2, iterations=4, checkpoint_every=3)
-    return TrainConfig.preset(
+    return GANTrainConfig.preset(
         "tiny", model=DeblenderConfig.preset("tiny", image_size=SIZE), **{**base, **kw}
     )
 
@@ -80,20 +80,20 @@ def _stats(run):
 
 
 def test_presets_follow_the_spec():
-    paper = TrainConfig.preset("paper")
+    paper = GANTrainConfig.preset("paper")
     assert (paper.batch_size, paper.burn_in, paper.iterations) == (16, 2000, 200_000)
     assert paper.checkpoint_every == 1000 and paper.log_every == 100
     assert paper.betas == (0.9, 0.999) and paper.adam_eps == 1e-8 and paper.adv_weight == 1e-3
     assert paper.content == "pixel" and paper.model == DeblenderConfig()
     assert paper.lr_at(0) == paper.lr_at(2000 + 99_999) == 1e-4
     assert paper.lr_at(2000 + 100_000) == paper.lr_at(201_999) == 1e-5
-    assert TrainConfig.preset("small").model == DeblenderConfig.preset("small")
-    with pytest.raises(ValueError, match="unknown TrainConfig preset"):
-        TrainConfig.preset("medium")
+    assert GANTrainConfig.preset("small").model == DeblenderConfig.preset("small")
+    with pytest.raises(ValueError, match="unknown GANTrainConfig preset"):
+        GANTrainConfig.preset("medium")
     with pytest.raises(ValueError, match="content"):
-        TrainConfig(content="vgg")
+        GANTrainConfig(content="vgg")
     with pytest.raises(ValueError, match="perceptual"):
-        TrainConfig(perceptual="resnet")
+        GANTrainConfig(perceptual="resnet")
 
 
 def test_sampler_is_seeded_and_resumable():
@@ -118,7 +118,7 @@ def test_run_directory_contents(tmp_path, data):
     result = train(train_ds, tmp_path / "run", cfg, eval_dataset=eval_ds)
     run = tmp_path / "run"
     assert result.iteration == cfg.total_iterations == 6
-    assert read_config(TrainConfig, run / "config.toml") == cfg
+    assert read_config(GANTrainConfig, run / "config.toml") == cfg
     assert [r.iteration for r in list_checkpoints(run)] == [3, 6]
     lines = _stats(run)
     assert [s["iteration"] for s in lines] == list(range(1, 7))
@@ -224,7 +224,7 @@ def test_resume_refuses_other_config_or_data(tmp_path, data):
 def test_bad_datasets_raise_clear_errors(tmp_path):
     good = Blobs(6)
     with pytest.raises(ValueError, match=r"shape \(3, 32, 32\).*expects \(3, 80, 80\)"):
-        train(good, tmp_path / "r1", TrainConfig.preset("tiny"))
+        train(good, tmp_path / "r1", GANTrainConfig.preset("tiny"))
     missing = [{"blend": good[0]["blend"], "target_a": good[0]["target_a"]}] * 6
     with pytest.raises(ValueError, match="target_b"):
         train(missing, tmp_path / "r2", tiny())
@@ -301,7 +301,7 @@ def test_resume_refuses_changed_settings_unless_an_extension_is_asked_for(tmp_pa
     event = [s for s in stats if s.get("event") == "extend"]
     assert event == [{**event[0], "iteration": 6, "iterations_from": 4, "iterations_to": 6,
                       "lr_drop": 2}]
-    cfg = read_config(TrainConfig, run / "config.toml")
+    cfg = read_config(GANTrainConfig, run / "config.toml")
     assert (cfg.iterations, cfg.lr_drop) == (6, 2)
     late = [s["lr"] for s in stats if s["iteration"] > 6 and "lr" in s]
     assert late == [cfg.lr_late, cfg.lr_late]  # the schedule's drop did not move to 3
@@ -342,7 +342,7 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path, data):
                                                      lr_late=1e-12, seed=7))
     w = read_safetensors(fresh.checkpoint / "G.safetensors")[0]
     assert any(not torch.allclose(w[k], start["G"][k]) for k in w if w[k].is_floating_point())
-    assert read_config(TrainConfig, tmp_path / "b" / "config.toml").init_from == str(source)
+    assert read_config(GANTrainConfig, tmp_path / "b" / "config.toml").init_from == str(source)
     assert second.iteration == 3
     with pytest.raises(FileNotFoundError, match="init_from"):
         train(train_set, tmp_path / "d", tiny(init_from=str(tmp_path / "nowhere")))
@@ -351,11 +351,11 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path, data):
 def test_init_from_a_network_with_another_head_loads_what_fits(tmp_path, data):
     train_set, _ = data
     plain = dict(model=DeblenderConfig.preset("tiny", image_size=SIZE, output_skip=True))
-    first = train(train_set, tmp_path / "a", TrainConfig.preset(
+    first = train(train_set, tmp_path / "a", GANTrainConfig.preset(
         "tiny", burn_in=2, iterations=4, checkpoint_every=3, **plain))
     gated = DeblenderConfig.preset("tiny", image_size=SIZE, output_skip=True, skip_gate=True)
     with pytest.warns(UserWarning, match=r"branches\.0\.conv\.bias"):
-        second = train(train_set, tmp_path / "b", TrainConfig.preset(
+        second = train(train_set, tmp_path / "b", GANTrainConfig.preset(
             "tiny", model=gated, burn_in=0, iterations=1, checkpoint_every=1, lr=1e-12,
             lr_late=1e-12, init_from=str(first.checkpoint)))
     before = read_safetensors(first.checkpoint / "G.safetensors")[0]

@@ -64,7 +64,7 @@ from galaxai.morphology.strata import STRATA, simulation_covariates, stratified_
 
 # Lazily imported public names: name -> submodule.
 _LAZY = {
-    **dict.fromkeys(("TrainConfig", "ReduceLROnPlateau", "EarlyStopping", "augment", "as_batch",
+    **dict.fromkeys(("ClassifierTrainConfig", "ReduceLROnPlateau", "EarlyStopping", "augment", "as_batch",
                      "TrainResult", "train_model", "predict", "train_control",
                      "recalibrate_batchnorm"), "training"),
     **dict.fromkeys(("GZ_R90_PX", "ALGORITHMS", "ClosedLoopConfig", "ClosedLoopData",

@@ -46,7 +46,7 @@ from galaxai.morphology._common import (
     _progress,
     _read_images,
 )
-from galaxai.morphology.training import TrainConfig, predict, train_model
+from galaxai.morphology.training import ClassifierTrainConfig, predict, train_model
 
 __all__ = [
     "MODEL_FILE",
@@ -162,7 +162,7 @@ def train_classifier(data: str | os.PathLike, out: str | os.PathLike, *,
     architecture : {"vgg16", "resnet50v2", "xception"}
     preset : {"tiny", "small", "paper"}
         Both the :class:`~galaxai.models.morphology.MorphologyConfig` (width, depth, input size
-        64/128/224) and the :class:`~galaxai.morphology.training.TrainConfig` preset.
+        64/128/224) and the :class:`~galaxai.morphology.training.ClassifierTrainConfig` preset.
     weights : path-like, optional
         Local initial weights (``.safetensors`` or a ``torch.save`` state dict; never
         downloaded). Without it the network trains from scratch, as recorded in the sidecar.
@@ -213,7 +213,7 @@ def train_classifier(data: str | os.PathLike, out: str | os.PathLike, *,
                                          ("augment_validation", augment_validation))
                        if v is not None}
     model_cfg = MorphologyConfig.preset(preset, architecture, **model_overrides)
-    train_cfg = TrainConfig.preset(preset, seed=int(seed), **train_overrides)
+    train_cfg = ClassifierTrainConfig.preset(preset, seed=int(seed), **train_overrides)
     items, labels, counts = _kaggle_training_items(data, limit)
     size = model_cfg.image_size
     skipped: list[dict[str, str]] = []

@@ -93,7 +93,7 @@ from galaxai.morphology.search import (GridSearchResult, UndefinedRhoError, grid
 from galaxai.morphology.statistics import (OriginFit, paper_fit, paper_plot_units, rho_report,
                                            run_to_run_sigma)
 from galaxai.morphology.strata import simulation_covariates, stratified_correlations
-from galaxai.morphology.training import TrainConfig, predict, train_control, train_model
+from galaxai.morphology.training import ClassifierTrainConfig, predict, train_control, train_model
 from galaxai.viz.render import heatmap, montage, scatter_plot
 from galaxai.viz.report import Report
 
@@ -142,7 +142,7 @@ class ClosedLoopConfig:
         eligible disks in the classifier pool.
     votes : VoteConfig
         Vote model of the classifier targets.
-    train, control_train : TrainConfig
+    train, control_train : ClassifierTrainConfig
         Recipes of the classifiers and of the control regressor (seeds are offset per model).
     model_preset : str
         :class:`~galaxai.models.morphology.MorphologyConfig` preset of every network.
@@ -182,8 +182,8 @@ class ClosedLoopConfig:
     sim: SimConfig = field(default_factory=lambda: dataclasses.replace(
         SimConfig.preset("paper"), frame=224, bar_fraction=0.6, **_SPEC10_SIM))
     votes: VoteConfig = field(default_factory=VoteConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    control_train: TrainConfig = field(default_factory=TrainConfig)
+    train: ClassifierTrainConfig = field(default_factory=ClassifierTrainConfig)
+    control_train: ClassifierTrainConfig = field(default_factory=ClassifierTrainConfig)
     model_preset: str = "paper"
     model_width: float | None = None
     architectures: tuple[str, ...] = ARCHITECTURES
@@ -244,14 +244,14 @@ class ClosedLoopConfig:
                 sim=dataclasses.replace(SimConfig.preset("small"), frame=96, size_scale=0.7,
                                         r50_px_range=(2.5, 14.0), bar_fraction=0.8,
                                         **_SPEC10_SIM),
-                train=TrainConfig.preset("small", epochs=12),
-                control_train=TrainConfig.preset("small", epochs=12),
+                train=ClassifierTrainConfig.preset("small", epochs=12),
+                control_train=ClassifierTrainConfig.preset("small", epochs=12),
                 model_preset="tiny", model_width=0.125, n_train=1000, n_val=200, n_eval=180,
                 n_control=144, n_samples=32, s_noise=(0.1, 0.2), chunk=32, t_l=(2, 4, 6, 7, 9),
                 n_boot=1000, n_perm=1000),
             "tiny": dict(
-                sim=_tiny_sim(), train=TrainConfig.preset("tiny"),
-                control_train=TrainConfig.preset("tiny"), model_preset="tiny", n_train=96,
+                sim=_tiny_sim(), train=ClassifierTrainConfig.preset("tiny"),
+                control_train=ClassifierTrainConfig.preset("tiny"), model_preset="tiny", n_train=96,
                 n_val=32, n_eval=18, n_control=14, n_samples=8, s_noise=(0.1,), chunk=8,
                 t_c=(0.8, 0.85), t_l=(2, 4), n_boot=200, n_perm=200, n_figure=3),
         }

@@ -53,7 +53,7 @@ from torch import nn
 from galaxai.models.morphology import build_classifier
 
 __all__ = [
-    "TrainConfig",
+    "ClassifierTrainConfig",
     "ReduceLROnPlateau",
     "EarlyStopping",
     "augment",
@@ -67,7 +67,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class ClassifierTrainConfig:
     """Optimisation and augmentation settings (presets ``paper``, ``small``, ``tiny``).
 
     Parameters
@@ -123,27 +123,31 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "plateau_patience", "stop_patience"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
+                raise ValueError(f"ClassifierTrainConfig.{name} must be a positive integer, got {value!r}")
         if not (self.lr > 0 and self.decay >= 0 and 0 < self.plateau_factor < 1):
-            raise ValueError("TrainConfig needs lr > 0, decay ≥ 0 and 0 < plateau_factor < 1; "
+            raise ValueError("ClassifierTrainConfig needs lr > 0, decay ≥ 0 and 0 < plateau_factor < 1; "
                              f"got lr={self.lr}, decay={self.decay}, "
                              f"plateau_factor={self.plateau_factor}")
         lo, hi = self.brightness
         if not 0 < lo <= hi:
-            raise ValueError(f"TrainConfig.brightness must be (low, high) with 0 < low ≤ high, "
+            raise ValueError(f"ClassifierTrainConfig.brightness must be (low, high) with 0 < low ≤ high, "
                              f"got {self.brightness!r}")
         if not 0 <= self.shift < 0.5 or self.rotation < 0:
-            raise ValueError(f"TrainConfig needs 0 ≤ shift < 0.5 and rotation ≥ 0, got "
+            raise ValueError(f"ClassifierTrainConfig needs 0 ≤ shift < 0.5 and rotation ≥ 0, got "
                              f"shift={self.shift}, rotation={self.rotation}")
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "TrainConfig":
+    def preset(cls, name: str, **overrides: Any) -> "ClassifierTrainConfig":
         """``paper``: the published recipe (≤ 100 epochs, batch 32). ``small``: ≤ 30 epochs for a
         CPU. ``tiny``: 3 epochs of batch 16, for tests."""
         presets = {"paper": {}, "small": dict(epochs=30), "tiny": dict(epochs=3, batch_size=16)}
         if name not in presets:
-            raise ValueError(f"unknown TrainConfig preset {name!r}; choose one of {cls.PRESETS}")
+            raise ValueError(f"unknown ClassifierTrainConfig preset {name!r}; choose one of {cls.PRESETS}")
         return cls(**{**presets[name], **overrides})
+
+
+#: The name this class had before; kept so that existing scripts keep working.
+TrainConfig = ClassifierTrainConfig
 
 
 class ReduceLROnPlateau:
@@ -212,7 +216,7 @@ def as_batch(images: Any, name: str = "images") -> torch.Tensor:
     return x
 
 
-def augment(x: torch.Tensor, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+def augment(x: torch.Tensor, config: ClassifierTrainConfig, generator: torch.Generator) -> torch.Tensor:
     """Randomly rotate, flip, shift and brighten a batch (Keras ``ImageDataGenerator`` style).
 
     One bilinear resampling with reflection padding applies rotation U(±``rotation``°), flips
@@ -222,7 +226,7 @@ def augment(x: torch.Tensor, config: TrainConfig, generator: torch.Generator) ->
     Parameters
     ----------
     x : torch.Tensor, shape (B, C, H, W)
-    config : TrainConfig
+    config : ClassifierTrainConfig
     generator : torch.Generator
         Source of all random draws (seeded by the caller).
 
@@ -313,7 +317,7 @@ def _targets(targets: Any, n: int, name: str) -> torch.Tensor:
 
 
 def _mse(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-         config: TrainConfig, generator: torch.Generator | None) -> float:
+         config: ClassifierTrainConfig, generator: torch.Generator | None) -> float:
     total = 0.0
     with torch.no_grad():
         for i in range(0, x.shape[0], batch_size):
@@ -325,7 +329,7 @@ def _mse(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
 
 
 def train_model(model: nn.Module, images: Any, targets: Any, val_images: Any, val_targets: Any,
-                config: TrainConfig = TrainConfig(), *, progress: bool = False) -> TrainResult:
+                config: ClassifierTrainConfig = ClassifierTrainConfig(), *, progress: bool = False) -> TrainResult:
     """Train ``model`` on (images, targets) with the authors' recipe (module docstring).
 
     Parameters
@@ -336,7 +340,7 @@ def train_model(model: nn.Module, images: Any, targets: Any, val_images: Any, va
         ``(N, H, W, 3)`` or ``(N, 3, H, W)`` display images in [0, 1].
     targets, val_targets : array_like
         ``(N, K)`` (or ``(N,)`` for K = 1) targets.
-    config : TrainConfig
+    config : ClassifierTrainConfig
     progress : bool
         Show a tqdm bar over epochs with the losses.
 
@@ -436,7 +440,7 @@ def predict(model: nn.Module, images: Any, ids: Sequence | None = None, *,
 
 
 def train_control(images: Any, lengths: Any, val_images: Any, val_lengths: Any, *,
-                  preset: str = "small", config: TrainConfig = TrainConfig(),
+                  preset: str = "small", config: ClassifierTrainConfig = ClassifierTrainConfig(),
                   progress: bool = False, **overrides: Any) -> TrainResult:
     """The control model: Xception → Dense 1 sigmoid regressing the scaled bar length (spec §7).
 
@@ -450,7 +454,7 @@ def train_control(images: Any, lengths: Any, val_images: Any, val_lengths: Any, 
     preset : str
         :class:`~galaxai.models.morphology.MorphologyConfig` preset; ``image_size`` is taken from
         the images.
-    config : TrainConfig
+    config : ClassifierTrainConfig
         Optimisation recipe (the authors use the classifiers' one); ``config.seed`` also seeds
         the initialisation.
     progress : bool

@@ -23,8 +23,8 @@ the same weights, bit for bit, as one never interrupted (on the same device and 
 
 Examples
 --------
->>> from galaxai.train.gan import TrainConfig, train
->>> result = train(dataset, "runs/00001-small-deblender", TrainConfig.preset("small"),
+>>> from galaxai.train.gan import GANTrainConfig, train
+>>> result = train(dataset, "runs/00001-small-deblender", GANTrainConfig.preset("small"),
 ...                eval_dataset=held_out, progress=True)            # doctest: +SKIP
 """
 from __future__ import annotations
@@ -76,7 +76,7 @@ from galaxai.train.checkpoints import (
 from galaxai.train.runlock import run_lock
 
 __all__ = [
-    "TrainConfig",
+    "GANTrainConfig",
     "TrainResult",
     "GANTrainer",
     "TrainingTerminated",
@@ -88,13 +88,13 @@ __all__ = [
     "new_run_dir",
 ]
 
-#: Accepted values of ``TrainConfig.content``.
+#: Accepted values of ``GANTrainConfig.content``.
 CONTENT_LOSSES = ("pixel", "vgg+pixel")
 _KEYS = ("blend", "target_a", "target_b")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class GANTrainConfig:
     """Training settings of the deblender GAN.
 
     Parameters
@@ -186,7 +186,7 @@ class TrainConfig:
             raise ValueError(f"eval_every must be >= 1 or None, got {self.eval_every}")
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "TrainConfig":
+    def preset(cls, name: str, **overrides: Any) -> "GANTrainConfig":
         """Return the named preset (``paper``, ``small`` or ``tiny``), optionally overridden.
 
         ``paper``: batch 16, 2,000 burn-in + 200,000 adversarial iterations, lr 1e-4 → 1e-5 at
@@ -224,7 +224,7 @@ class TrainConfig:
             ),
         }
         if name not in presets:
-            raise ValueError(f"unknown TrainConfig preset {name!r}; choose one of {cls.PRESETS}")
+            raise ValueError(f"unknown GANTrainConfig preset {name!r}; choose one of {cls.PRESETS}")
         return dataclasses.replace(presets[name], **overrides)
 
     @property
@@ -237,6 +237,10 @@ class TrainConfig:
         drop = self.iterations // 2 if self.lr_drop is None else self.lr_drop
         adversarial = iteration - self.burn_in
         return self.lr_late if adversarial >= drop else self.lr
+
+#: The name this class had before the morphology classifiers got their own config; kept so that
+#: existing scripts keep working.
+TrainConfig = GANTrainConfig
 
 
 @dataclass(frozen=True)
@@ -342,7 +346,7 @@ def new_run_dir(root: str | Path, description: str) -> Path:
     return path
 
 
-def _check_dataset(dataset: Dataset, cfg: TrainConfig, label: str) -> None:
+def _check_dataset(dataset: Dataset, cfg: GANTrainConfig, label: str) -> None:
     try:
         n = len(dataset)  # type: ignore[arg-type]
     except TypeError:
@@ -364,7 +368,7 @@ def _check_dataset(dataset: Dataset, cfg: TrainConfig, label: str) -> None:
         if shape != want:
             raise ValueError(
                 f"{label}[0][{key!r}] has shape {shape}, but the model config expects {want}; "
-                "set TrainConfig.model.image_size/channels to match the data"
+                "set GANTrainConfig.model.image_size/channels to match the data"
             )
 
 
@@ -379,14 +383,14 @@ def _config_diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -
     return diff
 
 
-def _run_config(run_dir: Path, state: Mapping[str, Any]) -> TrainConfig:
+def _run_config(run_dir: Path, state: Mapping[str, Any]) -> GANTrainConfig:
     """The config a run had at its resume point (from that checkpoint's sidecar)."""
     ckpt = checkpoint_dir(run_dir, state["iteration"])
     values = read_checkpoint_info(ckpt).get("config", {})
-    return config_from_mapping(TrainConfig, values, source=f"config of {ckpt}")
+    return config_from_mapping(GANTrainConfig, values, source=f"config of {ckpt}")
 
 
-def _extension(old: TrainConfig, new: TrainConfig) -> TrainConfig | None:
+def _extension(old: GANTrainConfig, new: GANTrainConfig) -> GANTrainConfig | None:
     """``new`` as a lengthening of ``old``, or ``None`` if it changes anything else.
 
     Only ``iterations`` may grow; the learning-rate drop stays where ``old`` had it (``lr_drop``
@@ -453,7 +457,7 @@ def evaluate(
 
 
 def _load_initial_weights(G: torch.nn.Module, D: torch.nn.Module, source: str) -> None:
-    """Load ``TrainConfig.init_from`` weights into fresh networks (see its docstring)."""
+    """Load ``GANTrainConfig.init_from`` weights into fresh networks (see its docstring)."""
     if source == "shipped":
         weights = Path(__file__).resolve().parents[1] / "weights"
         g_file, d_file = weights / "deblender_small.safetensors", weights / "discriminator_small.safetensors"
@@ -490,16 +494,16 @@ def _load_matching(module: torch.nn.Module, path: Path) -> None:
                       f"{', '.join(left[:6])}{' …' if len(left) > 6 else ''}", stacklevel=3)
 
 
-def _resolve_config(config: TrainConfig | str | None, run_dir: Path) -> TrainConfig:
-    if isinstance(config, TrainConfig):
+def _resolve_config(config: GANTrainConfig | str | None, run_dir: Path) -> GANTrainConfig:
+    if isinstance(config, GANTrainConfig):
         return config
     if isinstance(config, str):
-        return TrainConfig.preset(config)
+        return GANTrainConfig.preset(config)
     if config is None and (run_dir / "config.toml").is_file():
-        return read_config(TrainConfig, run_dir / "config.toml")
+        return read_config(GANTrainConfig, run_dir / "config.toml")
     raise ValueError(
-        f"no config given and {run_dir / 'config.toml'} does not exist; pass a TrainConfig or a "
-        f"preset name ({', '.join(TrainConfig.PRESETS)})"
+        f"no config given and {run_dir / 'config.toml'} does not exist; pass a GANTrainConfig or a "
+        f"preset name ({', '.join(GANTrainConfig.PRESETS)})"
     )
 
 
@@ -520,7 +524,7 @@ def _rewrite_stats(path: Path, up_to: int) -> None:
 def train(
     dataset: Dataset,
     run_dir: str | Path,
-    config: TrainConfig | str | None = None,
+    config: GANTrainConfig | str | None = None,
     eval_dataset: Dataset | None = None,
     progress: bool = False,
     device: str | torch.device | None = None,
@@ -537,7 +541,7 @@ def train(
     run_dir : path-like
         Run directory. If it holds ``resume.pt`` training continues from there (the config must
         be the same as the run's; the data must have the same fingerprint).
-    config : TrainConfig or str, optional
+    config : GANTrainConfig or str, optional
         Settings or a preset name; ``None`` reads ``run_dir/config.toml``.
     eval_dataset : Dataset, optional
         Held-out data scored every ``eval_every`` iterations (PSNR per branch).
@@ -579,7 +583,7 @@ def train(
                       max_iterations, extend, sigterm)
 
 
-def _train(dataset: Dataset, run_dir: Path, config: TrainConfig | str | None,
+def _train(dataset: Dataset, run_dir: Path, config: GANTrainConfig | str | None,
            eval_dataset: Dataset | None, progress: bool, device: str | torch.device | None,
            max_iterations: int | None, extend: bool, sigterm: threading.Event) -> TrainResult:
     """The body of :func:`train`, run while the run directory is locked."""
@@ -593,10 +597,10 @@ class GANTrainer:
     :func:`train` is the entry point (it takes the run lock and the SIGTERM handler first); the
     class splits the run into methods that each do one job. Construction checks the config and
     the data against the run directory, builds the networks, optimisers and loss scaler, and
-    restores them from ``resume.pt`` (or ``TrainConfig.init_from`` for a new run).
+    restores them from ``resume.pt`` (or ``GANTrainConfig.init_from`` for a new run).
     """
 
-    def __init__(self, dataset: Dataset, run_dir: Path, config: TrainConfig | str | None,
+    def __init__(self, dataset: Dataset, run_dir: Path, config: GANTrainConfig | str | None,
                  eval_dataset: Dataset | None = None, device: str | torch.device | None = None,
                  extend: bool = False) -> None:
         self.run_dir, self.dataset, self.eval_dataset = run_dir, dataset, eval_dataset
@@ -662,7 +666,7 @@ class GANTrainer:
             raise ValueError(
                 f"{self.run_dir} was trained with perceptual backend "
                 f"{state.get('perceptual_backend')!r} but {self.backend!r} is available now; "
-                "provide the same backend (e.g. set TrainConfig.perceptual explicitly, or the "
+                "provide the same backend (e.g. set GANTrainConfig.perceptual explicitly, or the "
                 "VGG19 weights file) to resume"
             )
         adam = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps)
