@@ -280,3 +280,14 @@ def test_changed_bytes_are_caught_when_verifying(built, tmp_path):
             BlendStore(path, in_memory=False).indices >= 4))]
     only_chunk_0 = BlendStore(path, in_memory=False, verify=True).to_arrays(4)["blend"]
     np.testing.assert_array_equal(only_chunk_0, BlendStore(built).to_arrays(4)["blend"])
+
+
+def test_store_and_source_errors_share_one_data_error_base(tmp_path):
+    from galaxai.data import DataError
+    from galaxai.data.real import ReservedDataError
+    from galaxai.data.sources import SourceError, read_fits_stamp
+
+    assert issubclass(StoreError, DataError) and issubclass(SourceError, DataError)
+    assert issubclass(ReservedDataError, DataError) and issubclass(DataError, ValueError)
+    with pytest.raises(DataError, match="does not exist"):
+        read_fits_stamp(tmp_path / "missing.fits")

@@ -11,6 +11,7 @@ from galaxai._lazy import lazy_exports
 _LAZY = dict.fromkeys(("GZ_PARENTS", "VoteConfig", "bar_vote_probability",
                        "answer_probabilities", "simulate_votes", "tree_residuals"), "votes")
 _LAZY.update(dict.fromkeys(("GZ_QUESTIONS", "GZ_COLUMNS", "gz_column_index"), "gz_schema"))
+_LAZY["DataError"] = "errors"
 
 __all__ = list(_LAZY)
 

@@ -34,6 +34,7 @@ from astropy.wcs import WCS
 from PIL import Image, UnidentifiedImageError
 
 from galaxai.data.blend import crop_and_resize
+from galaxai.data.errors import DataError
 
 __all__ = [
     "GALAXY_ZOO_CLASSES",
@@ -63,7 +64,7 @@ _FITS_PATTERNS = ("*.fits", "*.fit", "*.fts", "*.fits.gz", "*.fit.gz")
 NAN_POLICIES = ("skip", "keep", "noise")
 
 
-class SourceError(ValueError):
+class SourceError(DataError):
     """A source file or directory that cannot be used; the message names it and the fix."""
 
 

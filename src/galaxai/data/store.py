@@ -58,6 +58,7 @@ from galaxai._atomic import atomic_write, atomic_write_json
 from galaxai.config import config_to_dict
 from galaxai.data._zarr_chunks import create_arrays, missing_chunk_files, write_chunk
 from galaxai.data.blend import BlendBatch, BlendConfig, make_blends
+from galaxai.data.errors import DataError
 
 __all__ = [
     "ARRAYS",
@@ -84,7 +85,7 @@ _OWN = {_ZARR, _CATALOGUE, _MANIFEST}
 _BLEND, _SPLIT = 1, 2
 
 
-class StoreError(ValueError):
+class StoreError(DataError):
     """A path that is not a usable blend store; the message names it and what to do."""
 
 
