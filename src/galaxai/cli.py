@@ -98,6 +98,23 @@ _REAL_HELP = ("Galaxies: 'simulated' (GalSim), or real isolated galaxies: 'hdf' 
               "for a mix of real sources.")
 
 
+def _galaxy_source_options(split: str, use: str):
+    """``--source``, ``--dir`` and ``--split`` (default ``split``) of `data blend` and `data pool`."""
+    def decorate(fn):
+        for option in reversed([
+            click.option("--source", "sources", type=click.Choice(_SOURCES), multiple=True,
+                         default=("simulated",), show_default=True, help=_REAL_HELP),
+            click.option("--dir", "directory", default=None,
+                         type=click.Path(exists=True, file_okay=False, path_type=Path),
+                         help="Folder of isolated-galaxy stamps (--source fits|jpeg)."),
+            click.option("--split", type=click.Choice(SPLITS), default=split, show_default=True,
+                         help=f"Which split of a real source's galaxies to {use}."),
+        ]):
+            fn = option(fn)
+        return fn
+    return decorate
+
+
 def _real_frames(sources, directory, split, copies, seed):
     """RealFrames from the named real sources (one set, sources concatenated)."""
     from galaxai.data.real import RealFrames, real_frames
@@ -126,12 +143,7 @@ def _real_frames(sources, directory, split, copies, seed):
                    "once; real: B's sky-subtracted light added to A).")
 @click.option("--mode", type=click.Choice(SIM_MODES), default="parametric",
               show_default=True, help="Simulator mode (--source simulated).")
-@click.option("--source", "sources", type=click.Choice(_SOURCES), multiple=True,
-              default=("simulated",), show_default=True, help=_REAL_HELP)
-@click.option("--dir", "directory", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              default=None, help="Folder of isolated-galaxy stamps (--source fits|jpeg).")
-@click.option("--split", type=click.Choice(SPLITS), default="test",
-              show_default=True, help="Which split of a real source's galaxies to blend.")
+@_galaxy_source_options(split="test", use="blend")
 @click.option("--chunk", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--test-fraction", type=click.FloatRange(0, 1), default=0.1, show_default=True,
               help="Share of simulated blends labelled 'test' (1 for a held-out store); real "
@@ -178,12 +190,7 @@ def data_blend(out, n, seed, preset, padding, merge, mode, sources, directory, s
 @click.option("--preset", type=click.Choice(PRESETS), default="small", show_default=True)
 @click.option("--cosmos-fraction", type=click.FloatRange(0, 1), default=0.25, show_default=True,
               help="Share of real HST (COSMOS) galaxies re-observed through GalSim.")
-@click.option("--source", "sources", type=click.Choice(_SOURCES), multiple=True,
-              default=("simulated",), show_default=True, help=_REAL_HELP)
-@click.option("--dir", "directory", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              default=None, help="Folder of isolated-galaxy stamps (--source fits|jpeg).")
-@click.option("--split", type=click.Choice(SPLITS), default="train",
-              show_default=True, help="Which split of a real source's galaxies to pool.")
+@_galaxy_source_options(split="train", use="pool")
 @click.option("--copies", type=click.IntRange(min=1), default=3, show_default=True,
               help="Frames per real galaxy, each at its own apparent size.")
 @click.option("--chunk", type=click.IntRange(min=1), default=64, show_default=True)
