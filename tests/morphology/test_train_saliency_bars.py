@@ -458,7 +458,7 @@ def test_measure_bar_on_the_figure_mask_matches_the_table(pipeline):
     (galaxai.morphology, ("barlength", "gridsearch", "statistics", "measurements", "search",
                            "strata", "training", "closedloop",
                            "_common", "catalogues", "classifier_runs", "saliency_maps", "bars")),
-    (galaxai.data, ("votes", "gz_schema")),
+    (galaxai.data, ("votes", "gz_schema", "errors")),
 ])
 def test_package_re_exports(package, modules):
     import importlib

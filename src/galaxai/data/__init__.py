@@ -1,7 +1,8 @@
 """galaxai.data: simulated and real galaxy images, blends, stores and Galaxy Zoo style votes.
 
 Submodules: :mod:`.simulate`, :mod:`.sources`, :mod:`.blend`, :mod:`.background`,
-:mod:`.store`, :mod:`.pool`, :mod:`.fits_export`, :mod:`.gz_schema` and :mod:`.votes`. The
+:mod:`.store`, :mod:`.pool`, :mod:`.real`, :mod:`.augment`, :mod:`.fits_export`,
+:mod:`.gz_schema`, :mod:`.errors` and :mod:`.votes`. The
 public API of :mod:`.votes` (Galaxy-Zoo-style vote fractions for simulated galaxies) and of
 :mod:`.gz_schema` (the Galaxy Zoo column schema) is re-exported here; it is imported on first
 use, so importing one ``galaxai.data`` submodule does not load the others.
