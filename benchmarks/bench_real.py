@@ -48,7 +48,8 @@ def relook(arrays: dict, look: Look) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 def main(store: str, checkpoints: list[str], n: int | None) -> None:
     arrays = BlendStore(store, split="test").to_arrays(n)
-    gans = {f"GAN {c or 'shipped'}": partial(deblend, checkpoint=c) for c in checkpoints or [None]}
+    gans = {f"GAN {'/'.join(Path(c).parts[-2:]) if c else 'shipped'}": partial(deblend, checkpoint=c)
+            for c in checkpoints or [None]}
     methods = {**gans, "sep": DEBLENDERS["sep"], "copy": DEBLENDERS["copy"]}
     print(f"{store}: {len(arrays['blend'])} blends; pooled PSNR (dB); paired GAN − SEP ± s.e.")
     for name, look in LOOKS.items():
