@@ -129,3 +129,19 @@ def test_deblend_and_discriminate_take_channel_first_input():
         galaxai.deblend(x, channel_axis=1)
     with pytest.raises(ValueError, match="channel_axis"):
         galaxai.deblend(x, channel_axis=2)
+
+
+def test_shipped_models_are_selected_by_name():
+    from galaxai.api import shipped_models
+
+    names = shipped_models()
+    assert "small" in names and "realsky" in names
+    x = np.random.default_rng(4).uniform(0, 1, (2, 80, 80, 3)).astype(np.float32)
+    a_default, _ = galaxai.deblend(x)
+    a_small, _ = galaxai.deblend(x, checkpoint="small")
+    a_real, _ = galaxai.deblend(x, checkpoint="realsky")
+    np.testing.assert_array_equal(a_default, a_small)
+    assert not np.array_equal(a_small, a_real)
+    np.testing.assert_array_equal(galaxai.discriminate(x, checkpoint="small"), galaxai.discriminate(x))
+    with pytest.raises(FileNotFoundError, match="shipped model name"):
+        galaxai.deblend(x, checkpoint="nonesuch")

@@ -29,12 +29,26 @@ from galaxai.train.checkpoints import load_discriminator, load_generator
 from galaxai.models.deblender import from_network
 
 __all__ = ["DEFAULT_WEIGHTS", "DEFAULT_DISCRIMINATOR", "StampSizeWarning", "deblend",
-           "discriminate"]
+           "discriminate", "shipped_models"]
 
 #: The shipped default generator (written by a ``small`` training run, see the module docstring).
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "deblender_small.safetensors"
 #: The shipped discriminator trained beside it.
 DEFAULT_DISCRIMINATOR = DEFAULT_WEIGHTS.with_name("discriminator_small.safetensors")
+
+
+def shipped_models() -> list[str]:
+    """Names of the models shipped in the package: ``checkpoint=<name>`` selects one
+    (``"small"`` is the default; see the README for how each was trained and measured)."""
+    return sorted(p.stem.removeprefix("deblender_")
+                  for p in DEFAULT_WEIGHTS.parent.glob("deblender_*.safetensors"))
+
+
+def _shipped(checkpoint, network: str) -> Path | None:
+    """The shipped file of ``network`` ("deblender" or "discriminator") named ``checkpoint``."""
+    if isinstance(checkpoint, str) and checkpoint in shipped_models() and not Path(checkpoint).exists():
+        return DEFAULT_WEIGHTS.parent / f"{network}_{checkpoint}.safetensors"
+    return None
 
 
 class StampSizeWarning(UserWarning):
@@ -80,11 +94,12 @@ def _generator(checkpoint: str | os.PathLike | None, device: torch.device) -> to
                 "<run_dir>/checkpoints/<iteration>, '<package>/weights/deblender_small')"
             )
         checkpoint = DEFAULT_WEIGHTS
-    path = Path(checkpoint).expanduser().resolve()
+    path = _shipped(checkpoint, "deblender") or Path(checkpoint).expanduser().resolve()
     if not path.exists():
         raise FileNotFoundError(
             f"checkpoint {path} does not exist; pass a checkpoint directory "
-            "(run/checkpoints/000001000) or a G.safetensors file"
+            "(run/checkpoints/000001000), a G.safetensors file or a shipped model name "
+            f"({', '.join(shipped_models())})"
         )
     weights = path / "G.safetensors" if path.is_dir() else path
     st = weights.stat() if weights.is_file() else None
@@ -167,8 +182,8 @@ def deblend(
         80×80 and the outputs back, with a :class:`StampSizeWarning`.
     checkpoint : path-like, optional
         A checkpoint directory (``run/checkpoints/000001000``), a ``G.safetensors`` file, or an
-        exported ``<name>.safetensors`` with ``<name>.json`` beside it. ``None`` uses the shipped
-        default model.
+        exported ``<name>.safetensors`` with ``<name>.json`` beside it, or the name of a shipped
+        model (:func:`shipped_models`). ``None`` uses the shipped default model (``"small"``).
     device : str or torch.device, optional
         ``"cuda"`` when available, else ``"cpu"``.
     batch_size : int
@@ -250,8 +265,8 @@ def discriminate(
         ``(N, H, W, 3)`` or ``(H, W, 3)`` float in [0, 1], as for :func:`deblend` (other square
         sizes are resampled to the model's with a :class:`StampSizeWarning`).
     checkpoint : path-like, optional
-        A checkpoint directory (its ``D.safetensors``), a ``D.safetensors`` file or an exported
-        ``<name>.safetensors``; ``None`` uses the shipped discriminator.
+        A checkpoint directory (its ``D.safetensors``), a ``D.safetensors`` file, an exported
+        ``<name>.safetensors`` or a shipped model's name; ``None`` uses the shipped default's.
     device, batch_size, channel_axis
         As for :func:`deblend`.
 
@@ -265,8 +280,8 @@ def discriminate(
     x, single, src_device = _as_batch(images, channel_axis)
     dev = torch.device(device) if device is not None else torch.device(
         "cuda" if torch.cuda.is_available() else "cpu")
-    path = Path(checkpoint).expanduser().resolve() if checkpoint is not None \
-        else DEFAULT_DISCRIMINATOR
+    path = DEFAULT_DISCRIMINATOR if checkpoint is None else (
+        _shipped(checkpoint, "discriminator") or Path(checkpoint).expanduser().resolve())
     weights = path / "D.safetensors" if path.is_dir() else path
     if not weights.is_file():
         raise FileNotFoundError(f"discriminator weights {weights} do not exist; pass a checkpoint "

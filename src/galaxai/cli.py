@@ -377,8 +377,9 @@ def train(ctx, data_paths, weights, augment, init_from, eval_data, run_dir, pres
                                                                    path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for <name>_a.fits, <name>_b.fits, <name>.png and catalogue.parquet/.csv.")
-@click.option("--checkpoint", type=click.Path(exists=True, path_type=Path), default=None,
-              help="Checkpoint directory (G and D) or G.safetensors (default: the shipped model).")
+@click.option("--checkpoint", default=None,
+              help="Checkpoint directory (G and D), G.safetensors, or a shipped model's name "
+                   "('small', the default, or 'realsky').")
 @click.option("--threshold", type=click.FloatRange(min=0, min_open=True), default=3.0,
               show_default=True, help="SEP detection threshold (sigma) for whole FITS images.")
 def deblend_cmd(inputs, out, checkpoint, threshold):
@@ -410,8 +411,9 @@ def deblend_cmd(inputs, out, checkpoint, threshold):
 @main.command()
 @click.option("--data", "data_path", type=click.Path(exists=True, file_okay=False, path_type=Path),
               required=True, help="Blend store; its test split is scored (all rows if it has none).")
-@click.option("--checkpoint", type=click.Path(exists=True, path_type=Path), default=None,
-              help="Checkpoint directory or G.safetensors (default: the shipped small model).")
+@click.option("--checkpoint", default=None,
+              help="Checkpoint directory, G.safetensors or a shipped model's name (default: the "
+                   "shipped 'small' model; 'realsky' is the real-sky fine-tune).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for tables, panels and report/index.html.")
 @click.option("--n", "n", type=click.IntRange(min=1), default=None,
