@@ -9,7 +9,7 @@ from galaxai.demo import run_demo
 SECTIONS = ["Simulated galaxies", "Deblending: GAN vs classical", "discriminator call an image",
             "Training timeline", "Data audit", "zero-padded band", "Galaxy morphology",
             "size-only null", "Fig. 3 analogue", "Real galaxies: Hubble Deep Field",
-            "Deblending real blends", "Polarized-LRP on real galaxies", "ROC AUC",
+            "Deblending real blends", "Polarized-LRP on real galaxies", "GAN realsky", "ROC AUC",
             "Paired differences"]
 
 
