@@ -76,7 +76,7 @@ def test_real_pool_blend_store_and_mixed_augmented_training(runner, tmp_path):
     # the real pool's frames are 142 px like the small simulator's; train the tiny network on it
     run = tmp_path / "run"
     result = runner.invoke(main, ["train", "--data", str(real), "--data", str(real),
-                                  "--data-weight", "1", "--data-weight", "3", "--augment",
+                                  "--data-weight", "1", "--data-weight", "3", "--augment", "full",
                                   "--preset", "tiny", "--run", str(run), "--iterations", "2",
                                   "--burn-in", "0"])
     assert result.exit_code == 0, result.output

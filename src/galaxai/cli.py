@@ -13,8 +13,8 @@ from pathlib import Path
 import click
 import numpy as np
 
-from galaxai.choices import (ACTIVATIONS, ARCHITECTURES, BAR_ALGORITHMS, COMPARED_METHODS, LAYOUTS,
-                             MERGES, PADDINGS, PRESETS, SIM_MODES, SPLITS)
+from galaxai.choices import (ACTIVATIONS, ARCHITECTURES, AUGMENT_PRESETS, BAR_ALGORITHMS,
+                             COMPARED_METHODS, LAYOUTS, MERGES, PADDINGS, PRESETS, SIM_MODES, SPLITS)
 
 __all__ = ["main"]
 
@@ -231,7 +231,7 @@ def _warn_if_stale_pool(pool_path: Path) -> None:
 
 
 def _training_data(data_paths, weights, length: int, seed: int, padding: str | None,
-                   augment: bool):
+                   augment: str):
     """Blend stores (blends.zarr) and galaxy pools (galaxies.zarr) as one training dataset."""
     import dataclasses
 
@@ -251,9 +251,10 @@ def _training_data(data_paths, weights, length: int, seed: int, padding: str | N
             if padding:
                 cfg = dataclasses.replace(cfg, padding=padding)
             parts.append(BlendStream(GalaxyPool(data_path), length, seed + k, cfg,
-                                     augment=DisplayAugment() if augment else None))
+                                     augment=None if augment == "none"
+                                     else DisplayAugment.preset(augment)))
         else:
-            if augment:
+            if augment != "none":
                 raise click.BadParameter(f"{data_path} is a blend store; --augment draws blends on "
                                          "the fly and needs galaxy pools", param_hint="--augment")
             parts.append(BlendStore(data_path, split="train"))
@@ -262,7 +263,7 @@ def _training_data(data_paths, weights, length: int, seed: int, padding: str | N
     return MixedStream(parts, weights or [1.0] * len(parts), seed)
 
 
-def _write_data_recipe(run_dir: Path, data_paths, weights, augment: bool, padding, length: int,
+def _write_data_recipe(run_dir: Path, data_paths, weights, augment: str, padding, length: int,
                        eval_data) -> None:
     """``run_dir/data.json``: each data folder's manifest settings, the mix, the survey look."""
     import dataclasses
@@ -279,7 +280,8 @@ def _write_data_recipe(run_dir: Path, data_paths, weights, augment: bool, paddin
                                          "settings", "sim_config", "blend_config") if k in manifest}
         parts.append({"path": str(path), **keep})
     recipe = {"data": parts, "weights": list(weights) or [1.0] * len(parts),
-              "augment": dataclasses.asdict(DisplayAugment()) if augment else None,
+              "augment": None if augment == "none" else {
+                  "preset": augment, **dataclasses.asdict(DisplayAugment.preset(augment))},
               "padding": padding or "noise", "stream_length": length,
               "eval_data": str(eval_data) if eval_data else None}
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -292,8 +294,10 @@ def _write_data_recipe(run_dir: Path, data_paths, weights, augment: bool, paddin
               help="A blend store or a galaxy pool; repeat to mix several (see --data-weight).")
 @click.option("--data-weight", "weights", type=click.FloatRange(min=0), multiple=True,
               help="Share of each --data in the mix (default equal).")
-@click.option("--augment/--no-augment", default=False, show_default=True,
-              help="Random survey look per blend (stretch, sky, max/sum merge, JPEG); pools only.")
+@click.option("--augment", type=click.Choice(("none",) + AUGMENT_PRESETS), default="none",
+              show_default=True,
+              help="Random survey look per blend (stretch, sky, max/sum merge, JPEG): 'full' or "
+                   "'mild'; pools only.")
 @click.option("--init-from", default=None,
               help="Start a new run from a checkpoint directory's weights, or 'shipped'.")
 @click.option("--eval-data", type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -318,6 +322,8 @@ def _write_data_recipe(run_dir: Path, data_paths, weights, augment: bool, paddin
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="DataLoader worker processes (default: the preset's).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--g-filters", type=click.IntRange(min=1), default=None,
+              help="Generator width (default: the preset's; 'small' has 16, 'paper' 64).")
 @click.option("--skip-gate", is_flag=True, default=None,
               help="Gated output skip: each branch mixes a new value and the blend itself with a "
                    "per-pixel gate (DeblenderConfig.skip_gate; needs a preset with output_skip).")
@@ -327,7 +333,7 @@ def _write_data_recipe(run_dir: Path, data_paths, weights, augment: bool, paddin
 @click.pass_context
 def train(ctx, data_paths, weights, augment, init_from, eval_data, run_dir, preset, iterations,
           burn_in, lr, checkpoint_every, padding, stream_length, vgg19_weights, device, workers,
-          seed, skip_gate, extend):
+          seed, g_filters, skip_gate, extend):
     """Train (or resume) the Galaxy Deblender GAN with checkpoints, stats.jsonl and evaluation.
 
     Resuming a run keeps the options left out at the run's values (from its config.toml) and
@@ -348,8 +354,10 @@ def train(ctx, data_paths, weights, augment, init_from, eval_data, run_dir, pres
                                    "num_workers": workers, "init_from": init_from,
                                    "lr": lr, "lr_late": lr / 10 if lr else None}.items()
                  if v is not None}
-    if skip_gate:
-        overrides["model"] = DeblenderConfig.preset(preset, output_skip=True, skip_gate=True)
+    model = {k: v for k, v in {"skip_gate": skip_gate, "g_filters": g_filters}.items() if v}
+    if model:
+        overrides["model"] = DeblenderConfig.preset(
+            preset, **({"output_skip": True} if skip_gate else {}), **model)
     given = {name for name in ("preset", "seed")
              if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
     if run_dir is not None and (run_dir / "resume.pt").exists() and "preset" not in given:

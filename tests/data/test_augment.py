@@ -88,3 +88,15 @@ def test_draws_are_seeded_and_cover_the_choices():
 def test_bad_settings_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DisplayAugment(**kwargs)
+
+
+def test_mild_preset_keeps_more_of_the_stored_look():
+    full, mild = DisplayAugment.preset("full"), DisplayAugment.preset("mild")
+    assert full == DisplayAugment()
+    looks = [draw_look(np.random.default_rng([2, i]), mild) for i in range(600)]
+    share = {s: np.mean([lk.stretch == s for lk in looks]) for s in ("identity", "sqrt", "log")}
+    assert 0.42 < share["identity"] < 0.58 and share["sqrt"] == share["log"] == 0
+    assert 0.24 < np.mean([lk.merge == "sum" for lk in looks]) < 0.36
+    assert all(lk.jpeg_quality == 0 or lk.jpeg_quality >= 60 for lk in looks)
+    with pytest.raises(ValueError, match="unknown augmentation preset"):
+        DisplayAugment.preset("strong")

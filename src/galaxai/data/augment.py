@@ -22,7 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-__all__ = ["STRETCHES", "DisplayAugment", "Look", "draw_look", "apply_look", "jpeg", "augment_pair"]
+from galaxai.choices import AUGMENT_PRESETS
+
+__all__ = ["STRETCHES", "AUGMENT_PRESETS", "DisplayAugment", "Look", "draw_look", "apply_look", "jpeg", "augment_pair"]
 
 STRETCHES = ("identity", "linear", "sqrt", "log", "asinh")
 
@@ -59,7 +61,7 @@ class DisplayAugment:
     jpeg_quality: tuple[int, int] = (40, 95)
 
     def __post_init__(self) -> None:
-        bad = [s for s in self.stretches if s not in STRETCHES]
+        bad = [s for s in self.stretches if s not in STRETCHES]  # repeats weight a stretch
         if bad or not self.stretches:
             raise ValueError(f"stretches must be a non-empty subset of {list(STRETCHES)}, got "
                              f"{list(self.stretches)}")
@@ -70,6 +72,21 @@ class DisplayAugment:
         if not 1 <= lo <= hi <= 100:
             raise ValueError(f"jpeg_quality must satisfy 1 <= low <= high <= 100, got "
                              f"{self.jpeg_quality}")
+
+    @classmethod
+    def preset(cls, name: str) -> "DisplayAugment":
+        """``"full"`` (the defaults: every stretch, half the blends summed, half JPEG'd) or
+        ``"mild"`` (identity, linear and asinh looks only, gains 0.7–1.4, sky up to 0.08, 30 %
+        sum merges, 30 % JPEG at quality 60–95): less robustness, more of the stored look."""
+        presets = {
+            "full": cls(),
+            "mild": cls(stretches=("identity", "identity", "linear", "asinh"),
+                        gain_range=(0.7, 1.4), pedestal_range=(0.0, 0.08), p_sum=0.3,
+                        p_jpeg=0.3, jpeg_quality=(60, 95)),
+        }
+        if name not in presets:
+            raise ValueError(f"unknown augmentation preset {name!r}; choose one of {AUGMENT_PRESETS}")
+        return presets[name]
 
 
 @dataclass(frozen=True)
