@@ -25,3 +25,19 @@ def test_phantom_boundary_experiment_tiny(tmp_path):
     assert saved["runs"]["zero"]["checkpoint"] != saved["runs"]["noise"]["checkpoint"]
     assert (tmp_path / "exp" / "report" / "index.html").is_file()
     assert result["iterations"] == 8
+
+
+def test_rerun_with_other_settings_is_refused_not_silently_resumed(tmp_path):
+    import pytest
+
+    tiny = SimConfig.preset("tiny")
+    pool = build_galaxy_pool(tmp_path / "pool", 8, seed=1, sim_config=tiny, chunk=8)
+    heldout = build_store(tmp_path / "eval", 6, seed=2, sim_config=tiny, chunk=6, test_fraction=1.0)
+    phantom_boundary_experiment(pool, heldout, tmp_path / "exp", preset="tiny", n_eval=6)
+    # the same call again resumes the finished runs (nothing to do) ...
+    again = phantom_boundary_experiment(pool, heldout, tmp_path / "exp", preset="tiny", n_eval=6)
+    assert again["iterations"] == 8
+    # ... but another budget in the same folder is refused, naming the difference
+    with pytest.raises(ValueError, match="iterations"):
+        phantom_boundary_experiment(pool, heldout, tmp_path / "exp", preset="tiny", n_eval=6,
+                                    iterations=12)

@@ -89,8 +89,8 @@ def phantom_boundary_experiment(pool_path: str | Path, eval_path: str | Path, ou
     for padding in PADDINGS:
         stream = BlendStream(pool, 1_000_000, seed, BlendConfig.preset("small", padding=padding))
         run_dir = out / f"run_{padding}"
-        resume = (run_dir / "resume.pt").exists()
-        train(stream, run_dir, None if resume else cfg, progress=progress)
+        # the trainer resumes a run with the same settings and refuses changed ones
+        train(stream, run_dir, cfg, progress=progress)
         ckpt = latest_checkpoint(run_dir).path
         D, _ = load_discriminator(ckpt)
         shortcut = shortcut_section(report, D, held["target_a"], out / f"shortcut_{padding}",
