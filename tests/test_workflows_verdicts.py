@@ -27,3 +27,12 @@ def test_accuracy_and_auc_from_their_definitions():
     shown_real, shown_gen = pick_by_verdict(real, gen, p, 3)
     assert np.array_equal(shown_real[0], real[np.argmax(pr)])
     assert np.array_equal(shown_gen[0], gen[np.argmin(pg)])
+
+
+def test_pick_by_verdict_shows_each_image_once():
+    real = np.stack([np.full((3, 2, 2), v) for v in (0.9, 0.9, 0.5, 0.2)])
+    p = {"real": np.array([0.95, 0.95, 0.7, 0.4]), "generated": np.array([0.1])}
+    shown, gen = pick_by_verdict(real, real[:1], p, 3)
+    assert len(shown) == 3 and len({x.tobytes() for x in shown}) == 3
+    np.testing.assert_array_equal(shown[:, 0, 0, 0], [0.9, 0.5, 0.2])
+    assert len(gen) == 1

@@ -251,11 +251,21 @@ def discriminator_verdicts(discriminator, real: np.ndarray, generated: np.ndarra
 def pick_by_verdict(real: np.ndarray, generated: np.ndarray, p: Mapping[str, np.ndarray], k: int
                     ) -> tuple[np.ndarray, np.ndarray]:
     """``k`` real images D calls real and ``k`` generated ones D calls generated (most confident
-    first), so both Polarized-LRP polarities appear; where D has none of one verdict, its least
-    wrong images are taken instead."""
-    real_order = np.argsort(-p["real"])
-    gen_order = np.argsort(p["generated"])
-    return real[real_order[:k]], generated[gen_order[:k]]
+    first, each image once: blends reuse galaxies), so both Polarized-LRP polarities appear;
+    where D has none of one verdict, its least wrong images are taken instead."""
+    def first_distinct(images: np.ndarray, order: np.ndarray) -> np.ndarray:
+        keep, seen = [], set()
+        for i in order:
+            key = images[i].tobytes()
+            if key not in seen:
+                seen.add(key)
+                keep.append(i)
+            if len(keep) == k:
+                break
+        return images[np.array(keep, dtype=int)]
+
+    return (first_distinct(real, np.argsort(-p["real"])),
+            first_distinct(generated, np.argsort(p["generated"])))
 
 
 def timeline_section(report: Report, run_dir: Path, x: np.ndarray, out_dir: Path, *,
