@@ -216,6 +216,11 @@ def deblend_files(inputs: list[str | Path], out: str | Path, *, checkpoint=None,
     A FITS file larger than 2 × 80 px on a side is treated as a whole image
     (:func:`find_blended_pairs`, :func:`cut_pair_stamps`); every other file as stamps. Bad files
     are skipped and listed; outputs already written are kept when a later file fails.
+
+    The catalogue has one row per deblended stamp: ``pair_id``, ``input``, the pair's positions
+    and ``separation_px`` (whole images; NaN for stamps), SEP's detected fluxes, ``flux_blend``,
+    ``flux_a_out`` and ``flux_b_out`` (display units summed above the stamp's median sky, so
+    before/after compare within one stamp), D's ``p_real_a``/``p_real_b`` and the file names.
     """
     import warnings
 

@@ -141,7 +141,7 @@ def frame_sky(display: np.ndarray, nsigma: float = 3.0) -> tuple[np.ndarray, np.
 
 
 def _draw_zoom(rng: np.random.Generator, hlr_native: float, hlr_range: tuple[float, float],
-               zoom_range: tuple[float, float], crop_fraction: float) -> float:
+               zoom_range: tuple[float, float]) -> float:
     """Zoom that puts the half-light radius at a log-uniform draw of ``hlr_range`` in the cut."""
     target = math.exp(rng.uniform(math.log(hlr_range[0]), math.log(hlr_range[1])))
     # hlr in the cut stamp = hlr_native · zoom (the cut keeps the frame's pixel scale).
@@ -208,7 +208,6 @@ def hdf_frames(split: str = "train", *, frame: int = 142, copies: int = 1, seed:
     hlr, _ = sep.flux_radius(grey - bkg, objects["x"], objects["y"], 6.0 * objects["a"], 0.5,
                              normflux=objects["flux"], subpix=5)
     rng = np.random.default_rng(seed)
-    crop_fraction = 240.0 / 424.0
     rows_lo, rows_hi = {"train": (0, HDF_TEST_ROW), "test": (HDF_TEST_ROW, image.shape[0]),
                         "all": (0, image.shape[0])}[split]
     grown = ndimage.grey_dilation(segmap, size=(5, 5))
@@ -228,7 +227,7 @@ def hdf_frames(split: str = "train", *, frame: int = 142, copies: int = 1, seed:
             report.skipped.append((name, "its footprint touches another source (already blended)"))
             continue
         for copy in range(copies):
-            zoom = _draw_zoom(rng, float(hlr[i]), hlr_range, zoom_range, crop_fraction)
+            zoom = _draw_zoom(rng, float(hlr[i]), hlr_range, zoom_range)
             side = int(round(frame / zoom))
             y0 = int(round(obj["y"])) - side // 2
             x0 = int(round(obj["x"])) - side // 2
@@ -338,7 +337,7 @@ def cosmos_frames(split: str = "train", *, frame: int = 142, copies: int = 1, se
                                    stamp[:, -2:].ravel()])
             sigma = float(np.median(np.abs(edge - np.median(edge))) * 1.4826) or float(edge.std())
             for copy in range(copies):
-                zoom = _draw_zoom(rng, hlr_all[k], hlr_range, zoom_range, 240.0 / 424.0)
+                zoom = _draw_zoom(rng, hlr_all[k], hlr_range, zoom_range)
                 side = max(int(round(frame / zoom)), 8)
                 canvas = sigma * rng.standard_normal((side, side))
                 h = min(side, stamp.shape[0])
