@@ -5,7 +5,11 @@ re-displays its targets with fixed looks (:mod:`galaxai.data.augment`): as store
 log and asinh stretches, a sum merge, and JPEG at quality 50. For each look it prints the pooled
 PSNR of every method on the same blends and the paired difference GAN − SEP (mean ± s.e.).
 
-Usage: ``python benchmarks/bench_real.py [STORE [CHECKPOINT ...]] [--n N]`` (checkpoints: folders
+``--normalise REF_STORE`` adds, for each GAN, a variant that first maps every blend's sky level
+and 99.5th percentile onto those of REF_STORE's blends (e.g. the simulated stamps the model was
+trained on) and maps the outputs back: the "normalisation step" alternative to augmentation.
+
+Usage: ``python benchmarks/bench_real.py [STORE [CHECKPOINT ...]] [--n N] [--normalise REF]`` (checkpoints: folders
 or ``G.safetensors``; default the shipped model). Without a store, 128 blends of the HDF and
 COSMOS test galaxies are made in a temporary folder. About a minute per look for 400 blends on
 one core.
@@ -37,6 +41,22 @@ LOOKS = {
 }
 
 
+def normalised(fn, reference: np.ndarray, q: float = 99.5):
+    """``fn`` applied to blends whose sky and ``q``-th percentile are mapped onto ``reference``'s
+    (per channel, medians over its blends), with the outputs mapped back."""
+    ref_sky = np.median(reference, axis=(0, 2, 3))
+    ref_top = np.median(np.percentile(reference, q, axis=(2, 3)), axis=0)
+
+    def run(blends: np.ndarray):
+        sky = np.median(blends, axis=(1, 2), keepdims=True)
+        top = np.percentile(blends, q, axis=(1, 2), keepdims=True)
+        scale = (ref_top - ref_sky) / np.maximum(top - sky, 1e-3)
+        a, b = fn(np.clip(ref_sky + (blends - sky) * scale, 0, 1).astype(np.float32))
+        return tuple(np.clip(sky + (np.asarray(y) - ref_sky) / scale, 0, 1).astype(np.float32)
+                     for y in (a, b))
+    return run
+
+
 def relook(arrays: dict, look: Look) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The store's targets re-displayed with ``look`` and merged again."""
     ta, tb = arrays["target_a"], arrays["target_b"]
@@ -46,10 +66,13 @@ def relook(arrays: dict, look: Look) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return tuple(np.stack(x) for x in zip(*out))
 
 
-def main(store: str, checkpoints: list[str], n: int | None) -> None:
+def main(store: str, checkpoints: list[str], n: int | None, reference: str | None = None) -> None:
     arrays = BlendStore(store, split="test").to_arrays(n)
     gans = {f"GAN {'/'.join(Path(c).parts[-2:]) if c else 'shipped'}": partial(deblend, checkpoint=c)
             for c in checkpoints or [None]}
+    if reference is not None:
+        ref = BlendStore(reference, split="test").to_arrays()["blend"]
+        gans.update({f"{name} +norm": normalised(fn, ref) for name, fn in list(gans.items())})
     methods = {**gans, "sep": DEBLENDERS["sep"], "copy": DEBLENDERS["copy"]}
     print(f"{store}: {len(arrays['blend'])} blends; pooled PSNR (dB); paired GAN − SEP ± s.e.")
     for name, look in LOOKS.items():
@@ -70,8 +93,13 @@ if __name__ == "__main__":
         i = args.index("--n")
         limit = int(args[i + 1])
         del args[i:i + 2]
+    ref_store = None
+    if "--normalise" in args:
+        i = args.index("--normalise")
+        ref_store = args[i + 1]
+        del args[i:i + 2]
     if args:
-        main(args[0], args[1:], limit)
+        main(args[0], args[1:], limit, ref_store)
     else:
         from galaxai.data.real import RealFrames, cosmos_frames, hdf_frames, real_blends
         from galaxai.data.store import write_store
