@@ -247,7 +247,7 @@ def _training_data(data_paths, weights, length: int, seed: int, padding: str | N
     for k, data_path in enumerate(data_paths):
         if (data_path / "galaxies.zarr").exists():
             _warn_if_stale_pool(data_path)
-            cfg = BlendConfig.preset("small")
+            cfg = BlendConfig.preset("small", noise_method="border")
             if padding:
                 cfg = dataclasses.replace(cfg, padding=padding)
             parts.append(BlendStream(GalaxyPool(data_path), length, seed + k, cfg,

@@ -72,7 +72,7 @@ __all__ = [
 ]
 
 RESIZES = ("bilinear", "area")
-NOISE_METHODS = ("gaussian", "resample")
+NOISE_METHODS = ("gaussian", "resample", "border")
 
 
 @dataclass(frozen=True)
@@ -83,11 +83,14 @@ class BlendConfig:
     ----------
     padding : {"zero", "noise", "reflect"}
         Fill for pixels of B that map from outside its frame. ``"zero"`` is the paper's.
-    noise_method : {"gaussian", "resample"}
-        How ``"noise"`` padding draws values (:func:`galaxai.data.background.noise_fill`, from the
-        warped frame's own background, sources and padding excluded): ``"gaussian"`` from the
-        sigma-clipped sky mean and standard deviation, ``"resample"`` by drawing background
-        pixels with replacement (matches a zero-clipped display sky more closely).
+    noise_method : {"gaussian", "resample", "border"}
+        How ``"noise"`` padding draws values. ``"gaussian"`` and ``"resample"`` use
+        :func:`galaxai.data.background.noise_fill` on the whole warped frame (sources and padding
+        excluded): the sigma-clipped sky mean and standard deviation, or background pixels drawn
+        with replacement (matches a zero-clipped display sky more closely). ``"border"`` draws,
+        per channel, from the unpadded pixels of the outer 8-px ring of B's warped cut (the
+        stamp's own sky, warped like it): no sigma clipping and only the cut is warped, ~5× faster,
+        what on-the-fly streams use.
     merge : {"max", "sum"}
         ``"max"``: per-channel maximum of display images (paper). ``"sum"``: flux-space sum of the
         noiseless models, observed once.
@@ -450,7 +453,6 @@ class _Inputs:
     flux_a: np.ndarray | None
     flux_b: np.ndarray | None
     sky_sigma: np.ndarray | None
-    sky_b: np.ndarray | None
     names: list[str]
     components_a: dict[str, np.ndarray]
     components_b: dict[str, np.ndarray]
@@ -459,7 +461,7 @@ class _Inputs:
 
 
 def _validate(frames_a, frames_b, config: BlendConfig, ids_a, ids_b, flux_a, flux_b, sky_sigma,
-              components_a, components_b, sky_b) -> _Inputs:
+              components_a, components_b) -> _Inputs:
     """Check shapes, ranges and the inputs each merge needs; raise ValueError naming the array."""
     merge_sum = config.merge == "sum"
     if merge_sum:
@@ -483,11 +485,6 @@ def _validate(frames_a, frames_b, config: BlendConfig, ids_a, ids_b, flux_a, flu
     if has_flux:
         flux_a = _check_flux("flux_a", flux_a, n, frame)
         flux_b = _check_flux("flux_b", flux_b, n, frame)
-    if sky_b is not None:
-        sky_b = np.asarray(sky_b, dtype=np.float64)
-        if sky_b.shape != (n, 2, 3) or not np.isfinite(sky_b).all():
-            raise ValueError(f"sky_b must be finite (mean, std) per channel of shape {(n, 2, 3)}, "
-                             f"got shape {sky_b.shape}")
     if merge_sum:
         sky_sigma = np.asarray(sky_sigma, dtype=np.float64)
         if sky_sigma.shape != (n, 3):
@@ -505,7 +502,7 @@ def _validate(frames_a, frames_b, config: BlendConfig, ids_a, ids_b, flux_a, flu
     if ids_a.shape != (n,) or ids_b.shape != (n,):
         raise ValueError(f"ids_a and ids_b must have {n} entries")
     return _Inputs(n, frame, merge_sum, frames_a, frames_b, has_flux, flux_a, flux_b, sky_sigma,
-                   sky_b, names, components_a, components_b, ids_a, ids_b)
+                   names, components_a, components_b, ids_a, ids_b)
 
 
 def _warp_b(inp: _Inputs, config: BlendConfig, rows: list[BlendTransform],
@@ -514,9 +511,8 @@ def _warp_b(inp: _Inputs, config: BlendConfig, rows: list[BlendTransform],
     ``(N, 1, S, S)`` fill mask."""
     n, out = inp.n, config.out_size
     # Only B's central cut is kept, so warp just that window, unless the noise padding has to
-    # measure the sky of each whole warped frame (no precomputed sky_b): 3x fewer pixels.
-    whole_frame = not inp.merge_sum and config.padding == "noise" and (
-        inp.sky_b is None or config.noise_method != "gaussian")
+    # measure the sky of each whole warped frame: 3x fewer pixels.
+    whole_frame = not inp.merge_sum and config.padding == "noise" and config.noise_method != "border"
     window = None if whole_frame else ((inp.frame - crop) // 2, crop)
 
     def cut_warped(x: np.ndarray) -> np.ndarray:
@@ -554,17 +550,31 @@ def _warp_b(inp: _Inputs, config: BlendConfig, rows: list[BlendTransform],
             for j in range(hi - lo):
                 if not mask[j].any():
                     continue
-                if inp.sky_b is not None and config.noise_method == "gaussian":
-                    mean, std = inp.sky_b[lo + j]
-                    draw = rngs[lo + j].standard_normal((n_disp, int(mask[j].sum())))
-                    warped[j, :n_disp][:, mask[j]] = np.clip(mean[:, None] + std[:, None] * draw,
-                                                             0.0, 1.0)
+                if config.noise_method == "border":
+                    _border_fill(warped[j, :n_disp], mask[j], rngs[lo + j])
                 else:
                     warped[j, :n_disp] = _noise_fill_frame(warped[j, :n_disp], mask[j],
                                                            rngs[lo + j], config.noise_method)
         cut_b[lo:hi] = cut_warped(warped)
         fill[lo:hi] = cut_warped(mask[:, None]) > 0
     return cut_b, fill
+
+
+#: Width of the ring of B's warped cut whose pixels the "border" noise fill draws from.
+_BORDER = 8
+
+
+def _border_fill(planes: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> None:
+    """Fill ``mask`` of (C, S, S) ``planes`` in place from their unpadded outer-ring pixels."""
+    ring = np.ones(mask.shape, dtype=bool)
+    ring[_BORDER:-_BORDER, _BORDER:-_BORDER] = False
+    source = ring & ~mask
+    if source.sum() < 16:  # B's frame covers almost none of the ring: use every unpadded pixel
+        source = ~mask
+    count = int(mask.sum())
+    for c in range(len(planes)):
+        values = planes[c][source]
+        planes[c][mask] = values[rng.integers(len(values), size=count)] if values.size else 0.0
 
 
 def _merge(inp: _Inputs, cut, target_b_cut: np.ndarray, fa_out, fb_out,
@@ -645,7 +655,7 @@ def _pair_rngs(seed, n: int) -> list[np.random.Generator]:
 def make_blends(frames_a, frames_b, seed: int | np.random.SeedSequence | list,
                 config: BlendConfig | None = None, *, ids_a=None, ids_b=None, flux_a=None,
                 flux_b=None, sky_sigma=None, components_a: Mapping[str, np.ndarray] | None = None,
-                components_b: Mapping[str, np.ndarray] | None = None, sky_b=None) -> BlendBatch:
+                components_b: Mapping[str, np.ndarray] | None = None) -> BlendBatch:
     """Blend galaxy A (centred, unchanged) with an augmented galaxy B, pair by pair.
 
     Parameters
@@ -670,11 +680,6 @@ def make_blends(frames_a, frames_b, seed: int | np.random.SeedSequence | list,
         observed at the same level).
     components_a, components_b : mapping of str to (N, 3, F, F), optional
         Flux-space component truth; B's are warped like B.
-    sky_b : array_like, shape (N, 2, 3), optional
-        Sky mean and standard deviation of each B frame per channel, computed once (e.g. by
-        :class:`galaxai.data.pool.GalaxyPool`). With ``padding="noise"`` and
-        ``noise_method="gaussian"`` the fill is drawn from them (clipped to [0, 1]) instead of
-        sigma-clipping each warped frame again, which is most of a blend's cost.
 
     Returns
     -------
@@ -689,7 +694,7 @@ def make_blends(frames_a, frames_b, seed: int | np.random.SeedSequence | list,
     """
     config = config or BlendConfig()
     inp = _validate(frames_a, frames_b, config, ids_a, ids_b, flux_a, flux_b, sky_sigma,
-                    components_a, components_b, sky_b)
+                    components_a, components_b)
     crop = crop_size(inp.frame, config)
     rngs = _pair_rngs(seed, inp.n)
     rows = [draw_transform(rng, config) for rng in rngs]

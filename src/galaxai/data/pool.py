@@ -271,14 +271,14 @@ class BlendStream(torch.utils.data.Dataset):
         Number of distinct blends the dataset exposes (the trainer samples indices from it).
     seed : int
     blend_config : BlendConfig, optional
-        Default ``BlendConfig.preset("small")`` (noise padding, max merge).
+        Default ``BlendConfig.preset("small", noise_method="border")`` (noise padding drawn from
+        B's own warped border pixels, max merge).
     augment : DisplayAugment, optional
         Random survey look per blend (:mod:`galaxai.data.augment`); ``None`` keeps the stored
         display and the config's merge.
 
     Items are dicts like :class:`galaxai.data.store.BlendStore`'s: ``blend``, ``target_a``,
     ``target_b`` (3, S, S) float32 in [0, 1], ``fill_mask_b`` (1, S, S) bool, ``index``.
-    B's noise padding is drawn from the pool's per-galaxy sky statistics.
     """
 
     def __init__(self, pool: GalaxyPool, length: int, seed: int,
@@ -287,7 +287,8 @@ class BlendStream(torch.utils.data.Dataset):
         if length < 1:
             raise ValueError(f"length must be >= 1, got {length}")
         self.pool, self.length, self.seed = pool, int(length), int(seed)
-        self.config = blend_config if blend_config is not None else BlendConfig.preset("small")
+        self.config = blend_config if blend_config is not None else BlendConfig.preset(
+            "small", noise_method="border")
         if self.config.merge == "sum" and pool.noiseless is None:
             raise ValueError(f'{pool.path} holds real galaxies without flux models; use merge="max" '
                              "with augment=DisplayAugment(p_sum=...) for sum-merged blends")
@@ -320,7 +321,7 @@ class BlendStream(torch.utils.data.Dataset):
             "flux_a": p.noiseless[a], "flux_b": p.noiseless[b], "sky_sigma": p.sky_sigma[a]}
         batch = make_blends(p.display[a], p.display[b],
                             [np.random.SeedSequence([self.seed, 1, i]) for i in indices],
-                            self.config, ids_a=a, ids_b=b, sky_b=p.sky[b], **flux)
+                            self.config, ids_a=a, ids_b=b, **flux)
         items = []
         for k, index in enumerate(indices):
             blend, ta, tb = batch.blend[k], batch.target_a[k], batch.target_b[k]

@@ -26,6 +26,7 @@ Sources
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -425,8 +426,8 @@ def real_frames(source: str, split: str = "train", *, directory: str | Path | No
 def real_blends(frames: RealFrames, n: int, seed: int, config=None, *, merge: str = "max"):
     """Blends of real galaxies with the paper's recipe: A centred, B augmented, sky-noise padding.
 
-    Pairs are drawn uniformly (A ≠ B) with :func:`galaxai.data.blend.draw_pairs`; B's padding is
-    filled from its frame's sky statistics. ``merge="max"`` is the paper's per-channel maximum;
+    Pairs are drawn uniformly (A ≠ B) with :func:`galaxai.data.blend.draw_pairs`; noise padding
+    draws from B's own warped border pixels (``noise_method="border"``). ``merge="max"`` is the paper's per-channel maximum;
     ``"sum"`` adds B's sky-subtracted display to A (light adds up; one sky).
 
     Returns
@@ -439,15 +440,15 @@ def real_blends(frames: RealFrames, n: int, seed: int, config=None, *, merge: st
     if merge not in ("max", "sum"):
         raise ValueError(f'merge must be "max" or "sum", got {merge!r}')
     config = config or BlendConfig()
+    if config.padding == "noise":
+        config = dataclasses.replace(config, noise_method="border")
     if len(frames) < 2:
         raise ValueError("real_blends needs at least two galaxies")
     ia, ib = draw_pairs(len(frames), n, seed)
     same = ia == ib
     ib[same] = (ib[same] + 1 + np.random.default_rng(seed).integers(0, len(frames) - 1, same.sum())
                 ) % len(frames)
-    sky = np.stack([frames.sky_mean, frames.sky_std], axis=1)
-    batch = make_blends(frames.display[ia], frames.display[ib], seed, config, ids_a=ia, ids_b=ib,
-                        sky_b=sky[ib])
+    batch = make_blends(frames.display[ia], frames.display[ib], seed, config, ids_a=ia, ids_b=ib)
     if merge == "sum":
         signal_b = batch.target_b - frames.sky_mean[ib][:, :, None, None]
         batch.blend = np.clip(batch.target_a + signal_b, 0.0, 1.0).astype(np.float32)
