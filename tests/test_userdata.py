@@ -145,3 +145,28 @@ def test_shipped_models_are_selected_by_name():
     np.testing.assert_array_equal(galaxai.discriminate(x, checkpoint="small"), galaxai.discriminate(x))
     with pytest.raises(FileNotFoundError, match="shipped model name"):
         galaxai.deblend(x, checkpoint="nonesuch")
+
+
+def test_inputs_sharing_a_stem_do_not_overwrite_each_other(tmp_path):
+    from galaxai.userdata import deblend_files
+
+    rgb = (np.random.default_rng(1).uniform(0, 0.3, (80, 80, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "obj.png")
+    np.save(tmp_path / "obj.npy", np.full((80, 80, 3), 0.2, dtype=np.float32))
+    job = deblend_files([tmp_path / "obj.png", tmp_path / "obj.npy"], tmp_path / "out",
+                        checkpoint="realsky")
+    assert len(job.catalogue) == 2 and job.catalogue["pair_id"].is_unique
+    for name in job.catalogue["pair_id"]:
+        assert (tmp_path / "out" / f"{name}_a.fits").is_file()
+    # D is the one shipped with the chosen generator
+    a = fits.getdata(tmp_path / "out" / f"{job.catalogue['pair_id'][0]}_a.fits")
+    want = galaxai.discriminate(np.moveaxis(a, 0, -1), checkpoint="realsky")
+    assert job.catalogue["p_real_a"][0] == pytest.approx(float(want), rel=1e-5)
+
+
+def test_big_endian_arrays_from_fits_are_accepted():
+    x = np.random.default_rng(5).uniform(0, 1, (1, 80, 80, 3)).astype(">f4")
+    a, _ = galaxai.deblend(x)
+    a_native, _ = galaxai.deblend(x.astype("<f4"))
+    np.testing.assert_array_equal(a, a_native)
+    assert galaxai.discriminate(x)[0] == galaxai.discriminate(x.astype("<f4"))[0]

@@ -132,7 +132,9 @@ def _as_batch(blends: Any, channel_axis: int = -1) -> tuple[torch.Tensor, bool, 
                 f"blends must be a floating-point array in [0, 1], got dtype {arr.dtype}; "
                 "divide 8-bit images by 255 first"
             )
-        x = torch.from_numpy(np.ascontiguousarray(arr))
+        # FITS data are big-endian; torch takes native byte order only
+        x = torch.from_numpy(np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder("="),
+                                                             copy=False)))
         src_device = None
     single = x.ndim == 3
     if single:

@@ -232,6 +232,10 @@ def deblend_files(inputs: list[str | Path], out: str | Path, *, checkpoint=None,
     report, rows = LoadReport(), []
     files = [Path(p) for p in inputs]
     done_bands: set[Path] = set()
+    used: set[str] = set()
+    # the discriminator trained with the generator: a shipped name or a checkpoint folder's D
+    d_checkpoint = checkpoint if checkpoint is not None and (
+        not Path(checkpoint).suffix or (Path(checkpoint) / "D.safetensors").is_file()) else None
     iterator = files
     if progress:
         from tqdm.auto import tqdm
@@ -252,13 +256,16 @@ def deblend_files(inputs: list[str | Path], out: str | Path, *, checkpoint=None,
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", StampSizeWarning)
             a, b = deblend(stamps, checkpoint=checkpoint)
-            p_a, p_b = discriminate(a), discriminate(b)
+            p_a, p_b = discriminate(a, checkpoint=d_checkpoint), discriminate(b, checkpoint=d_checkpoint)
         for message in dict.fromkeys(str(w.message) for w in caught):
             warnings.warn(f"{path}: {message}", StampSizeWarning, stacklevel=2)
         stem = re.sub(r"(_[gri])?\.(fits|fit|fts)(\.gz)?$|\.(png|jpe?g|npy)$", "", path.name,
                       flags=re.IGNORECASE)
+        if any(name.startswith(f"{stem}_") for name in used):  # two inputs with one stem
+            stem = f"{stem}_{_suffix(path).lstrip('.').replace('.', '_')}"
         for k in range(len(stamps)):
             name = f"{stem}_{k:04d}"
+            used.add(name)
             _write_outputs(out, name, stamps[k], a[k], b[k])
             sky = np.median(stamps[k], axis=(0, 1))
             rows.append({"pair_id": name, "input": str(path), **meta[k],
