@@ -77,10 +77,24 @@ def _resize(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
     return torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-@lru_cache(maxsize=4)
-def _cached_generator(path: str, stamp: tuple[int, int], device: str) -> torch.nn.Module:
+@lru_cache(maxsize=8)
+def _cached_network(kind: str, path: str, stamp: tuple[int, int], device: str) -> torch.nn.Module:
     del stamp  # part of the cache key only: a rewritten file is reloaded
-    return load_generator(path, device=device)[0]
+    load = load_generator if kind == "G" else load_discriminator
+    return load(path, device=device)[0]
+
+
+def _network(kind: str, path: Path, device: torch.device) -> torch.nn.Module:
+    """The cached G or D of a checkpoint directory or weights file ``path``."""
+    weights = path / f"{kind}.safetensors" if path.is_dir() else path
+    st = weights.stat() if weights.is_file() else None
+    stamp = (st.st_mtime_ns, st.st_size) if st else (0, 0)
+    return _cached_network(kind, str(path), stamp, str(device))
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    return torch.device(device) if device is not None else torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _generator(checkpoint: str | os.PathLike | None, device: torch.device) -> torch.nn.Module:
@@ -101,10 +115,7 @@ def _generator(checkpoint: str | os.PathLike | None, device: torch.device) -> to
             "(run/checkpoints/000001000), a G.safetensors file or a shipped model name "
             f"({', '.join(shipped_models())})"
         )
-    weights = path / "G.safetensors" if path.is_dir() else path
-    st = weights.stat() if weights.is_file() else None
-    stamp = (st.st_mtime_ns, st.st_size) if st else (0, 0)
-    return _cached_generator(str(path), stamp, str(device))
+    return _network("G", path, device)
 
 
 def _as_batch(blends: Any, channel_axis: int = -1) -> tuple[torch.Tensor, bool, torch.device | None]:
@@ -214,9 +225,7 @@ def deblend(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     x, single, src_device = _as_batch(blends, channel_axis)
-    dev = torch.device(device) if device is not None else torch.device(
-        "cuda" if torch.cuda.is_available() else "cpu"
-    )
+    dev = _device(device)
     model = _generator(checkpoint, dev)
     if batch_statistics:
         model = _without_running_stats(model)
@@ -244,12 +253,6 @@ def deblend(
     if src_device is None:
         return a.numpy().copy(), b.numpy().copy()
     return a.to(src_device).clone(), b.to(src_device).clone()
-
-
-@lru_cache(maxsize=4)
-def _cached_discriminator(path: str, stamp: tuple[int, int], device: str) -> torch.nn.Module:
-    del stamp  # part of the cache key only: a rewritten file is reloaded
-    return load_discriminator(path, device=device)[0]
 
 
 def discriminate(
@@ -280,16 +283,14 @@ def discriminate(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     x, single, src_device = _as_batch(images, channel_axis)
-    dev = torch.device(device) if device is not None else torch.device(
-        "cuda" if torch.cuda.is_available() else "cpu")
+    dev = _device(device)
     path = DEFAULT_DISCRIMINATOR if checkpoint is None else (
         _shipped(checkpoint, "discriminator") or Path(checkpoint).expanduser().resolve())
     weights = path / "D.safetensors" if path.is_dir() else path
     if not weights.is_file():
         raise FileNotFoundError(f"discriminator weights {weights} do not exist; pass a checkpoint "
                                 "directory (run/checkpoints/000001000) or a D.safetensors file")
-    st = weights.stat()
-    model = _cached_discriminator(str(path), (st.st_mtime_ns, st.st_size), str(dev))
+    model = _network("D", path, dev)
     x, _ = _to_model_size(x, model.config.image_size)
     with torch.inference_mode():
         probs = [torch.sigmoid(model(chunk.to(dev)).reshape(-1)).cpu() for chunk in x.split(batch_size)]
