@@ -21,6 +21,7 @@ by chunk: chunk ``c`` is a COSMOS chunk when ``floor((c+1)·f) > floor(c·f)`` f
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -234,31 +235,34 @@ class GalaxyPool:
         Flux models and noise of simulated pools (``None`` for real-galaxy pools).
     sky : ndarray, (N, 2, 3)
         Sigma-clipped sky mean and standard deviation of each display frame: stored by
-        :func:`build_real_pool`, computed once on load for older pools.
+        :func:`build_real_pool`; for simulated pools computed on first use (about 35 s for 2,560
+        galaxies on one core, needed only by the survey looks).
     source : str
         ``"simulated"`` or the real source the pool was built from.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
-        from galaxai.data.real import frame_sky
-
         self.path = Path(path)
         manifest = _finished_manifest(self.path)
         root = zarr.open_group(store=str(self.path / _ZARR), mode="r")
         self.display = np.asarray(root["display"][:])
         self.noiseless = np.asarray(root["noiseless"][:]) if "noiseless" in root else None
         self.sky_sigma = np.asarray(root["sky_sigma"][:]) if "sky_sigma" in root else None
-        if "sky_mean" in root:
-            mean, std = np.asarray(root["sky_mean"][:]), np.asarray(root["sky_std"][:])
-        else:
-            mean, std = frame_sky(self.display)
-        self.sky = np.stack([mean, std], axis=1).astype(np.float32)
+        self._stored_sky = ((np.asarray(root["sky_mean"][:]), np.asarray(root["sky_std"][:]))
+                            if "sky_mean" in root else None)
         self.catalogue = pd.read_parquet(self.path / _CATALOGUE)
         self.manifest = manifest
         self.source = manifest.get("source", "simulated")
 
     def __len__(self) -> int:
         return len(self.display)
+
+    @functools.cached_property
+    def sky(self) -> np.ndarray:  # noqa: D102 (documented in the class)
+        from galaxai.data.real import frame_sky
+
+        mean, std = self._stored_sky if self._stored_sky is not None else frame_sky(self.display)
+        return np.stack([mean, std], axis=1).astype(np.float32)
 
 
 class BlendStream(torch.utils.data.Dataset):
