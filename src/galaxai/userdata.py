@@ -28,7 +28,8 @@ from galaxai.data.sources import LoadReport, SourceError
 __all__ = ["STAMP_SUFFIXES", "read_stamps", "find_blended_pairs", "cut_pair_stamps",
            "DeblendJob", "deblend_files"]
 
-STAMP_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".png", ".jpg", ".jpeg", ".npy")
+_FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz")
+STAMP_SUFFIXES = _FITS_SUFFIXES + (".png", ".jpg", ".jpeg", ".npy")
 _BAND_FILE = re.compile(r"^(?P<stem>.+)_(?P<band>[gri])\.(fits|fit|fts)(\.gz)?$")
 
 
@@ -96,7 +97,7 @@ def read_stamps(path: str | Path) -> np.ndarray:
         if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
             raise SourceError(f"{path}: values outside [0, 1] or NaN; give display images")
         return arr.astype(np.float32)
-    if suffix in (".fits", ".fit", ".fts", ".fits.gz"):
+    if suffix in _FITS_SUFFIXES:
         return flux_to_display(_read_fits_bands(_band_set(path)))[None]
     raise SourceError(f"{path}: unknown file type; give one of {', '.join(STAMP_SUFFIXES)}")
 
@@ -249,7 +250,7 @@ def deblend_files(inputs: list[str | Path], out: str | Path, *, checkpoint=None,
         except SourceError as exc:
             report.skipped.append((str(path), str(exc)))
             continue
-        done_bands.update(_band_set(path) if _suffix(path).startswith(".f") else [])
+        done_bands.update(_band_set(path) if _suffix(path) in _FITS_SUFFIXES else [])
         if len(stamps) == 0:
             report.skipped.append((str(path), "no blended pair found"))
             continue
@@ -286,8 +287,7 @@ def deblend_files(inputs: list[str | Path], out: str | Path, *, checkpoint=None,
 
 def _stamps_of(path: Path, field_threshold: float) -> tuple[np.ndarray, list[dict]]:
     """Display stamps of one input and per-stamp catalogue fields."""
-    suffix = _suffix(path)
-    if suffix in (".fits", ".fit", ".fts", ".fits.gz"):
+    if _suffix(path) in _FITS_SUFFIXES:
         data = _read_fits_bands(_band_set(path))
         if min(data.shape[1:]) > 160:
             pairs = find_blended_pairs(data, thresh=field_threshold)
@@ -297,7 +297,9 @@ def _stamps_of(path: Path, field_threshold: float) -> tuple[np.ndarray, list[dic
                      "separation_px": p.separation, "flux_a_detected": p.flux_a,
                      "flux_b_detected": p.flux_b, "stamp_side": s} for p, s in zip(pairs, sides)]
             return stamps, meta
-    stamps = read_stamps(path)
+        stamps = flux_to_display(data)[None]  # a stamp: the file is read once
+    else:
+        stamps = read_stamps(path)
     side = stamps.shape[1]
     meta = [{"x_a": (side - 1) / 2, "y_a": (side - 1) / 2, "x_b": np.nan, "y_b": np.nan,
              "separation_px": np.nan, "flux_a_detected": np.nan, "flux_b_detected": np.nan,
