@@ -116,3 +116,34 @@ def test_bad_inputs(data):
         evaluate_deblender(copy, np.moveaxis(blends, 1, -1), ta, tb)
     with pytest.raises(ValueError, match="methods is empty"):
         compare_methods({}, blends, ta, tb)
+
+
+def test_paired_differences_from_their_definition():
+    import numpy as np
+    import pandas as pd
+
+    from galaxai.evaluate import EvaluationResult, paired_differences
+
+    rng = np.random.default_rng(0)
+
+    def result(offset):
+        cols = {c: rng.normal(25 + offset, 2, 40) for c in ("psnr_a", "psnr_b")}
+        cols.update({c: rng.uniform(0.5, 0.9, 40) for c in
+                     ("ssim_a_dr1", "ssim_b_dr1", "ssim_a_dr2", "ssim_b_dr2")})
+        cols["separation_px"] = np.linspace(5, 20, 40)
+        return EvaluationResult(per_example=pd.DataFrame(cols), summary={}, binned={})
+
+    results = {"gan": result(1.0), "sep": result(0.0)}
+    table = paired_differences(results, "gan")
+    g, s = results["gan"].per_example, results["sep"].per_example
+    d = (g.psnr_a + g.psnr_b) / 2 - (s.psnr_a + s.psnr_b) / 2
+    row = table.iloc[0]
+    assert row["method"] == "gan − sep" and row["n"] == 40
+    assert row["psnr_pooled_diff"] == pytest.approx(d.mean())
+    assert row["psnr_pooled_se"] == pytest.approx(d.std(ddof=1) / np.sqrt(40))
+    e = (g.ssim_a_dr1 + g.ssim_b_dr1) / 2 - (s.ssim_a_dr1 + s.ssim_b_dr1) / 2
+    assert row["ssim_pooled_dr1_diff"] == pytest.approx(e.mean())
+    assert row["psnr_a_diff"] == pytest.approx((g.psnr_a - s.psnr_a).mean())
+    binned = paired_differences(results, "gan", by="separation_px", bins=2)
+    assert list(binned["n"]) == [20, 20]
+    assert binned["psnr_pooled_diff"].iloc[0] == pytest.approx(d[:20].mean())

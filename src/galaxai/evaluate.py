@@ -119,8 +119,8 @@ def binned_scores(per_example: pd.DataFrame, column: str, bins: int | Sequence[f
     else:
         groups = pd.cut(values, list(bins), include_lowest=True)
     table = per_example[[c for c in (*_SCORE_COLUMNS, "seconds") if c in per_example]].copy()
-    for pooled, (a, b) in _POOLED.items():
-        table[pooled] = (per_example[a] + per_example[b]) / 2
+    for pooled in _POOLED:
+        table[pooled] = _pooled(per_example, pooled)
     grouped = table.groupby(groups, observed=False)
     out = grouped.mean()
     out.insert(0, "n", grouped.size())
@@ -269,9 +269,11 @@ def compare_methods(
                                              batch_size=batch_size))
 
 
-def _pooled(per_example: pd.DataFrame, metric: str) -> np.ndarray:
-    """Per-blend mean of the two branches' scores (its mean is the pooled mean)."""
-    return 0.5 * (per_example[f"{metric}_a"].to_numpy() + per_example[f"{metric}_b"].to_numpy())
+def _pooled(per_example: pd.DataFrame, pooled: str) -> np.ndarray:
+    """Per-blend mean of the two branches' scores of ``pooled`` (a key of ``_POOLED``; its mean
+    is the pooled mean)."""
+    a, b = _POOLED[pooled]
+    return 0.5 * (per_example[a].to_numpy() + per_example[b].to_numpy())
 
 
 def paired_differences(results: Mapping[str, EvaluationResult], reference: str, *,
@@ -309,9 +311,8 @@ def paired_differences(results: Mapping[str, EvaluationResult], reference: str, 
         diffs = {
             "psnr_a": ref["psnr_a"].to_numpy() - other["psnr_a"].to_numpy(),
             "psnr_b": ref["psnr_b"].to_numpy() - other["psnr_b"].to_numpy(),
-            "psnr_pooled": _pooled(ref, "psnr") - _pooled(other, "psnr"),
-            "ssim_pooled_dr1": _pooled(ref.rename(columns=lambda c: c.replace("_dr1", "")), "ssim")
-            - _pooled(other.rename(columns=lambda c: c.replace("_dr1", "")), "ssim"),
+            **{key: _pooled(ref, key) - _pooled(other, key)
+               for key in ("psnr_pooled", "ssim_pooled_dr1")},
         }
         if by is None:
             groups = [("all", np.ones(len(ref), dtype=bool))]
