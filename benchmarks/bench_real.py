@@ -57,11 +57,11 @@ def normalised(fn, reference: np.ndarray, q: float = 99.5):
     return run
 
 
-def relook(arrays: dict, look: Look) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The store's targets re-displayed with ``look`` and merged again."""
+def relook(arrays: dict, sky_a: np.ndarray, sky_b: np.ndarray, look: Look
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The store's targets (sky levels ``sky_a``, ``sky_b``) re-displayed with ``look`` and
+    merged again."""
     ta, tb = arrays["target_a"], arrays["target_b"]
-    sky_a = frame_sky(np.moveaxis(ta, 1, -1))[0]
-    sky_b = frame_sky(np.moveaxis(tb, 1, -1))[0]
     out = [augment_pair(ta[i], tb[i], sky_a[i], sky_b[i], look) for i in range(len(ta))]
     return tuple(np.stack(x) for x in zip(*out))
 
@@ -75,8 +75,10 @@ def main(store: str, checkpoints: list[str], n: int | None, reference: str | Non
         gans.update({f"{name} +norm": normalised(fn, ref) for name, fn in list(gans.items())})
     methods = {**gans, "sep": DEBLENDERS["sep"], "copy": DEBLENDERS["copy"]}
     print(f"{store}: {len(arrays['blend'])} blends; pooled PSNR (dB); paired GAN − SEP ± s.e.")
+    sky_a = frame_sky(np.moveaxis(arrays["target_a"], 1, -1))[0]
+    sky_b = frame_sky(np.moveaxis(arrays["target_b"], 1, -1))[0]
     for name, look in LOOKS.items():
-        blend, ta, tb = relook(arrays, look)
+        blend, ta, tb = relook(arrays, sky_a, sky_b, look)
         results = evaluate_methods(methods, blend, ta, tb)
         scores = "  ".join(f"{m}: {r.summary['psnr_pooled_mean']:.2f}" for m, r in results.items())
         paired = paired_differences(results, "sep")
