@@ -258,12 +258,15 @@ class DeblenderGenerator(nn.Module):
         self.head = nn.Sequential(_conv(cfg.channels, f, cfg.head_kernel), nn.PReLU(f, init=0.0))
         self.shared = nn.Sequential(*[ResidualBlock(f, cfg) for _ in range(cfg.n_shared)])
         self.tail = nn.Sequential(_conv(f, f, 3), _bn(f, cfg))
+        # The trunk's output (after the long skip) as a module, so that forward hooks (dissection,
+        # LRP) can read and rewrite it; it has no parameters, so state dicts are unchanged.
+        self.trunk_out = nn.Identity()
         self.branches = nn.ModuleList([GeneratorBranch(cfg), GeneratorBranch(cfg)])
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         """The shared trunk ``T = tail(shared(S)) + S`` with ``S`` the head output."""
         skip = self.head(x)
-        return self.tail(self.shared(skip)) + skip
+        return self.trunk_out(self.tail(self.shared(skip)) + skip)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
         t = self.trunk(x)

@@ -1,0 +1,44 @@
+"""galaxai.dissect: GAN Dissection (Bau et al. 2019) for any PyTorch generator or CNN.
+
+Concepts from simulation truth (or a flux segmenter), per-unit thresholds and dataset-level
+IoU / IQR labels, the one intervention primitive ``r′ = r ⊙ (1 − a) + a ⊙ v`` through forward
+hooks, ablation / insertion effects with curves against random unit sets, the ACE α
+optimisation, and artifact-unit scores. See ``specs/dissection.md``.
+"""
+from galaxai.dissect.concepts import COMPONENTS, REGIONS, Concepts, FluxSegmenter, store_concepts, truth_concepts
+from galaxai.dissect.hooks import (
+    MODES,
+    Intervention,
+    deblender_layers,
+    intervene,
+    load_interventions,
+    record,
+    resolve_layer,
+    rewrite,
+    save_interventions,
+)
+from galaxai.dissect.units import FRACTIONS, ConceptSet, UnitDissection, dissect_units, iou_iqr, unit_thresholds
+
+__all__ = [
+    "COMPONENTS",
+    "REGIONS",
+    "Concepts",
+    "FluxSegmenter",
+    "store_concepts",
+    "truth_concepts",
+    "MODES",
+    "Intervention",
+    "deblender_layers",
+    "intervene",
+    "load_interventions",
+    "record",
+    "resolve_layer",
+    "rewrite",
+    "save_interventions",
+    "FRACTIONS",
+    "ConceptSet",
+    "UnitDissection",
+    "dissect_units",
+    "iou_iqr",
+    "unit_thresholds",
+]
