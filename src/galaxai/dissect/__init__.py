@@ -6,6 +6,7 @@ hooks, ablation / insertion effects with curves against random unit sets, the AC
 optimisation, and artifact-unit scores. See ``specs/dissection.md``.
 """
 from galaxai.dissect.concepts import COMPONENTS, REGIONS, Concepts, FluxSegmenter, store_concepts, truth_concepts
+from galaxai.dissect.effects import SIZES, EffectSet, ablation_curve, ace_alpha, concept_branches, intervention_effects, presence_values
 from galaxai.dissect.hooks import (
     MODES,
     Intervention,
@@ -26,6 +27,13 @@ __all__ = [
     "FluxSegmenter",
     "store_concepts",
     "truth_concepts",
+    "SIZES",
+    "EffectSet",
+    "ablation_curve",
+    "ace_alpha",
+    "concept_branches",
+    "intervention_effects",
+    "presence_values",
     "MODES",
     "Intervention",
     "deblender_layers",
