@@ -2,7 +2,8 @@
 
 Polarized-LRP (Li et al. 2020) and the "original LRP" baselines on zennit, gradient methods
 (input gradient, SmoothGrad, integrated gradients, Grad-CAM), faithfulness and localisation
-measures, and explanations of one input across training checkpoints. Imports no other galaxai
+measures, explanations of one input across training checkpoints, and LRP of image-to-image
+generators (:mod:`.generator_lrp`). Imports no other galaxai
 subpackage; every function takes a ``torch.nn.Module`` and array-like images.
 """
 from galaxai.explain.faithfulness import (
@@ -12,6 +13,7 @@ from galaxai.explain.faithfulness import (
     relevance_mass_ratio,
     sky_like,
 )
+from galaxai.explain.generator_lrp import GeneratorLRP, generator_lrp, wrong_galaxy_share
 from galaxai.explain.lrp import (
     LRP,
     LRP_RULES,
@@ -40,6 +42,9 @@ __all__ = [
     "PolarizedLRP",
     "lrp",
     "LRP",
+    "generator_lrp",
+    "GeneratorLRP",
+    "wrong_galaxy_share",
     "LRP_RULES",
     "register_lrp_rule",
     "UnsupportedLayerError",

@@ -140,6 +140,9 @@ class _Sum(torch.autograd.Function):
     @staticmethod
     def backward(ctx, relevance):  # noqa: D102
         a, term = ctx.saved_tensors
+        if not ctx.b_needs and not ctx.include_const and ctx.mode != "polar":
+            # a dropped constant: ``a + c`` routes like the identity on ``a`` (also where a = 0)
+            return relevance.sum_to_size(ctx.a_shape), None, None, None, None, None, None
         a, term = a.expand_as(relevance), term.expand_as(relevance)
         if not ctx.b_needs and not ctx.include_const:
             term = torch.zeros_like(term)

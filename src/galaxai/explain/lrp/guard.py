@@ -42,6 +42,7 @@ _ROUTING_OPS = frozenset({
 _PASS_OPS = frozenset({
     "relu", "leaky_relu", "prelu", "rrelu", "relu6", "elu", "selu", "celu", "gelu", "silu", "mish",
     "tanh", "sigmoid", "hardtanh", "hardswish", "hardsigmoid", "softplus", "softsign", "logsigmoid",
+    "atanh", "arctanh", "clamp", "clip",  # monotone element-wise maps (the deblender's output skip)
 })
 _SCALE_OPS = frozenset({"mul", "__mul__", "__rmul__", "div", "__truediv__"})
 _SUM_OPS = {"add": 1, "__add__": 1, "__radd__": 1, "sub": -1, "__sub__": -1, "__rsub__": -1,
