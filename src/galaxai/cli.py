@@ -602,9 +602,11 @@ def timeline(run, images, n, out):
               help="Images of the randomisation checks (default: the preset's, 8).")
 @click.option("--n-sensitivity", type=click.IntRange(min=0), default=None,
               help="Images of the sky-noise sensitivity (default: the preset's, 32).")
+@click.option("--fill", type=click.Choice(("sky", "zero")), default="sky", show_default=True,
+              help="What replaces a removed region in region perturbation.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def explain_eval(runs, images, out, n, methods, max_checkpoints, preset, n_localise, n_randomise,
-                 n_sensitivity, seed):
+                 n_sensitivity, fill, seed):
     """Explanation quality of the discriminator at checkpoints of RUNS, with 95 % intervals.
 
     RUNS: run directories (up to --max-checkpoints each), checkpoint directories, or shipped
@@ -618,7 +620,7 @@ def explain_eval(runs, images, out, n, methods, max_checkpoints, preset, n_local
                                    "n_sensitivity": n_sensitivity}.items() if v is not None}
     if methods:
         overrides["methods"] = tuple(dict.fromkeys(methods))
-    cfg = ExplainEvalConfig.preset(preset, seed=seed, **overrides)
+    cfg = ExplainEvalConfig.preset(preset, seed=seed, fill=fill, **overrides)
     data, _ = _store_images(images, n)
     html, _ = run_explain_eval(runs, data["blend"], data["target_a"], out, cfg,
                                max_checkpoints=max_checkpoints, progress=True)

@@ -39,6 +39,9 @@ __all__ = ["ExplainEvalConfig", "ExplainEvaluation", "METRICS", "evaluate_checkp
 
 #: metric -> (part, label, higher is better) of every per-image measure in the records.
 METRICS: dict[str, tuple[str, str, bool]] = {
+    "morf": ("faithfulness", "AOPC MoRF (raw)", True),
+    "lerf": ("faithfulness", "AOPC LeRF (raw)", False),
+    "random": ("faithfulness", "AOPC random order (raw)", False),
     "morf_vs_random": ("faithfulness", "AOPC MoRF − random", True),
     "lerf_vs_random": ("faithfulness", "AOPC LeRF − random", False),
     "morf_minus_lerf": ("faithfulness", "AOPC MoRF − LeRF", True),
@@ -71,6 +74,8 @@ class ExplainEvalConfig:
     patch, steps : int
         Region side (px) and regions removed in region perturbation (8 and 25: a quarter of an
         80-px stamp).
+    fill : {"sky", "zero"}
+        What replaces a removed region (:func:`~galaxai.explain.faithfulness.pixel_flipping`).
     random_repeats : int
         Random orders per image for the AOPC reference.
     n_localise : int
@@ -91,6 +96,7 @@ class ExplainEvalConfig:
     methods: tuple[str, ...] = COMPARED_METHODS
     patch: int = 8
     steps: int = 25
+    fill: str = "sky"
     random_repeats: int = 1
     n_localise: int = 128
     artefacts: tuple[str, ...] = ARTEFACTS
@@ -108,6 +114,8 @@ class ExplainEvalConfig:
         bad = sorted(set(self.artefacts) - set(ARTEFACTS))
         if bad:
             raise ValueError(f"artefacts {bad} unknown; use some of {list(ARTEFACTS)}")
+        if self.fill not in ("sky", "zero"):
+            raise ValueError(f"fill={self.fill!r}; use 'sky' or 'zero'")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "ExplainEvalConfig":
@@ -228,11 +236,12 @@ def evaluate_checkpoint(discriminator, real: np.ndarray, generated: np.ndarray,
     verdicts = _verdicts(logits)
     stages.update()
 
-    kw = dict(patch=cfg.patch, steps=cfg.steps, seed=cfg.seed)
+    kw = dict(patch=cfg.patch, steps=cfg.steps, seed=cfg.seed, fill=cfg.fill)
     random_aopc = aopc(random_order_curves(D, x, repeats=cfg.random_repeats, **kw), sign)
+    _rows(rows, checkpoint, verdicts, sources, ids, "random_order", "random", random_aopc)
     for k in keys:
         scores = faithfulness_scores(D, x, maps[k], sign, random_aopc=random_aopc, **kw)
-        for metric in ("morf_vs_random", "lerf_vs_random", "morf_minus_lerf"):
+        for metric in ("morf", "lerf", "morf_vs_random", "lerf_vs_random", "morf_minus_lerf"):
             _rows(rows, checkpoint, verdicts, sources, ids, k, metric, scores[metric])
         _rows(rows, checkpoint, verdicts, sources, ids, k, "gini", gini(maps[k]))
     stages.update()
@@ -331,7 +340,7 @@ def evaluate_explanations(checkpoints: Mapping[str, tuple[Any, np.ndarray]], rea
 def _label(method: str) -> str:
     from galaxai.workflows import COMPARED_METHODS as LABELS
 
-    return LABELS[method][0] if method in LABELS else method
+    return LABELS[method][0] if method in LABELS else method.replace("_", " ")
 
 
 def summary_table(evaluation: ExplainEvaluation) -> pd.DataFrame:
@@ -371,7 +380,8 @@ def paired_table(evaluation: ExplainEvaluation, reference: str = "polarized_lrp"
     from galaxai.explain.quality import bootstrap_mean
 
     rec, cfg = evaluation.records, evaluation.config
-    rec = rec[rec["metric"].isin(METRICS) & (rec["metric"] != "area_share")]
+    derived = ("area_share", "random", "morf", "lerf")  # chance level, or equal to a *_vs_random
+    rec = rec[rec["metric"].isin(METRICS) & ~rec["metric"].isin(derived)]
     wide = rec.pivot_table(index=["checkpoint", "verdict", "metric", "image"], columns="method",
                            values="value", aggfunc="first")
     rows = []
@@ -427,7 +437,7 @@ def quality_tables(report, evaluation: ExplainEvaluation, summary: pd.DataFrame 
               .reset_index())
     report.add_section("Explanation quality", (
         f"Region perturbation: {cfg.steps} regions of {cfg.patch}×{cfg.patch} px replaced by "
-        "sky-like noise, most relevant first (MoRF) or least relevant first (LeRF), AOPC in the "
+        f"{'sky-like noise' if cfg.fill == 'sky' else 'zeros'}, most relevant first (MoRF) or least relevant first (LeRF), AOPC in the "
         "direction of D's verdict minus the AOPC of a random order (MoRF − random > 0 and LeRF − "
         "random < 0 are faithful; MoRF − LeRF > 0 is faithful and needs no random reference). "
         "Intervals: bootstrap 95 % over images."))
