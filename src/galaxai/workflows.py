@@ -115,6 +115,10 @@ def explain_methods(model, x, keys=None) -> dict[str, Any]:
     return {k: METHODS[COMPARED_METHODS[k][1]](model, x, **COMPARED_METHODS[k][2]) for k in keys}
 
 
+def _channel_sum(maps):
+    return maps.sum(1) if maps.ndim == 4 else maps
+
+
 def explanation_section(report: Report, discriminator, real: np.ndarray, generated: np.ndarray,
                         out_dir: Path, *, title: str, faithfulness: bool = True) -> pd.DataFrame:
     """Polarized-LRP vs the baselines on real and generated images, as Li et al. Fig. 2/3.
