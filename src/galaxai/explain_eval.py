@@ -421,13 +421,15 @@ def write_evaluation(evaluation: ExplainEvaluation, out: str | Path, *, title: s
     atomic_write(out / "records.parquet", lambda p: evaluation.records.to_parquet(p, index=False))
     atomic_write(out / "randomisation.csv", lambda p: evaluation.curves.to_csv(p, index=False))
     report = Report(title or "galaxai explanation quality", note or None)
+    report.add_section("Explanation quality")
     quality_tables(report, evaluation, summary, paired)
     return report.write(out / "report")
 
 
 def quality_tables(report, evaluation: ExplainEvaluation, summary: pd.DataFrame | None = None,
                    paired: pd.DataFrame | None = None, *, parts: Sequence[str] | None = None) -> None:
-    """Add the paired comparison and the per-part summary tables to ``report``."""
+    """Add the protocol text, the paired comparison and the per-part summary tables to the
+    current section of ``report``."""
     summary = summary_table(evaluation) if summary is None else summary
     paired = paired_table(evaluation) if paired is None else paired
     cfg = evaluation.config
@@ -435,7 +437,7 @@ def quality_tables(report, evaluation: ExplainEvaluation, summary: pd.DataFrame 
     counts = (evaluation.records.query("metric == 'morf_vs_random'")
               .groupby(["checkpoint", "verdict", "source"])["image"].nunique().rename("images")
               .reset_index())
-    report.add_section("Explanation quality", (
+    report.add_text((
         f"Region perturbation: {cfg.steps} regions of {cfg.patch}×{cfg.patch} px replaced by "
         f"{'sky-like noise' if cfg.fill == 'sky' else 'zeros'}, most relevant first (MoRF) or least relevant first (LeRF), AOPC in the "
         "direction of D's verdict minus the AOPC of a random order (MoRF − random > 0 and LeRF − "

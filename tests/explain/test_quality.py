@@ -10,6 +10,7 @@ from galaxai.explain import (Attribution, bootstrap_mean, decision_maps, faithfu
                              map_similarity, noise_sensitivity, randomised_models,
                              relevance_mass_accuracy, relevance_rank_accuracy)
 from galaxai.explain.quality import randomisable_layers
+from test_faithfulness import Planted  # the planted-evidence model of the AOPC tests
 
 
 def _gini_reference(a: np.ndarray) -> float:
@@ -42,19 +43,6 @@ def test_mass_and_rank_accuracy_on_a_hand_made_map():
     assert np.isnan(float(relevance_mass_accuracy(neg, mask, mode="positive")[0]))
     with pytest.raises(ValueError, match="mask is empty"):
         relevance_rank_accuracy(rel, torch.zeros(4, 4, dtype=torch.bool))
-
-
-class Planted(nn.Module):
-    """Logit = weighted sum over a planted square minus an offset (positive evidence only)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        weight = torch.zeros(1, 3, 16, 16)
-        weight[..., 4:12, 2:10] = torch.linspace(0.5, 1.5, 64).view(8, 8)
-        self.register_buffer("weight", weight)
-
-    def forward(self, x):
-        return (x * self.weight).sum((1, 2, 3)) / 20 - 2.0
 
 
 def test_morf_lerf_and_their_difference_rank_an_oracle_over_its_inverse():
