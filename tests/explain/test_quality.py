@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from galaxai.explain import (Attribution, bootstrap_mean, decision_maps, faithfulness_scores, gini,
+from galaxai.explain import (Attribution, bootstrap_mean, pixel_flipping, decision_maps, faithfulness_scores, gini,
                              map_similarity, noise_sensitivity, randomised_models,
                              relevance_mass_accuracy, relevance_rank_accuracy)
 from galaxai.explain.quality import randomisable_layers
@@ -57,6 +57,8 @@ def test_morf_lerf_and_their_difference_rank_an_oracle_over_its_inverse():
     assert (good["morf_minus_lerf"] > 0).all()
     torch.testing.assert_close(bad["morf_minus_lerf"], -good["morf_minus_lerf"])
     torch.testing.assert_close(good["morf_vs_random"] - good["lerf_vs_random"], good["morf_minus_lerf"])
+    with pytest.raises(ValueError, match="order"):
+        pixel_flipping(model, x, oracle, patch=4, order="random")
 
 
 def test_decision_maps_orient_signed_maps_by_the_logit():
