@@ -603,7 +603,8 @@ def timeline(run, images, n, out):
 @click.option("--n-sensitivity", type=click.IntRange(min=0), default=None,
               help="Images of the sky-noise sensitivity (default: the preset's, 32).")
 @click.option("--fill", type=click.Choice(("sky", "zero")), default="sky", show_default=True,
-              help="What replaces a removed region in region perturbation.")
+              help="What replaces a removed region in region perturbation: sky-like noise, or 0 "
+                   "in the network's range (mid-grey).")
 @click.option("--seed", type=int, default=0, show_default=True)
 def explain_eval(runs, images, out, n, methods, max_checkpoints, preset, n_localise, n_randomise,
                  n_sensitivity, fill, seed):
