@@ -6,11 +6,13 @@ on the content). Timed side by side in one run, single-threaded:
 
 * one Polarized-LRP call (``galaxai.explain.polarized_lrp``) on the same ``2 n`` images, best of
   ``--repeats``;
-* :func:`galaxai.explain_eval.evaluate_checkpoint` with the ``small`` sizes scaled to ``n``
-  (every compared method; faithfulness, sparseness, sensitivity, randomisation, localisation),
-  once, and each of its parts once more on its own so the ratio per part is printed.
+* :func:`galaxai.explain_eval.evaluate_checkpoint` (every compared method), part by part: maps +
+  faithfulness + Gini on all images, then sensitivity, randomisation and localisation each on a
+  few images; their cost per image of a 512-image ``small`` evaluation is their cost per
+  processed image times the preset's image count for them / 512 (32, 8 and 128 of 512).
 
-Prints seconds per image for each and the ratio evaluation / Polarized-LRP.
+Prints seconds per image for each part and the total, and the ratio to one Polarized-LRP call
+per image.
 
 Usage::
 
@@ -52,39 +54,31 @@ def main() -> None:
         plrp.append(time.perf_counter() - t0)
     per_plrp = min(plrp) / images
 
-    # the 'small' sizes for 512 images, scaled to this many images
-    scale = images / 512
+    # each part on its own: the shared base (maps, faithfulness, Gini on every image), then each
+    # sub-measure on `unit` images; per image of a 512-image 'small' evaluation, a sub-measure
+    # costs (its time per processed image) x (its image count in the preset) / 512
     full = ExplainEvalConfig.preset("small")
-    sized = dataclasses.replace(full, n_localise=max(4, round(full.n_localise * scale)),
-                                n_randomise=max(1, round(full.n_randomise * scale)),
-                                n_sensitivity=max(1, round(full.n_sensitivity * scale)))
-    parts = {
-        "faithfulness + sparseness": dict(n_localise=0, n_randomise=0, n_sensitivity=0),
-        "sensitivity": dict(n_localise=0, n_randomise=0),
-        "randomisation": dict(n_localise=0, n_sensitivity=0),
-        "localisation": dict(n_randomise=0, n_sensitivity=0),
-    }
-    timings = {}
+    zero = dict(n_localise=0, n_randomise=0, n_sensitivity=0)
+    unit = {"sensitivity": ("n_sensitivity", images), "randomisation": ("n_randomise", 1),
+            "localisation": ("n_localise", 4 * images)}
     t0 = time.perf_counter()
-    evaluate_checkpoint(D, real, generated, sized)
-    timings["full evaluation"] = time.perf_counter() - t0
-    for name, zeroed in parts.items():
+    evaluate_checkpoint(D, real, generated, dataclasses.replace(full, **zero))
+    base = time.perf_counter() - t0
+    rows = [("maps + faithfulness + Gini", base / images)]
+    for name, (field, count) in unit.items():
         t0 = time.perf_counter()
-        evaluate_checkpoint(D, real, generated, dataclasses.replace(sized, **zeroed))
-        timings[name] = time.perf_counter() - t0
-    base = timings["faithfulness + sparseness"]
-    print(f"{images} images (shipped small D, 1 thread); sub-measures as 'small' at 512 images: "
-          f"localise {sized.n_localise}, randomise {sized.n_randomise}, "
-          f"sensitivity {sized.n_sensitivity}")
-    print(f"{'':34s}{'s / image':>12s}{'x Polarized-LRP':>18s}")
-    print(f"{'one Polarized-LRP call':34s}{per_plrp:12.4f}{1.0:18.1f}")
-    for name, seconds in timings.items():
-        if name in ("sensitivity", "randomisation", "localisation"):
-            seconds = max(seconds - base, 0.0)  # the part alone: its run minus the shared base
-            name = f"  of which {name}"
-        elif name == "faithfulness + sparseness":
-            name = "  of which maps + faithfulness + Gini"
-        print(f"{name:34s}{seconds / images:12.4f}{seconds / images / per_plrp:18.1f}")
+        evaluate_checkpoint(D, real, generated, dataclasses.replace(full, **{**zero, field: count}))
+        extra = max(time.perf_counter() - t0 - base, 0.0)
+        rows.append((f"{name} ({getattr(full, field)} of 512)",
+                     extra / count * getattr(full, field) / 512))
+    total = sum(seconds for _, seconds in rows)
+    print(f"{images} images, shipped small D, 1 thread; cost per image of a 512-image 'small' "
+          "evaluation (every compared method)")
+    print(f"{'':38s}{'s / image':>12s}{'x Polarized-LRP':>18s}")
+    print(f"{'one Polarized-LRP call':38s}{per_plrp:12.4f}{1.0:18.1f}")
+    for name, seconds in rows:
+        print(f"{'  ' + name:38s}{seconds:12.4f}{seconds / per_plrp:18.1f}")
+    print(f"{'full evaluation':38s}{total:12.4f}{total / per_plrp:18.1f}")
 
 
 if __name__ == "__main__":
