@@ -439,7 +439,8 @@ def quality_tables(report, evaluation: ExplainEvaluation, summary: pd.DataFrame 
               .reset_index())
     report.add_text((
         f"Region perturbation: {cfg.steps} regions of {cfg.patch}×{cfg.patch} px replaced by "
-        f"{'sky-like noise' if cfg.fill == 'sky' else 'zeros'}, most relevant first (MoRF) or least relevant first (LeRF), AOPC in the "
+        f"{'sky-like noise' if cfg.fill == 'sky' else 'zeros'}, most relevant first (MoRF) or "
+        "least relevant first (LeRF), AOPC in the "
         "direction of D's verdict minus the AOPC of a random order (MoRF − random > 0 and LeRF − "
         "random < 0 are faithful; MoRF − LeRF > 0 is faithful and needs no random reference). "
         "Intervals: bootstrap 95 % over images."))

@@ -62,7 +62,8 @@ def add_ringing_patch(images, size: int = 12, amplitude: float = 0.12, period: f
     ripple = amplitude * np.cos(2 * np.pi * (np.arange(size) + 0.5) / period)
     masks = np.zeros((n, h, w), dtype=bool)
     for i, (cy, cx) in enumerate(centres):
-        rows, cols = slice(cy - size // 2, cy - size // 2 + size), slice(cx - size // 2, cx - size // 2 + size)
+        top, left = cy - size // 2, cx - size // 2
+        rows, cols = slice(top, top + size), slice(left, left + size)
         view[i, :, rows, cols] = np.clip(view[i, :, rows, cols] + ripple[None, None, :], 0.0, 1.0)
         masks[i, rows, cols] = True
     return Planted(out, masks)
