@@ -5,7 +5,7 @@ The modules that implement each choice import their tuple from here, and the CLI
 and a new choice is added in one place.
 """
 __all__ = ["PRESETS", "AUGMENT_PRESETS", "PADDINGS", "MERGES", "SIM_MODES", "SPLITS", "COMPARED_METHODS",
-           "ARCHITECTURES", "ACTIVATIONS", "LAYOUTS", "BAR_ALGORITHMS"]
+           "ARCHITECTURES", "ACTIVATIONS", "LAYOUTS", "BAR_ALGORITHMS", "ARTEFACTS"]
 
 #: Config presets of every configurable part.
 PRESETS: tuple[str, ...] = ("paper", "small", "tiny")
@@ -30,3 +30,5 @@ ACTIVATIONS: tuple[str, ...] = ("swish", "relu")
 LAYOUTS: tuple[str, ...] = ("keras", "timm")
 #: Bar-length algorithms (galaxai.morphology.barlength).
 BAR_ALGORITHMS: tuple[str, ...] = ("paper", "fast", "elongation")
+#: Artefacts planted at exact locations for localisation checks (galaxai.diagnose.artefacts).
+ARTEFACTS: tuple[str, ...] = ("zero_band", "ringing_patch", "colour_blotch", "phantom_boundary")

@@ -581,6 +581,53 @@ def timeline(run, images, n, out):
     click.echo(str(page.write(out / "report").resolve()))
 
 
+@main.command("explain-eval")
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              required=True, help="Held-out blend store: its test targets (real) and the "
+                                  "checkpoints' outputs of its blends (generated) are explained.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for summary/paired tables (CSV + Parquet), records and the report.")
+@click.option("--n", "n", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Blends used: n real targets + n generated outputs per checkpoint.")
+@click.option("--method", "methods", multiple=True, type=click.Choice(COMPARED_METHODS),
+              help="Repeat to choose (default: all compared methods).")
+@click.option("--max-checkpoints", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Checkpoints taken from each run directory, evenly spaced, the last included.")
+@click.option("--preset", type=click.Choice(("small", "tiny")), default="small", show_default=True,
+              help="Sizes of the sub-measures (tiny: tests).")
+@click.option("--n-localise", type=click.IntRange(min=0), default=None,
+              help="Real targets planted with artefacts (default: the preset's, 128).")
+@click.option("--n-randomise", type=click.IntRange(min=0), default=None,
+              help="Images of the randomisation checks (default: the preset's, 8).")
+@click.option("--n-sensitivity", type=click.IntRange(min=0), default=None,
+              help="Images of the sky-noise sensitivity (default: the preset's, 32).")
+@click.option("--fill", type=click.Choice(("sky", "zero")), default="sky", show_default=True,
+              help="What replaces a removed region in region perturbation: sky-like noise, or 0 "
+                   "in the network's range (mid-grey).")
+@click.option("--seed", type=int, default=0, show_default=True)
+def explain_eval(runs, images, out, n, methods, max_checkpoints, preset, n_localise, n_randomise,
+                 n_sensitivity, fill, seed):
+    """Explanation quality of the discriminator at checkpoints of RUNS, with 95 % intervals.
+
+    RUNS: run directories (up to --max-checkpoints each), checkpoint directories, or shipped
+    model names (small, realsky). Faithfulness (MoRF/LeRF vs random), localisation of planted
+    artefacts, randomisation sanity checks, sparseness and sky-noise sensitivity of every method,
+    split by D's verdict; Polarized-LRP is compared with LRP-z+ and LRP-ε on the same images.
+    """
+    from galaxai.explain_eval import ExplainEvalConfig, run_explain_eval
+
+    overrides = {k: v for k, v in {"n_localise": n_localise, "n_randomise": n_randomise,
+                                   "n_sensitivity": n_sensitivity}.items() if v is not None}
+    if methods:
+        overrides["methods"] = tuple(dict.fromkeys(methods))
+    cfg = ExplainEvalConfig.preset(preset, seed=seed, fill=fill, **overrides)
+    data, _ = _store_images(images, n)
+    html, _ = run_explain_eval(runs, data["blend"], data["target_a"], out, cfg,
+                               max_checkpoints=max_checkpoints, progress=True)
+    click.echo(f"wrote {out / 'summary.csv'}, {out / 'paired.csv'} and {html.resolve()}")
+
+
 # ---------------------------------------------------------------------------------- experiment
 @main.group()
 def experiment() -> None:

@@ -44,6 +44,7 @@ class DemoSettings:
     n_real_blends: int
     timeline_iterations: int
     timeline_every: int
+    n_quality: int = 24
     bars_overrides: tuple[tuple[str, int], ...] = ()
     seed: int = 7
 
@@ -51,7 +52,7 @@ class DemoSettings:
     def get(cls, quick: bool) -> "DemoSettings":
         if quick:
             return cls(n_galaxies=24, sim_preset="tiny", n_grid=3, n_explain=2, n_real_blends=16,
-                       timeline_iterations=4, timeline_every=2)
+                       timeline_iterations=4, timeline_every=2, n_quality=4)
         return cls(n_galaxies=300, sim_preset="small", n_grid=6, n_explain=4, n_real_blends=256,
                    timeline_iterations=60, timeline_every=10,
                    bars_overrides=(("n_train", 400), ("n_val", 80), ("n_eval", 60),
@@ -182,6 +183,18 @@ def _real_section(report: Report, s: DemoSettings, work: Path) -> None:
                                "outputs A.")
 
 
+def _quality_section(report: Report, D, targets: np.ndarray, outputs: np.ndarray, s: DemoSettings,
+                     out_dir: Path) -> None:
+    """The compact explanation-quality table on a random sample of targets and outputs."""
+    from galaxai.explain_eval import quality_section
+
+    pick = np.random.default_rng(s.seed).permutation(min(len(targets), len(outputs)))[:s.n_quality]
+    quality_section(report, D, targets[pick], outputs[pick], out_dir, seed=s.seed,
+                    methods=("polarized_lrp", "lrp_zplus", "lrp_epsilon"),
+                    title=f"3b. Does Polarized-LRP beat the original LRP here? ({s.n_quality} real "
+                          f"targets + {s.n_quality} generated outputs, drawn at random)")
+
+
 def run_demo(out: str | Path, *, quick: bool = False, progress: bool = False) -> Path:
     """Run the demo into ``out`` and return the path of the HTML report."""
     from galaxai.api import DEFAULT_WEIGHTS, deblend
@@ -218,8 +231,9 @@ def run_demo(out: str | Path, *, quick: bool = False, progress: bool = False) ->
     outputs = to_network(np.moveaxis(np.concatenate([out_a, out_b]), -1, 1))
     verdicts, probs = discriminator_verdicts(D, targets, outputs)
     real, generated = pick_by_verdict(targets, outputs, probs, k)
-    explanation_section(report, D, real, generated, work / "explain",
+    explanation_section(report, D, real, generated, work / "explain", faithfulness=False,
                         title="3. Why does the discriminator call an image real or generated?")
+    _quality_section(report, D, targets, outputs, s, work / "explain")
     report.add_table(verdicts, f"The shipped discriminator on all {len(targets)} held-out real "
                      f"targets (A and B) vs the {len(outputs)} generated outputs of the same "
                      "blends (95 % bootstrap intervals). The images above were picked by D's own "

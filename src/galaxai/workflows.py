@@ -25,7 +25,6 @@ __all__ = [
     "COMPARED_METHODS",
     "explain_methods",
     "explanation_section",
-    "faithfulness_table",
     "timeline_section",
     "audit_section",
     "shortcut_section",
@@ -116,49 +115,8 @@ def explain_methods(model, x, keys=None) -> dict[str, Any]:
     return {k: METHODS[COMPARED_METHODS[k][1]](model, x, **COMPARED_METHODS[k][2]) for k in keys}
 
 
-#: Keys of COMPARED_METHODS whose maps carry no sign (ranked by magnitude in faithfulness).
-_MAGNITUDE_ONLY = {"smoothgrad", "grad_cam"}
-
-
 def _channel_sum(maps):
     return maps.sum(1) if maps.ndim == 4 else maps
-
-
-def faithfulness_table(model, x, attributions: Mapping[str, Any], *, patch: int = 8,
-                       steps: int = 25, seed: int = 0) -> pd.DataFrame:
-    """AOPC of each method's ordering against random orders (pixel flipping with sky-like fill).
-
-    Regions are ranked by summed relevance in the direction of each sample's decision: for
-    Polarized-LRP the map as given (non-negative, the polarity tells the direction); for signed
-    methods (LRP, gradient, integrated gradients) the map times the sign of the logit, so
-    "evidence for the decision" goes first; magnitude-only maps (SmoothGrad's mean |gradient|,
-    Grad-CAM) as given. AOPC is multiplied by the same sign, so larger always means "removing these
-    regions moved D's probability the most toward the other class".
-    """
-    import torch
-
-    from galaxai.explain import aopc, pixel_flipping, random_order_curves
-
-    x = torch.as_tensor(x)
-    first = next(iter(attributions.values()))
-    sign = torch.where(first.logits >= 0, 1.0, -1.0)
-    random_curves = random_order_curves(model, x, patch=patch, steps=steps, seed=seed)
-    reference = aopc(random_curves, sign)
-    rows = []
-    for name, attribution in attributions.items():
-        maps = _channel_sum(attribution.maps.float())
-        if attribution.polarity is None and name not in _MAGNITUDE_ONLY:
-            maps = maps * sign.view(-1, *([1] * (maps.ndim - 1)))
-        if maps.shape[-2:] != x.shape[-2:]:
-            maps = torch.nn.functional.interpolate(maps[:, None], size=x.shape[-2:], mode="nearest")[:, 0]
-        curves = pixel_flipping(model, x, maps, patch=patch, steps=steps, seed=seed)
-        score = aopc(curves, sign)
-        rows.append({"method": COMPARED_METHODS[name][0], "AOPC": float(score.mean()),
-                     "AOPC − random": float((score - reference).mean()),
-                     "± (s.e.)": float((score - reference).std() / np.sqrt(len(score)))})
-    rows.append({"method": "random order", "AOPC": float(reference.mean()), "AOPC − random": 0.0,
-                 "± (s.e.)": 0.0})
-    return pd.DataFrame(rows)
 
 
 def explanation_section(report: Report, discriminator, real: np.ndarray, generated: np.ndarray,
@@ -167,7 +125,8 @@ def explanation_section(report: Report, discriminator, real: np.ndarray, generat
 
     ``real`` and ``generated`` are ``(N, 3, H, W)`` in the discriminator's input range. Adds the
     figures (per-map normalised viridis as in the paper, and one signed diverging scale) and,
-    with ``faithfulness``, the AOPC table, which is returned.
+    with ``faithfulness``, the compact explanation-quality tables of
+    :func:`galaxai.explain_eval.quality_section` on these images; returns its paired table.
     """
     import torch
 
@@ -177,7 +136,7 @@ def explanation_section(report: Report, discriminator, real: np.ndarray, generat
     x = torch.as_tensor(np.concatenate([real, generated]), dtype=torch.float32)
     labels = [f"real {i}" for i in range(len(real))] + [f"generated {i}" for i in range(len(generated))]
     shown = ["polarized_lrp", "lrp_zplus", "lrp_epsilon"]
-    attributions = explain_methods(discriminator, x, None if faithfulness else shown)
+    attributions = explain_methods(discriminator, x, shown)
     plrp = attributions["polarized_lrp"]
     display = from_network(x).clamp(0, 1).numpy()
     probs = plrp.scores.numpy()
@@ -198,14 +157,12 @@ def explanation_section(report: Report, discriminator, real: np.ndarray, generat
     report.add_figure(path, "The same maps with their sign on a diverging scale (red = evidence for "
                       "'real', blue = evidence for 'generated'; one symmetric limit per method "
                       "column). Polarized-LRP maps of generated images are negative.")
-    table = pd.DataFrame()
-    if faithfulness:
-        table = faithfulness_table(discriminator, x, attributions)
-        table.to_csv(out_dir / "aopc.csv", index=False)
-        report.add_table(table, f"Faithfulness on these {len(x)} images: AOPC of region perturbation "
-                         "(8×8 patches replaced by sky-like noise, most relevant first, 25 steps) "
-                         "against random orders. Larger = the map found what moves D's decision.")
-    return table
+    if not faithfulness:
+        return pd.DataFrame()
+    from galaxai.explain_eval import quality_section
+
+    return quality_section(report, discriminator, real, generated, out_dir,
+                           title=f"{title}: explanation quality")
 
 
 def discriminator_verdicts(discriminator, real: np.ndarray, generated: np.ndarray, *,

@@ -10,8 +10,11 @@ from galaxai.explain.faithfulness import (
     aopc,
     pixel_flipping,
     random_order_curves,
+    relevance_mass_accuracy,
     relevance_mass_ratio,
+    relevance_rank_accuracy,
     sky_like,
+    sky_statistics,
 )
 from galaxai.explain.generator_lrp import GeneratorLRP, generator_lrp, wrong_galaxy_share
 from galaxai.explain.lrp import (
@@ -22,6 +25,15 @@ from galaxai.explain.lrp import (
     lrp,
     polarized_lrp,
     register_lrp_rule,
+)
+from galaxai.explain.quality import (
+    bootstrap_mean,
+    decision_maps,
+    faithfulness_scores,
+    gini,
+    map_similarity,
+    noise_sensitivity,
+    randomised_models,
 )
 from galaxai.explain.saliency import (
     METHODS,
@@ -56,7 +68,17 @@ __all__ = [
     "aopc",
     "random_order_curves",
     "relevance_mass_ratio",
+    "relevance_mass_accuracy",
+    "relevance_rank_accuracy",
     "sky_like",
+    "sky_statistics",
+    "decision_maps",
+    "faithfulness_scores",
+    "gini",
+    "randomised_models",
+    "map_similarity",
+    "noise_sensitivity",
+    "bootstrap_mean",
     "explain_timeline",
     "Timeline",
 ]

@@ -28,30 +28,27 @@ from torch import nn
 
 from galaxai.explain.saliency import as_input, eval_mode, forward_logits
 
-__all__ = ["sky_like", "pixel_flipping", "random_order_curves", "aopc", "relevance_mass_ratio"]
+__all__ = ["sky_statistics", "sky_like", "pixel_flipping", "random_order_curves", "aopc",
+           "relevance_mass_ratio", "relevance_mass_accuracy", "relevance_rank_accuracy"]
 
 
-def sky_like(x: torch.Tensor, *, border: int | None = None, seed: int = 0) -> torch.Tensor:
-    """Sky-like noise images with each image's and channel's background statistics.
+def sky_statistics(x: torch.Tensor, *, border: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image's and channel's background level and noise, from a frame around the image.
 
-    The background level is the median of a ``border``-pixel frame around the image, the noise
-    the frame's robust standard deviation (1.4826 x median absolute deviation); the result is
-    ``median + sigma * N(0, 1)`` drawn from a generator seeded with ``seed``.
+    The level is the median of a ``border``-pixel frame, the noise the frame's robust standard
+    deviation (1.4826 x median absolute deviation).
 
     Parameters
     ----------
     x : torch.Tensor
         ``(B, C, H, W)`` images.
     border : int, optional
-        Width of the frame used for the statistics; default ``max(1, min(H, W) // 16)``
-        (5 px on an 80 px stamp).
-    seed : int
-        Seed of the noise.
+        Width of the frame; default ``max(1, min(H, W) // 16)`` (5 px on an 80 px stamp).
 
     Returns
     -------
-    torch.Tensor
-        Same shape, dtype and device as ``x``.
+    median, sigma : torch.Tensor
+        ``(B, C)`` each.
     """
     if x.ndim != 4:
         raise ValueError(f"sky_like needs (B, C, H, W) images; got shape {tuple(x.shape)}")
@@ -63,6 +60,30 @@ def sky_like(x: torch.Tensor, *, border: int | None = None, seed: int = 0) -> to
     pixels = x[:, :, frame]
     median = pixels.median(dim=2).values
     sigma = 1.4826 * (pixels - median[..., None]).abs().median(dim=2).values
+    return median, sigma
+
+
+def sky_like(x: torch.Tensor, *, border: int | None = None, seed: int = 0) -> torch.Tensor:
+    """Sky-like noise images with each image's and channel's background statistics.
+
+    ``median + sigma * N(0, 1)`` with the statistics of :func:`sky_statistics`, drawn from a
+    generator seeded with ``seed``.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        ``(B, C, H, W)`` images.
+    border : int, optional
+        Width of the frame used for the statistics (see :func:`sky_statistics`).
+    seed : int
+        Seed of the noise.
+
+    Returns
+    -------
+    torch.Tensor
+        Same shape, dtype and device as ``x``.
+    """
+    median, sigma = sky_statistics(x, border=border)
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
     return median[..., None, None] + sigma[..., None, None] * noise
@@ -119,6 +140,7 @@ def pixel_flipping(
     seed: int = 0,
     target: Any = None,
     chunk: int = 64,
+    order: str = "morf",
 ) -> torch.Tensor:
     """Region-perturbation curves of the model's probability, most relevant regions first.
 
@@ -145,18 +167,24 @@ def pixel_flipping(
         Output index for multi-output models.
     chunk : int
         Perturbed images per forward pass.
+    order : {"morf", "lerf"}
+        ``morf``: most relevant region first (Samek et al. 2017); ``lerf``: least relevant first
+        (a faithful map then leaves the probability nearly unchanged). Ties keep the region order
+        (row-major) in both.
 
     Returns
     -------
     torch.Tensor
         ``(B, steps + 1)`` probabilities (sigmoid of the logit); column 0 is the clean input.
     """
+    if order not in ("morf", "lerf"):
+        raise ValueError(f"order={order!r}; use 'morf' (most relevant first) or 'lerf'")
     x = as_input(model, x)
     scores = _region_scores(torch.as_tensor(relevance).to(x.device, x.dtype), patch)
     if scores.shape[0] != x.shape[0]:
         raise ValueError(f"relevance has {scores.shape[0]} maps for {x.shape[0]} images")
     steps = scores.shape[1] if steps is None else min(int(steps), scores.shape[1])
-    orders = scores.argsort(dim=1, descending=True, stable=True)
+    orders = scores.argsort(dim=1, descending=order == "morf", stable=True)
     return _curves_for_orders(model, x, orders, patch, steps, _fill(x, fill, seed), target, chunk)
 
 
@@ -215,6 +243,43 @@ def aopc(curves: torch.Tensor, polarity: Any = None) -> torch.Tensor:
     return drop
 
 
+def _masses(relevance: Any, mask: Any, mode: str) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """``(B, H*W)`` relevance masses after ``mode`` and the ``(B, H*W)`` boolean masks."""
+    if mode not in ("abs", "positive"):
+        raise ValueError(f"mode={mode!r}; use 'abs' or 'positive'")
+    rel = torch.as_tensor(relevance).double()
+    single = rel.ndim == 2
+    if single:
+        rel = rel[None]
+    mass = rel.abs() if mode == "abs" else rel.clamp(min=0)
+    if mass.ndim == 4:
+        mass = mass.sum(1)
+    m = torch.as_tensor(mask).to(torch.bool)
+    if m.ndim == 4:
+        m = m[:, 0]
+    m = m.expand_as(mass)
+    if not m.reshape(m.shape[0], -1).any(1).all():
+        raise ValueError("mask is empty for at least one map; the ratio is undefined")
+    return mass.reshape(mass.shape[0], -1), m.reshape(m.shape[0], -1), single
+
+
+def relevance_mass_accuracy(relevance: Any, mask: Any, mode: str = "abs") -> torch.Tensor:
+    """Share of the relevance mass inside ``mask``: ``sum_{mask} r / sum_{all} r``.
+
+    The relevance mass accuracy of Arras, Osman & Samek (2022); a uniform map scores the mask's
+    share of the area. Parameters as :func:`relevance_mass_ratio`.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B,)`` shares in [0, 1] (0-d for a single map); NaN where a map has no mass.
+    """
+    mass, m, single = _masses(relevance, mask, mode)
+    inside, total = (mass * m).sum(1), mass.sum(1)
+    share = torch.where(total > 0, inside / total, torch.nan)
+    return share[0] if single else share
+
+
 def relevance_mass_ratio(relevance: Any, mask: Any, mode: str = "abs") -> torch.Tensor:
     """Share of relevance mass inside ``mask`` divided by the mask's share of the area.
 
@@ -237,23 +302,28 @@ def relevance_mass_ratio(relevance: Any, mask: Any, mode: str = "abs") -> torch.
     torch.Tensor
         ``(B,)`` ratios (a 0-d tensor for a single ``(H, W)`` map); NaN where a map has no mass.
     """
-    if mode not in ("abs", "positive"):
-        raise ValueError(f"mode={mode!r}; use 'abs' or 'positive'")
-    rel = torch.as_tensor(relevance).double()
-    single = rel.ndim == 2
-    if single:
-        rel = rel[None]
-    mass = rel.abs() if mode == "abs" else rel.clamp(min=0)
-    if mass.ndim == 4:
-        mass = mass.sum(1)
-    m = torch.as_tensor(mask).to(torch.bool)
-    if m.ndim == 4:
-        m = m[:, 0]
-    m = m.expand_as(mass)
-    area = m.reshape(m.shape[0], -1).double().mean(1)
-    if (area == 0).any():
-        raise ValueError("mask is empty for at least one map; the ratio is undefined")
-    inside = (mass * m).reshape(mass.shape[0], -1).sum(1)
-    total = mass.reshape(mass.shape[0], -1).sum(1)
-    ratio = torch.where(total > 0, inside / total, torch.nan) / area
+    _, m, single = _masses(relevance, mask, mode)
+    ratio = relevance_mass_accuracy(relevance, mask, mode).reshape(-1) / m.double().mean(1)
     return ratio[0] if single else ratio
+
+
+def relevance_rank_accuracy(relevance: Any, mask: Any, mode: str = "abs") -> torch.Tensor:
+    """Share of the ``K = |mask|`` highest-relevance pixels that lie inside ``mask``.
+
+    The relevance rank accuracy of Arras, Osman & Samek (2022); a random map scores the mask's
+    share of the area in expectation. Ties at the K-th value are broken by pixel index (row-major),
+    and a map with no mass scores NaN. Parameters as :func:`relevance_mass_ratio`.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B,)`` accuracies in [0, 1] (0-d for a single map).
+    """
+    mass, m, single = _masses(relevance, mask, mode)
+    order = mass.argsort(dim=1, descending=True, stable=True)
+    k = m.sum(1)
+    ranks = torch.arange(mass.shape[1]).expand_as(order)
+    top = ranks < k[:, None]
+    hits = (m.gather(1, order) & top).sum(1).double()
+    acc = torch.where(mass.sum(1) > 0, hits / k, torch.nan)
+    return acc[0] if single else acc
