@@ -40,7 +40,7 @@ from torch import nn
 from torch.utils.data import Sampler
 
 __all__ = ["World", "process_group", "RankBatches", "CPUSyncBatchNorm2d", "sync_batchnorm",
-           "launch_command"]
+           "launch"]
 
 T = TypeVar("T")
 
@@ -206,15 +206,13 @@ class CPUSyncBatchNorm2d(nn.BatchNorm2d):
         if not (self.training and dist.is_available() and dist.is_initialized()
                 and dist.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         dims = (0, 2, 3)
         local = torch.cat([x.sum(dims), x.new_tensor([x.numel() // x.shape[1]])])
-        total = all_reduce(local)
+        total = _summed(local)
         n = total[-1]
         mean = total[:-1] / n
         centred = x - mean[None, :, None, None]
-        var = all_reduce(centred.pow(2).sum(dims)) / n
+        var = _summed(centred.pow(2).sum(dims)) / n
         if self.track_running_stats:
             self.num_batches_tracked.add_(1)
             factor = (1.0 / float(self.num_batches_tracked) if self.momentum is None
@@ -226,6 +224,20 @@ class CPUSyncBatchNorm2d(nn.BatchNorm2d):
         if self.affine:
             y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
         return y
+
+
+def _summed(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks, differentiable (the backward sums the ranks' gradients)."""
+    import warnings
+
+    from torch.distributed.nn.functional import all_reduce
+
+    # torch 2.14 marks it deprecated in favour of the private _functional_collectives, whose
+    # all_reduce has no autograd; the autograd one is what synchronised BN needs
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "torch.distributed.nn.functional.all_reduce",
+                                FutureWarning)
+        return all_reduce(tensor)
 
 
 def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
@@ -251,13 +263,27 @@ def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
     return module
 
 
-def launch_command(nproc: int, argv: list[str]) -> list[str]:
-    """The torchrun command line that runs ``galaxai <argv>`` on ``nproc`` local processes.
+def launch(nproc: int, argv: list[str]) -> int:
+    """Run ``galaxai <argv>`` on ``nproc`` local processes with torchrun's launcher; return the
+    exit status (0, or the first failed rank's).
 
-    ``torch.distributed.run`` is torchrun itself (rendezvous, one process per rank, the whole
-    group stopped when one rank fails, SIGTERM forwarded to every rank).
+    This is ``torchrun --standalone --nproc-per-node nproc -m galaxai.cli <argv>`` through its
+    Python API (:func:`torch.distributed.launcher.api.elastic_launch`): a c10d rendezvous on a
+    free local port, one process per rank, the whole group stopped when one rank fails, SIGTERM
+    forwarded to every rank, no restarts. (The torchrun command line itself cannot carry
+    ``--run``: its argument parser takes it for an abbreviation of its own ``--run-path``.)
     """
     import sys
+    import uuid
 
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-            f"--nproc-per-node={int(nproc)}", "-m", "galaxai.cli", *argv]
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=int(nproc),
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0",
+                          run_id=str(uuid.uuid4()), max_restarts=0)
+    try:
+        elastic_launch(config, sys.executable)("-m", "galaxai.cli", *argv)
+    except ChildFailedError as exc:
+        return next((f.exitcode for f in exc.failures.values() if f.exitcode), 1)
+    return 0
