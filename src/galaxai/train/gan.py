@@ -952,7 +952,7 @@ class GANTrainer:
     def _distribute(self) -> None:
         """Wrap G and D separately in DistributedDataParallel (once; nothing on one process).
 
-        Both wrappers broadcast rank 0's weights at construction. Buffers are not broadcast at
+        Both wrappers broadcast rank 0's weights (and buffers) at construction, but not buffers at
         each forward: the BatchNorm running statistics are synchronised already (the same global
         statistics on every rank).
         """
@@ -961,5 +961,5 @@ class GANTrainer:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [self.dev.index] if self.dev.type == "cuda" else None
-        self.G_step = DDP(self.G, device_ids=ids, broadcast_buffers=False)
-        self.D_step = DDP(self.D, device_ids=ids, broadcast_buffers=False)
+        self.G_step = DDP(self.G, device_ids=ids, forward_sync_buffers=False)
+        self.D_step = DDP(self.D, device_ids=ids, forward_sync_buffers=False)
