@@ -199,3 +199,26 @@ def test_cpu_sync_batchnorm_equals_batchnorm_over_the_whole_batch(tmp_path):
     # DDP averages parameter gradients over ranks; the whole batch's γ-gradient is their sum
     total = sum(torch.load(tmp_path / f"bn-{r}.pt", weights_only=True)["wgrad"] for r in (0, 1))
     torch.testing.assert_close(total, gamma.grad)
+
+
+def test_cli_nproc_relaunches_the_same_command_under_torchrun(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import galaxai.train.distributed as distributed
+    from galaxai.cli import main
+    from galaxai.data.simulate import SimConfig
+    from galaxai.data.store import build_store
+
+    store = build_store(tmp_path / "store", 8, seed=0, sim_config=SimConfig.preset("tiny"))
+    calls = []
+    monkeypatch.chdir(tmp_path)  # the default run folder is ./runs/<id>-tiny-deblender
+    monkeypatch.setattr(distributed, "launch", lambda n, argv: calls.append((n, argv)) or 3)
+    result = CliRunner().invoke(main, ["train", "--data", str(store), "--preset", "tiny",
+                                       "--nproc", "2", "--iterations", "1", "--device", "cpu"])
+    assert result.exit_code == 3  # the launcher's status is the command's
+    [(n, argv)] = calls
+    run = argv[argv.index("--run") + 1]
+    assert n == 2 and "--nproc" not in argv and run.startswith("runs")
+    assert argv[:argv.index("--run")] == ["train", "--data", str(store), "--preset", "tiny",
+                                          "--iterations", "1", "--device", "cpu"]
+    assert (tmp_path / run).is_dir() and not (tmp_path / run / "checkpoints").exists()
