@@ -29,7 +29,7 @@ from galaxai.train.checkpoints import load_discriminator, load_generator
 from galaxai.models.deblender import from_network
 
 __all__ = ["DEFAULT_WEIGHTS", "DEFAULT_DISCRIMINATOR", "StampSizeWarning", "deblend",
-           "discriminate", "shipped_models"]
+           "discriminate", "discriminator", "shipped_models"]
 
 #: The shipped default generator (written by a ``small`` training run, see the module docstring).
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "deblender_small.safetensors"
@@ -255,6 +255,22 @@ def deblend(
     return a.to(src_device).clone(), b.to(src_device).clone()
 
 
+def discriminator(checkpoint: str | os.PathLike | None = None,
+                  device: str | torch.device | None = None) -> torch.nn.Module:
+    """The discriminator network of ``checkpoint`` (as for :func:`discriminate`), in eval mode.
+
+    Loaded once per process and device (cached); explainers such as
+    :func:`galaxai.explain.polarized_lrp` take it as their model.
+    """
+    path = DEFAULT_DISCRIMINATOR if checkpoint is None else (
+        _shipped(checkpoint, "discriminator") or Path(checkpoint).expanduser().resolve())
+    weights = path / "D.safetensors" if path.is_dir() else path
+    if not weights.is_file():
+        raise FileNotFoundError(f"discriminator weights {weights} do not exist; pass a checkpoint "
+                                "directory (run/checkpoints/000001000) or a D.safetensors file")
+    return _network("D", path, _device(device))
+
+
 def discriminate(
     images: Any,
     checkpoint: str | os.PathLike | None = None,
@@ -284,13 +300,7 @@ def discriminate(
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     x, single, src_device = _as_batch(images, channel_axis)
     dev = _device(device)
-    path = DEFAULT_DISCRIMINATOR if checkpoint is None else (
-        _shipped(checkpoint, "discriminator") or Path(checkpoint).expanduser().resolve())
-    weights = path / "D.safetensors" if path.is_dir() else path
-    if not weights.is_file():
-        raise FileNotFoundError(f"discriminator weights {weights} do not exist; pass a checkpoint "
-                                "directory (run/checkpoints/000001000) or a D.safetensors file")
-    model = _network("D", path, dev)
+    model = discriminator(checkpoint, dev)
     x, _ = _to_model_size(x, model.config.image_size)
     with torch.inference_mode():
         probs = [torch.sigmoid(model(chunk.to(dev)).reshape(-1)).cpu() for chunk in x.split(batch_size)]

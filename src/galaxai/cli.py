@@ -28,6 +28,10 @@ class _Galaxai(click.Group):
     array and the fix; ``galaxai --debug`` re-raises them with the traceback instead.
     """
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:  # noqa: D102
+        ctx.meta["galaxai.argv"] = list(args)  # `train --nproc` relaunches itself under torchrun
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context):  # noqa: D102
         from galaxai.train.runlock import RunLockedError
 
@@ -330,10 +334,13 @@ def _write_data_recipe(run_dir: Path, data_paths, weights, augment: str, padding
 @click.option("--extend", is_flag=True,
               help="Resume with more --iterations than the run had (recorded in stats.jsonl); "
                    "any other changed option is refused.")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Data-parallel processes on this machine (torchrun; gloo on CPU, NCCL on "
+                   "GPUs). The preset's batch size is the global batch, split among them.")
 @click.pass_context
 def train(ctx, data_paths, weights, augment, init_from, eval_data, run_dir, preset, iterations,
           burn_in, lr, checkpoint_every, padding, stream_length, vgg19_weights, device, workers,
-          seed, g_filters, skip_gate, extend):
+          seed, g_filters, skip_gate, extend, nproc):
     """Train (or resume) the Galaxy Deblender GAN with checkpoints, stats.jsonl and evaluation.
 
     Resuming a run keeps the options left out at the run's values (from its config.toml) and
@@ -369,6 +376,8 @@ def train(ctx, data_paths, weights, augment, init_from, eval_data, run_dir, pres
     held_out = BlendStore(eval_data, split="test") if eval_data else None
     if run_dir is None:
         run_dir = new_run_dir("runs", f"{preset}-deblender")
+    if nproc > 1:
+        _relaunch(ctx, nproc, run_dir)
     _write_data_recipe(run_dir, data_paths, weights, augment, padding, stream_length, eval_data)
     try:
         result = run_training(dataset, run_dir, cfg, eval_dataset=held_out, progress=True,
@@ -377,6 +386,62 @@ def train(ctx, data_paths, weights, augment, init_from, eval_data, run_dir, pres
         click.echo(str(exc), err=True)
         ctx.exit(128 + signal.SIGTERM)
     click.echo(f"run {result.run_dir}: iteration {result.iteration}, metrics {result.metrics}")
+
+
+def _relaunch(ctx: click.Context, nproc: int, run_dir: Path) -> None:
+    """Run this `galaxai train` command again under torchrun with ``nproc`` local processes
+    (without --nproc, with --run fixed so every rank trains the same run), and exit with its
+    status."""
+    from galaxai.train.distributed import launch
+
+    argv, rest = [], iter(ctx.find_root().meta["galaxai.argv"])
+    for token in rest:
+        if token == "--nproc":
+            next(rest, None)
+        elif not token.startswith("--nproc="):
+            argv.append(token)
+    if "--run" not in argv and not any(t.startswith("--run=") for t in argv):
+        argv += ["--run", str(run_dir)]
+    ctx.exit(launch(nproc, argv))
+
+
+# --------------------------------------------------------------------------------------- batch
+@main.command("batch")
+@click.argument("task", type=click.Choice(("deblend", "explain", "discriminate")))
+@click.option("--catalogue", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              required=True, help="Parquet table with a 'row' (blend-store row) or 'path' "
+                                  "(stamp file) column; other columns are carried through.")
+@click.option("--stamps", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              required=True, help="The blend store, or the folder that 'path' is relative to.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Output folder: parts/ (Zarr + Parquet per batch) and results.parquet; a "
+                   "rerun skips the stamps already done.")
+@click.option("--engine", type=click.Choice(("local", "ray")), default="local", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--actors", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Ray actors, each with its own copy of the model.")
+@click.option("--gpus-per-actor", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option("--address", default=None,
+              help="Join this running Ray cluster (ray.init(address=...)); default: a local one.")
+@click.option("--checkpoint", default=None,
+              help="Checkpoint directory or shipped model name (default: the shipped 'small').")
+def batch_cmd(task, catalogue, stamps, out, engine, batch_size, actors, gpus_per_actor, address,
+              checkpoint):
+    """Deblend, explain or score every stamp of a survey catalogue, in batches (local or Ray)."""
+    from galaxai.batch import run_batch_job
+
+    if engine == "ray" and address:
+        import ray
+
+        ray.init(address=address)
+    results = run_batch_job(task, catalogue, stamps, out, engine=engine, batch_size=batch_size,
+                            actors=actors, gpus_per_actor=gpus_per_actor, checkpoint=checkpoint,
+                            progress=True)
+    failed = results[results["status"] != "ok"]
+    for _, row in failed.head(20).iterrows():
+        click.echo(f"  stamp {row['id']}: {row['error']}", err=True)
+    click.echo(f"{len(results) - len(failed)} stamp(s) done, {len(failed)} failed -> "
+               f"{out / 'results.parquet'}")
 
 
 # ------------------------------------------------------------------------------------- deblend

@@ -73,6 +73,7 @@ from galaxai.train.checkpoints import (
     save_checkpoint,
     save_resume,
 )
+from galaxai.train.distributed import RankBatches, World, process_group, sync_batchnorm
 from galaxai.train.runlock import run_lock
 
 __all__ = [
@@ -574,21 +575,27 @@ def train(
     -----
     Temporary files of atomic writes that a killed run left in ``run_dir`` and its checkpoint
     folders are deleted first (the lock guarantees that no other trainer is writing them).
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment, or a process group the caller
+    initialised) every process calls :func:`train` with the same arguments and the run is
+    data-parallel (:mod:`galaxai.train.distributed`): ``batch_size`` stays the global batch, split
+    over the ranks, BatchNorm is synchronised, G and D are each wrapped in
+    DistributedDataParallel. Rank 0 alone takes the lock and writes ``config.toml``,
+    ``stats.jsonl`` (losses averaged over ranks) and checkpoints; the other ranks wait at a
+    barrier until a checkpoint is written. An error of any rank in the set-up checks is raised on
+    all of them; SIGTERM on any rank stops all of them at the same iteration, after the checkpoint.
     """
     run_dir = Path(run_dir)
-    with run_lock(run_dir), _sigterm_event() as sigterm:
-        for folder in (run_dir, *sorted((run_dir / "checkpoints").glob("*"))):
-            remove_stale_temporaries(folder)
-        return _train(dataset, run_dir, config, eval_dataset, progress, device,
-                      max_iterations, extend, sigterm)
-
-
-def _train(dataset: Dataset, run_dir: Path, config: GANTrainConfig | str | None,
-           eval_dataset: Dataset | None, progress: bool, device: str | torch.device | None,
-           max_iterations: int | None, extend: bool, sigterm: threading.Event) -> TrainResult:
-    """The body of :func:`train`, run while the run directory is locked."""
-    trainer = GANTrainer(dataset, run_dir, config, eval_dataset, device, extend)
-    return trainer.run(max_iterations, progress, sigterm)
+    with process_group(device) as world, contextlib.ExitStack() as held:
+        world.agree(lambda: held.enter_context(run_lock(run_dir)) if world.is_main else None)
+        with _sigterm_event() as sigterm:
+            if world.is_main:
+                for folder in (run_dir, *sorted((run_dir / "checkpoints").glob("*"))):
+                    remove_stale_temporaries(folder)
+            world.barrier()
+            trainer = world.agree(lambda: GANTrainer(dataset, run_dir, config, eval_dataset,
+                                                     device, extend, world=world))
+            return trainer.run(max_iterations, progress, sigterm)
 
 
 class GANTrainer:
@@ -597,18 +604,24 @@ class GANTrainer:
     :func:`train` is the entry point (it takes the run lock and the SIGTERM handler first); the
     class splits the run into methods that each do one job. Construction checks the config and
     the data against the run directory, builds the networks, optimisers and loss scaler, and
-    restores them from ``resume.pt`` (or ``GANTrainConfig.init_from`` for a new run).
+    restores them from ``resume.pt`` (or ``GANTrainConfig.init_from`` for a new run). ``world``
+    is this process's rank in a data-parallel run (see :func:`train`); only rank 0 writes.
     """
 
     def __init__(self, dataset: Dataset, run_dir: Path, config: GANTrainConfig | str | None,
                  eval_dataset: Dataset | None = None, device: str | torch.device | None = None,
-                 extend: bool = False) -> None:
+                 extend: bool = False, world: World | None = None) -> None:
         self.run_dir, self.dataset, self.eval_dataset = run_dir, dataset, eval_dataset
+        self.world = world = world or World()
         cfg = _resolve_config(config, run_dir)
-        self.dev = torch.device(device) if device is not None else torch.device(
-            "cuda" if torch.cuda.is_available() else "cpu"
-        )
+        self.dev = world.device(device)
         _check_dataset(dataset, cfg, "dataset")
+        if cfg.batch_size % world.size:
+            raise ValueError(
+                f"batch_size {cfg.batch_size} (the global batch) does not divide among "
+                f"{world.size} processes; choose a batch size that is a multiple of the number "
+                "of processes (--nproc / torchrun --nproc-per-node x nodes)"
+            )
         if eval_dataset is not None:
             _check_dataset(eval_dataset, cfg, "eval_dataset")
         self.digest = config_hash(cfg)
@@ -642,7 +655,8 @@ class GANTrainer:
                 "directory"
             )
         self.cfg = cfg
-        write_config(run_dir / "config.toml", cfg)
+        if world.is_main:
+            write_config(run_dir / "config.toml", cfg)
         self._build()
         self.stats_path = run_dir / "stats.jsonl"
         self.start, self.consumed, self.elapsed = 0, 0, 0.0
@@ -653,6 +667,10 @@ class GANTrainer:
         cfg, dev, state = self.cfg, self.dev, self.state
         self.G = build_generator(cfg.model, seed=cfg.seed).to(dev).train()
         self.D = build_discriminator(cfg.model, seed=cfg.seed + 1).to(dev).train()
+        if self.world.distributed:
+            sync_batchnorm(self.G, dev), sync_batchnorm(self.D, dev)
+        # the modules the training steps call: DistributedDataParallel wrappers once run() starts
+        self.G_step, self.D_step = self.G, self.D
         self.phi = None
         if cfg.burn_in > 0 or cfg.content == "vgg+pixel":
             self.phi = build_perceptual(
@@ -684,11 +702,12 @@ class GANTrainer:
     def resume(self) -> None:
         """Restore weights, optimisers, RNG and sampler position from ``resume.pt`` (or start
         from ``init_from`` weights, or fresh), and trim or start ``stats.jsonl``."""
-        state, cfg = self.state, self.cfg
+        state, cfg, main = self.state, self.cfg, self.world.is_main
         if state is None:
             if cfg.init_from:
                 _load_initial_weights(self.G, self.D, cfg.init_from)
-            atomic_write_text(self.stats_path, "")
+            if main:
+                atomic_write_text(self.stats_path, "")
             return
         ckpt = checkpoint_dir(self.run_dir, state["iteration"])
         load_state(self.G, ckpt / "G.safetensors")
@@ -697,9 +716,13 @@ class GANTrainer:
             o.load_state_dict(state["optimizers"][name])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        restore_rng_state(state["rng"])
+        ranks = state.get("rng_ranks") or []
+        restore_rng_state(ranks[self.world.rank] if len(ranks) == self.world.size
+                          else state["rng"])
         self.start, self.consumed = state["iteration"], state["sampler"]["consumed"]
         self.elapsed = state["elapsed"]
+        if not main:
+            return
         _rewrite_stats(self.stats_path, self.start)
         if self.extended_from is not None:
             self._append_stats({
@@ -740,13 +763,18 @@ class GANTrainer:
         """One generator-only step on the perceptual loss."""
         blend, ta, tb = self._next_batch()
         with self._autocast():
-            g1, g2 = self.G(blend)
+            g1, g2 = self.G_step(blend)
             loss = self._features_loss(g1, g2, ta, tb)
         self._step("G_burnin", loss)
         return {"g_burnin": loss}
 
     def adversarial_step(self, lr: float) -> dict[str, torch.Tensor]:
-        """One discriminator step, then one generator step on a fresh mini-batch."""
+        """One discriminator step, then one generator step on a fresh mini-batch.
+
+        The D step trains ``D_step`` on fakes made without gradients (detached); the G step
+        trains ``G_step`` through the bare D, whose parameters are frozen for it (so a
+        DistributedDataParallel D never waits for gradients it will not get).
+        """
         cfg, G, D, bce = self.cfg, self.G, self.D, self._bce
         for name in ("D", "G"):
             for group in self.opt[name].param_groups:
@@ -757,15 +785,16 @@ class GANTrainer:
             with torch.no_grad():
                 g1, g2 = G(blend)
             # D is called on each tensor separately: BatchNorm statistics per call
-            real = bce(D(a), True) + bce(D(b), True)
-            d_loss = 0.5 * (real + bce(D(g1), False) + bce(D(g2), False))
+            Dt = self.D_step
+            real = bce(Dt(a), True) + bce(Dt(b), True)
+            d_loss = 0.5 * (real + bce(Dt(g1), False) + bce(Dt(g2), False))
         self._step("D", d_loss)
         blend, ta, tb = self._next_batch()
         a, b = to_network(ta), to_network(tb)
         losses: dict[str, torch.Tensor] = {}
         D.requires_grad_(False)
         with self._autocast():
-            g1, g2 = G(blend)
+            g1, g2 = self.G_step(blend)
             pixel = F.mse_loss(g1.float(), a) + F.mse_loss(g2.float(), b)
             adv = bce(D(g1), True) + bce(D(g2), True)
             content = pixel
@@ -786,10 +815,15 @@ class GANTrainer:
     def log(self, it: int, lr: float, sums: dict[str, torch.Tensor], count: int,
             metrics: dict[str, float] | None) -> dict[str, Any]:
         """Append the interval's mean losses (and held-out metrics) to ``stats.jsonl``; raise
-        :class:`FloatingPointError` when a loss is not finite."""
+        :class:`FloatingPointError` when a loss is not finite.
+
+        Called on every rank: the losses are averaged over ranks (each rank's is the mean over
+        its slice, so the average is the global batch's), and rank 0 writes the line."""
         now = time.perf_counter()
         self.elapsed += now - self._t0
         self._t0 = now
+        names = sorted(sums)
+        means = self.world.mean(torch.stack([sums[k] for k in names])) if names else []
         stats = {
             "iteration": it,
             "phase": "burn-in" if it <= self.cfg.burn_in else "adversarial",
@@ -797,11 +831,12 @@ class GANTrainer:
             "elapsed": round(self.elapsed, 3),
             "lr": lr,
             "n": count,
-            **{f"loss_{k}": float(v) / count for k, v in sums.items()},
+            **{f"loss_{k}": float(v) / count for k, v in zip(names, means)},
         }
         if metrics is not None:
             stats["eval"] = metrics
-        self._append_stats(stats)
+        if self.world.is_main:
+            self._append_stats(stats)
         bad = [k for k, v in stats.items() if k.startswith("loss_") and not math.isfinite(v)]
         if bad:
             raise FloatingPointError(
@@ -811,10 +846,24 @@ class GANTrainer:
         return stats
 
     def checkpoint(self, it: int, metrics: dict[str, float]) -> Path:
-        """Write checkpoint ``it`` (weights + sidecar) and ``resume.pt``; return its folder."""
-        cfg = self.cfg
+        """Write checkpoint ``it`` (weights + sidecar) and ``resume.pt``; return its folder.
+
+        Called on every rank: rank 0 writes (with every rank's RNG state in ``resume.pt``), the
+        others wait for it at a barrier, so no rank goes on (or exits) before the checkpoint
+        exists."""
+        cfg, world = self.cfg, self.world
         phase = "burn-in" if it <= cfg.burn_in else "adversarial"
-        path = save_checkpoint(
+        path = checkpoint_dir(self.run_dir, it)
+        rng = world.gather(capture_rng_state()) if world.distributed else None
+        if world.is_main:
+            self._write_checkpoint(it, phase, metrics, rng)
+        world.barrier()
+        return path
+
+    def _write_checkpoint(self, it: int, phase: str, metrics: dict[str, float],
+                          rng_ranks: list[dict[str, Any]] | None) -> None:
+        cfg = self.cfg
+        save_checkpoint(
             self.run_dir, it, self.G, self.D, config=config_to_dict(cfg),
             config_digest=self.digest, data_hash=self.data_hash, metrics=metrics,
             perceptual_backend=self.backend, extra={"phase": phase, "elapsed": self.elapsed},
@@ -826,11 +875,12 @@ class GANTrainer:
             "optimizers": {k: o.state_dict() for k, o in self.opt.items()},
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
             "rng": capture_rng_state(),
+            **({"rng_ranks": rng_ranks} if rng_ranks else {}),
+            "world_size": self.world.size,
             "sampler": {"seed": cfg.seed, "consumed": self.consumed, "batch_size": cfg.batch_size},
             "elapsed": self.elapsed,
             "perceptual_backend": self.backend,
         })
-        return path
 
     # ----------------------------------------------------------------------- the loop
     def run(self, max_iterations: int | None = None, progress: bool = False,
@@ -847,9 +897,12 @@ class GANTrainer:
         if start >= stop:
             return TrainResult(run_dir, start, last_ckpt, last_stats, metrics, self.backend)
         n = len(self.dataset)  # type: ignore[arg-type]
+        self._distribute()
+        world = self.world
         loader = DataLoader(
             self.dataset,
-            batch_sampler=ResumableBatchSampler(n, cfg.batch_size, cfg.seed, start=self.consumed),
+            batch_sampler=RankBatches(
+                ResumableBatchSampler(n, cfg.batch_size, cfg.seed, start=self.consumed), world),
             num_workers=cfg.num_workers,
             pin_memory=self.dev.type == "cuda",
             generator=torch.Generator().manual_seed(cfg.seed),  # worker seeds: private, seeded
@@ -857,7 +910,8 @@ class GANTrainer:
         self._batches = iter(loader)
         sums: dict[str, torch.Tensor] = {}
         count = 0
-        bar = tqdm(total=stop, initial=start, disable=not progress, desc="deblender", unit="it")
+        bar = tqdm(total=stop, initial=start, disable=not (progress and world.is_main),
+                   desc="deblender", unit="it")
         self._t0 = time.perf_counter()
         it = start
         try:
@@ -870,12 +924,12 @@ class GANTrainer:
                 it += 1
                 bar.update(1)
                 evaluated = self.eval_dataset is not None and (it % eval_every == 0 or it == stop)
-                if evaluated:
+                if evaluated and world.is_main:
                     metrics = evaluate(
                         self.G, self.eval_dataset, limit=cfg.eval_size,
                         batch_size=max(cfg.batch_size, 32), device=self.dev,
                     )
-                terminated = sigterm is not None and sigterm.is_set()
+                terminated = world.any(sigterm is not None and sigterm.is_set(), self.dev)
                 checkpoint_now = it % cfg.checkpoint_every == 0 or it == stop or terminated
                 if it % cfg.log_every == 0 or evaluated or checkpoint_now:
                     last_stats = self.log(it, lr, sums, count, metrics if evaluated else None)
@@ -894,3 +948,18 @@ class GANTrainer:
         finally:
             bar.close()
         return TrainResult(run_dir, it, last_ckpt, last_stats, metrics, self.backend)
+
+    def _distribute(self) -> None:
+        """Wrap G and D separately in DistributedDataParallel (once; nothing on one process).
+
+        Both wrappers broadcast rank 0's weights (and buffers) at construction, but not buffers at
+        each forward: the BatchNorm running statistics are synchronised already (the same global
+        statistics on every rank).
+        """
+        if not self.world.distributed or self.G_step is not self.G:
+            return
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [self.dev.index] if self.dev.type == "cuda" else None
+        self.G_step = DDP(self.G, device_ids=ids, forward_sync_buffers=False)
+        self.D_step = DDP(self.D, device_ids=ids, forward_sync_buffers=False)
