@@ -6,14 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from galaxai.guided import (
-    Guide,
-    GuideConfig,
-    apply_control,
-    explanation_map,
-    guidance_mask,
-    scale_gradient,
-)
+from galaxai.guided import Guide, GuideConfig
+from galaxai.guided.core import apply_control, explanation_map, guidance_mask, scale_gradient
 
 B, C, S = 4, 3, 8
 
