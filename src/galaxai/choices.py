@@ -6,7 +6,7 @@ and a new choice is added in one place.
 """
 __all__ = ["PRESETS", "AUGMENT_PRESETS", "PADDINGS", "MERGES", "SIM_MODES", "SPLITS", "COMPARED_METHODS",
            "ARCHITECTURES", "ACTIVATIONS", "LAYOUTS", "BAR_ALGORITHMS",
-           "GUIDE_EXPLAINERS", "GUIDE_NORMALISE", "GUIDE_APPLY_TO", "GUIDE_CONTROLS", "GUIDE_ARMS"]
+           "GUIDE_EXPLAINERS", "GUIDE_NORMALISE", "GUIDE_APPLY_TO", "GUIDE_CONTROLS"]
 
 #: Config presets of every configurable part.
 PRESETS: tuple[str, ...] = ("paper", "small", "tiny")
@@ -39,6 +39,3 @@ GUIDE_NORMALISE: tuple[str, ...] = ("sample", "repo", "none")
 GUIDE_APPLY_TO: tuple[str, ...] = ("adversarial", "total")
 #: Controls replacing the map M: none, its mean everywhere, or shuffled across the batch.
 GUIDE_CONTROLS: tuple[str, ...] = ("none", "constant", "shuffled")
-#: Arms of `galaxai experiment guided`.
-GUIDE_ARMS: tuple[str, ...] = ("baseline", "saliency", "smoothgrad", "polarized_lrp", "constant",
-                               "shuffled")
