@@ -5,7 +5,8 @@ The modules that implement each choice import their tuple from here, and the CLI
 and a new choice is added in one place.
 """
 __all__ = ["PRESETS", "AUGMENT_PRESETS", "PADDINGS", "MERGES", "SIM_MODES", "SPLITS", "COMPARED_METHODS",
-           "ARCHITECTURES", "ACTIVATIONS", "LAYOUTS", "BAR_ALGORITHMS", "ARTEFACTS"]
+           "ARCHITECTURES", "ACTIVATIONS", "LAYOUTS", "BAR_ALGORITHMS", "ARTEFACTS",
+           "GUIDE_EXPLAINERS", "GUIDE_NORMALISE", "GUIDE_APPLY_TO", "GUIDE_CONTROLS"]
 
 #: Config presets of every configurable part.
 PRESETS: tuple[str, ...] = ("paper", "small", "tiny")
@@ -32,3 +33,11 @@ LAYOUTS: tuple[str, ...] = ("keras", "timm")
 BAR_ALGORITHMS: tuple[str, ...] = ("paper", "fast", "elongation")
 #: Artefacts planted at exact locations for localisation checks (galaxai.diagnose.artefacts).
 ARTEFACTS: tuple[str, ...] = ("zero_band", "ringing_patch", "colour_blotch", "phantom_boundary")
+#: Explainers of explanation-guided training (galaxai.guided).
+GUIDE_EXPLAINERS: tuple[str, ...] = ("saliency", "smoothgrad", "polarized_lrp")
+#: Normalisation of guidance maps: per sample (galaxai), as the xAI-GAN code, or raw.
+GUIDE_NORMALISE: tuple[str, ...] = ("sample", "repo", "none")
+#: Which gradient the guidance scales: the adversarial term only, or the generator output's total.
+GUIDE_APPLY_TO: tuple[str, ...] = ("adversarial", "total")
+#: Controls replacing the map M: none, its mean everywhere, or shuffled across the batch.
+GUIDE_CONTROLS: tuple[str, ...] = ("none", "constant", "shuffled")

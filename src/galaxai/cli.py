@@ -14,7 +14,8 @@ import click
 import numpy as np
 
 from galaxai.choices import (ACTIVATIONS, ARCHITECTURES, AUGMENT_PRESETS, BAR_ALGORITHMS,
-                             COMPARED_METHODS, LAYOUTS, MERGES, PADDINGS, PRESETS, SIM_MODES, SPLITS)
+                             COMPARED_METHODS, GUIDE_EXPLAINERS, LAYOUTS, MERGES, PADDINGS, PRESETS,
+                             SIM_MODES, SPLITS)
 
 __all__ = ["main"]
 
@@ -337,10 +338,17 @@ def _write_data_recipe(run_dir: Path, data_paths, weights, augment: str, padding
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Data-parallel processes on this machine (torchrun; gloo on CPU, NCCL on "
                    "GPUs). The preset's batch size is the global batch, split among them.")
+@click.option("--guide", type=click.Choice(GUIDE_EXPLAINERS), default=None,
+              help="xAI-GAN: scale the generator's adversarial output gradient by 1 + alpha*M, M "
+                   "the discriminator's explanation of its fakes (galaxai.guided).")
+@click.option("--guide-alpha", type=click.FloatRange(min=0), default=0.2, show_default=True,
+              help="alpha of --guide.")
+@click.option("--guide-from", type=click.IntRange(min=0), default=None,
+              help="First iteration (burn-in included) of --guide (default: mid adversarial phase).")
 @click.pass_context
 def train(ctx, data_paths, weights, augment, init_from, eval_data, run_dir, preset, iterations,
           burn_in, lr, checkpoint_every, padding, stream_length, vgg19_weights, device, workers,
-          seed, g_filters, skip_gate, extend, nproc):
+          seed, g_filters, skip_gate, extend, guide, guide_alpha, guide_from, nproc):
     """Train (or resume) the Galaxy Deblender GAN with checkpoints, stats.jsonl and evaluation.
 
     Resuming a run keeps the options left out at the run's values (from its config.toml) and
@@ -361,6 +369,10 @@ def train(ctx, data_paths, weights, augment, init_from, eval_data, run_dir, pres
                                    "num_workers": workers, "init_from": init_from,
                                    "lr": lr, "lr_late": lr / 10 if lr else None}.items()
                  if v is not None}
+    if guide is not None:
+        from galaxai.guided import GuideConfig
+
+        overrides["guide"] = GuideConfig(explainer=guide, alpha=guide_alpha, start=guide_from)
     model = {k: v for k, v in {"skip_gate": skip_gate, "g_filters": g_filters}.items() if v}
     if model:
         overrides["model"] = DeblenderConfig.preset(

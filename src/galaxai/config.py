@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+import types
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
@@ -45,12 +46,15 @@ def config_from_mapping(cls: type[T], values: Mapping[str, Any], *, source: str 
 
 
 def _resolve_type(cls: type, name: str, ftype: Any) -> Any:
-    if isinstance(ftype, str):
-        import typing
+    """The field's type; of an optional field (``X | None``) its one non-None member."""
+    import typing
 
-        hints = typing.get_type_hints(cls)
-        return hints.get(name, ftype)
-    return ftype
+    if isinstance(ftype, str):
+        ftype = typing.get_type_hints(cls).get(name, ftype)
+    if typing.get_origin(ftype) not in (typing.Union, types.UnionType):
+        return ftype
+    members = [t for t in typing.get_args(ftype) if t is not type(None)]
+    return members[0] if len(members) == 1 else ftype
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

@@ -178,8 +178,9 @@ class DeblenderConfig:
 
 
 def config_hash(cfg: Any) -> str:
-    """Short stable hash (16 hex digits) of a dataclass config's values."""
-    payload = json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str)
+    """Short stable hash (16 hex digits) of a dataclass config's values (or of a mapping)."""
+    values = cfg if isinstance(cfg, dict) else dataclasses.asdict(cfg)
+    payload = json.dumps(values, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 

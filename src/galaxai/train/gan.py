@@ -9,6 +9,10 @@ discriminator step followed by one generator step, each on a fresh mini-batch:
 - G loss ½·(pixel + 10⁻³·adv), pixel = MSE(A,G₁) + MSE(B,G₂) on the [−1, 1] scale (plus the
   perceptual term with ``content="vgg+pixel"``), adv = BCE(D(G₁),1) + BCE(D(G₂),1).
 
+With ``GANTrainConfig.guide`` set (xAI-GAN, :mod:`galaxai.guided`), from the guide's first
+iteration on each branch's output gradient is scaled by ``1 + α·M_k`` in the generator step,
+``M_k`` explaining ``D(G_k(x))`` (see :class:`galaxai.guided.GuideConfig`).
+
 Branch 1 is always the centred galaxy A. Targets arrive in [0, 1] and are mapped to 2v−1; the blend
 stays in [0, 1]. Three Adam optimisers (D, G adversarial, G burn-in); the learning rate drops from
 ``lr`` to ``lr_late`` after ``lr_drop`` adversarial iterations (half of them by default).
@@ -50,6 +54,7 @@ from tqdm.auto import tqdm
 
 from galaxai._atomic import atomic_write_text, remove_stale_temporaries
 from galaxai.config import config_from_mapping, config_to_dict, read_config, write_config
+from galaxai.guided.core import Guide, GuideConfig
 from galaxai.metrics import psnr
 from galaxai.models.deblender import (
     DeblenderConfig,
@@ -87,6 +92,7 @@ __all__ = [
     "evaluate",
     "data_fingerprint",
     "new_run_dir",
+    "config_digest",
 ]
 
 #: Accepted values of ``GANTrainConfig.content``.
@@ -145,6 +151,9 @@ class GANTrainConfig:
         a checkpoint directory holding ``G.safetensors`` (and ``D.safetensors``, else D starts
         random), or ``"shipped"`` for the package's default generator and discriminator.
         Recorded in ``config.toml`` like every setting; ignored when resuming.
+    guide : GuideConfig, optional
+        Explanation-guided generator steps (xAI-GAN); ``None`` trains without guidance. Part of
+        the run's settings: a resume with other guide settings is refused.
     """
 
     model: DeblenderConfig = field(default_factory=DeblenderConfig)
@@ -170,6 +179,7 @@ class GANTrainConfig:
     num_workers: int = 0
     amp: bool = True
     init_from: str | None = None
+    guide: GuideConfig | None = None
 
     PRESETS: ClassVar[tuple[str, ...]] = ("paper", "small", "tiny")
 
@@ -185,6 +195,8 @@ class GANTrainConfig:
             raise ValueError("burn_in, iterations and num_workers must be >= 0")
         if self.eval_every is not None and self.eval_every < 1:
             raise ValueError(f"eval_every must be >= 1 or None, got {self.eval_every}")
+        if self.guide is not None:
+            self.guide.first_iteration(self.burn_in, self.iterations)
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "GANTrainConfig":
@@ -400,10 +412,26 @@ def _extension(old: GANTrainConfig, new: GANTrainConfig) -> GANTrainConfig | Non
     drop = old.iterations // 2 if old.lr_drop is None else old.lr_drop
     if new.iterations < old.iterations or new.lr_drop not in (None, drop):
         return None
-    longer = dataclasses.replace(new, lr_drop=drop)
+    longer = dataclasses.replace(new, lr_drop=drop, guide=_pinned_guide(old, new.guide))
     same = dataclasses.replace(longer, iterations=old.iterations) == dataclasses.replace(
-        old, lr_drop=drop)
+        old, lr_drop=drop, guide=_pinned_guide(old, old.guide))
     return longer if same else None
+
+
+def _pinned_guide(old: GANTrainConfig, guide: GuideConfig | None) -> GuideConfig | None:
+    """``guide`` with a default start pinned where ``old``'s schedule put it (as ``lr_drop``)."""
+    if guide is None or guide.start is not None:
+        return guide
+    return dataclasses.replace(guide, start=guide.first_iteration(old.burn_in, old.iterations))
+
+
+def config_digest(cfg: GANTrainConfig) -> str:
+    """The run's config hash; without guidance the ``guide`` key is left out, so runs started
+    before guidance existed keep their hash and resume."""
+    values = dataclasses.asdict(cfg)
+    if values.get("guide") is None:
+        values.pop("guide", None)
+    return config_hash(values)
 
 
 def _batch(batch: Mapping[str, torch.Tensor], device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -624,7 +652,7 @@ class GANTrainer:
             )
         if eval_dataset is not None:
             _check_dataset(eval_dataset, cfg, "eval_dataset")
-        self.digest = config_hash(cfg)
+        self.digest = config_digest(cfg)
         self.data_hash = data_fingerprint(dataset)
         self.state = state = load_resume(run_dir)
         if state is None and (done := list_checkpoints(run_dir)):
@@ -638,7 +666,7 @@ class GANTrainer:
             old = _run_config(run_dir, state)
             longer = _extension(old, cfg)
             if extend and longer is not None:
-                self.extended_from, cfg, self.digest = old.iterations, longer, config_hash(longer)
+                self.extended_from, cfg, self.digest = old.iterations, longer, config_digest(longer)
             else:
                 diff = _config_diff(config_to_dict(old), config_to_dict(cfg))
                 hint = ("; to train it longer, extend it explicitly (extend=True, `galaxai train "
@@ -678,6 +706,9 @@ class GANTrainer:
                 channels=cfg.model.channels, seed=cfg.seed,
             ).to(dev)
         self.backend = getattr(self.phi, "backend", None)
+        self.guide = None if cfg.guide is None else Guide(cfg.guide, seed=cfg.seed)
+        self.guide_start = (None if cfg.guide is None
+                            else cfg.guide.first_iteration(cfg.burn_in, cfg.iterations))
         resuming_burn_in = state is not None and state["iteration"] < cfg.burn_in
         needs_phi = cfg.content == "vgg+pixel" or resuming_burn_in
         if state is not None and needs_phi and state.get("perceptual_backend") != self.backend:
@@ -768,12 +799,13 @@ class GANTrainer:
         self._step("G_burnin", loss)
         return {"g_burnin": loss}
 
-    def adversarial_step(self, lr: float) -> dict[str, torch.Tensor]:
+    def adversarial_step(self, lr: float, iteration: int | None = None) -> dict[str, torch.Tensor]:
         """One discriminator step, then one generator step on a fresh mini-batch.
 
         The D step trains ``D_step`` on fakes made without gradients (detached); the G step
         trains ``G_step`` through the bare D, whose parameters are frozen for it (so a
-        DistributedDataParallel D never waits for gradients it will not get).
+        DistributedDataParallel D never waits for gradients it will not get). ``iteration``
+        (global, 0-based) switches guidance on from the guide's first iteration.
         """
         cfg, G, D, bce = self.cfg, self.G, self.D, self._bce
         for name in ("D", "G"):
@@ -793,19 +825,41 @@ class GANTrainer:
         a, b = to_network(ta), to_network(tb)
         losses: dict[str, torch.Tensor] = {}
         D.requires_grad_(False)
+        guiding = (self.guide is not None and iteration is not None
+                   and iteration >= self.guide_start)
         with self._autocast():
             g1, g2 = self.G_step(blend)
+            # D sees views of the outputs; guidance hooks them (apply_to="adversarial"), or the
+            # outputs themselves when every loss term uses the views (apply_to="total")
+            d1, d2 = (g1.view_as(g1), g2.view_as(g2)) if guiding else (g1, g2)
+            if guiding and self.guide.config.apply_to == "total":
+                g1, g2 = d1, d2
             pixel = F.mse_loss(g1.float(), a) + F.mse_loss(g2.float(), b)
-            adv = bce(D(g1), True) + bce(D(g2), True)
+            s1, s2 = D(d1), D(d2)
+            adv = bce(s1, True) + bce(s2, True)
             content = pixel
             if cfg.content == "vgg+pixel":
                 losses["g_perceptual"] = self._features_loss(g1, g2, ta, tb)
                 content = pixel + cfg.content_weight * losses["g_perceptual"]
             g_loss = 0.5 * (content + cfg.adv_weight * adv)
+        if guiding:
+            losses.update(self._guide_outputs(((d1, s1), (d2, s2)), iteration))
         self._step("G", g_loss)
         D.requires_grad_(True)
         losses.update(d=d_loss, g=g_loss, g_pixel=pixel, g_adv=adv)
         return losses
+
+    def _guide_outputs(self, pairs: tuple[tuple[torch.Tensor, torch.Tensor], ...],
+                       iteration: int) -> dict[str, torch.Tensor]:
+        """Explain each branch's fakes and hook its D input; return the guidance statistics."""
+        info: dict[str, float] = {"explained": 0.0, "m_mean": 0.0, "seconds": 0.0}
+        for branch, (out, logits) in enumerate(pairs):
+            mask, stats = self.guide.mask(self.D, out.detach(), logits, iteration=iteration,
+                                          branch=branch)
+            self.guide.hook(out, mask)
+            for key in info:
+                info[key] += stats[key] / (1 if key == "seconds" else len(pairs))
+        return {f"guide_{k}": torch.tensor(v) for k, v in info.items()}
 
     # ------------------------------------------------------------ logging, checkpoints
     def _append_stats(self, record: dict[str, Any]) -> None:
@@ -831,8 +885,11 @@ class GANTrainer:
             "elapsed": round(self.elapsed, 3),
             "lr": lr,
             "n": count,
-            **{f"loss_{k}": float(v) / count for k, v in zip(names, means)},
+            **{k if k.startswith("guide_") else f"loss_{k}": float(v) / count
+               for k, v in zip(names, means)},
         }
+        if self.guide is not None:
+            stats["guide"] = self.guide.config.label if it > self.guide_start else None
         if metrics is not None:
             stats["eval"] = metrics
         if self.world.is_main:
@@ -917,7 +974,8 @@ class GANTrainer:
         try:
             while it < stop:
                 lr = cfg.lr_at(it)
-                losses = self.burn_in_step() if it < cfg.burn_in else self.adversarial_step(lr)
+                losses = (self.burn_in_step() if it < cfg.burn_in
+                          else self.adversarial_step(lr, iteration=it))
                 for k, v in losses.items():
                     sums[k] = sums.get(k, 0.0) + v.detach().float()
                 count += 1
