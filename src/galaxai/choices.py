@@ -5,7 +5,8 @@ The modules that implement each choice import their tuple from here, and the CLI
 and a new choice is added in one place.
 """
 __all__ = ["PRESETS", "AUGMENT_PRESETS", "PADDINGS", "MERGES", "SIM_MODES", "SPLITS", "COMPARED_METHODS",
-           "ARCHITECTURES", "ACTIVATIONS", "LAYOUTS", "BAR_ALGORITHMS"]
+           "ARCHITECTURES", "ACTIVATIONS", "LAYOUTS", "BAR_ALGORITHMS",
+           "MAP_POLARITIES", "STRETCHES", "SEQUENTIAL_CMAPS", "DIVERGING_CMAPS"]
 
 #: Config presets of every configurable part.
 PRESETS: tuple[str, ...] = ("paper", "small", "tiny")
@@ -30,3 +31,11 @@ ACTIVATIONS: tuple[str, ...] = ("swish", "relu")
 LAYOUTS: tuple[str, ...] = ("keras", "timm")
 #: Bar-length algorithms (galaxai.morphology.barlength).
 BAR_ALGORITHMS: tuple[str, ...] = ("paper", "fast", "elongation")
+#: How the app shows a relevance map: evidence for D's own verdict (auto), for "real" (positive),
+#: for "generated" (negative), or both signs on a symmetric diverging scale (signed).
+MAP_POLARITIES: tuple[str, ...] = ("auto", "positive", "negative", "signed")
+#: Display stretches of images in the app (galaxai.viz.render.stretch_image).
+STRETCHES: tuple[str, ...] = ("asinh", "linear", "zscale")
+#: Colour maps of unsigned maps, and of signed maps (centred on 0).
+SEQUENTIAL_CMAPS: tuple[str, ...] = ("viridis", "magma", "inferno", "cividis", "gray")
+DIVERGING_CMAPS: tuple[str, ...] = ("RdBu_r", "bwr", "coolwarm", "PuOr_r")
