@@ -1,7 +1,7 @@
 """The app's functional core: images, deblender outputs, D's verdicts and relevance maps as PNG.
 
 Everything is computed from registered ids (:mod:`galaxai.app.registry`) with the library's own
-functions: :func:`galaxai.deblend` and :func:`galaxai.discriminate` for outputs and verdicts, the
+functions: :func:`galaxai.deblend` for outputs, the checkpoint's discriminator for verdicts, the
 methods of :data:`galaxai.workflows.COMPARED_METHODS` (dispatched through
 :data:`galaxai.explain.METHODS`) for maps, and :mod:`galaxai.viz.render` for colours.
 
@@ -135,10 +135,18 @@ class Engine:
         """D's p(real) of each image, and the outputs' PSNR (dB) against the truths where known."""
         from galaxai.metrics import psnr
 
+        import torch
+
+        from galaxai.models.deblender import to_network
+
         kinds = self.kinds(images)
-        stack = np.stack([np.moveaxis(self.image(checkpoint, images, index, k), 0, -1) for k in kinds])
-        with self._compute:
-            p = galaxai.discriminate(stack, checkpoint=checkpoint.path, device="cpu")
+        stack = torch.from_numpy(to_network(np.stack([self.image(checkpoint, images, index, k)
+                                                      for k in kinds])))
+        # galaxai.discriminate feeds display values [0, 1] to D as they are, but D was trained on
+        # the networks' range [-1, 1] (train/gan.py maps targets with to_network): map them here.
+        with self._compute, torch.no_grad():
+            model = _discriminator(str(checkpoint.path), file_weights(checkpoint))
+            p = torch.sigmoid(model(stack).reshape(-1)).numpy()
         out: dict[str, Any] = {"p_real": {k: float(v) for k, v in zip(kinds, p)}, "psnr_db": None}
         if images.has_truth:
             out["psnr_db"] = {

@@ -39,6 +39,7 @@ function syncControls() {
   $("iteration").value = String(run.checkpoints[k].iteration);
   $("compare").value = String(state.compare ?? run.checkpoints[0].iteration);
   $("mode").value = state.mode;
+  $("swipe").hidden = state.mode !== "swipe";
   for (const id of ["polarity", "stretch", "cmap"]) $(id).value = state[id];
   $("smooth").checked = state.smooth;
   for (const box of $("methods").querySelectorAll("input")) box.checked = state.methods.includes(box.value);
