@@ -74,7 +74,8 @@ def _paragraphs(text: str) -> str:
 
 
 #: Words of machine column names (``psnr_a_mean``) as people write them; units in brackets.
-_WORDS = {"psnr": "PSNR", "ssim": "SSIM", "a": "A", "b": "B", "dr1": "(data range 1)",
+_WORDS = {"psnr": "PSNR", "ssim": "SSIM", "a": "A", "b": "B", "dr1": "(data range 1)", "dr2": "(data range 2)", "diff": "difference",
+          "rmse": "RMSE", "val": "validation",
           "std": "s.d.", "sd": "s.d.", "se": "s.e.", "n": "n", "px": "(px)", "auc": "AUC",
           "aopc": "AOPC", "ci": "CI", "lo": "low", "hi": "high", "p": "p"}
 _UNITS = {"PSNR": "dB"}
