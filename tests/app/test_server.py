@@ -272,3 +272,13 @@ def test_unknown_run_message_lists_the_registered(client):
     assert "registered: run-1" in client.get("/api/runs/nope").json()["detail"]
     detail = client.get("/api/runs/run-1/checkpoints/3/images/blends/0/summary").json()["detail"]
     assert "saved: 2, 4, 6, 8" in detail
+
+
+def test_cli_refuses_a_folder_without_checkpoints(tmp_path):
+    from click.testing import CliRunner
+
+    from galaxai.cli import main
+
+    result = CliRunner().invoke(main, ["app", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "has no finished checkpoint" in result.output and str(tmp_path) in result.output
