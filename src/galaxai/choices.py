@@ -6,7 +6,8 @@ and a new choice is added in one place.
 """
 __all__ = ["PRESETS", "AUGMENT_PRESETS", "PADDINGS", "MERGES", "SIM_MODES", "SPLITS", "COMPARED_METHODS",
            "ARCHITECTURES", "ACTIVATIONS", "LAYOUTS", "BAR_ALGORITHMS", "ARTEFACTS",
-           "GUIDE_EXPLAINERS", "GUIDE_NORMALISE", "GUIDE_APPLY_TO", "GUIDE_CONTROLS"]
+           "GUIDE_EXPLAINERS", "GUIDE_NORMALISE", "GUIDE_APPLY_TO", "GUIDE_CONTROLS",
+           "MAP_POLARITIES", "STRETCHES", "SEQUENTIAL_CMAPS", "DIVERGING_CMAPS"]
 
 #: Config presets of every configurable part.
 PRESETS: tuple[str, ...] = ("paper", "small", "tiny")
@@ -41,3 +42,11 @@ GUIDE_NORMALISE: tuple[str, ...] = ("sample", "repo", "none")
 GUIDE_APPLY_TO: tuple[str, ...] = ("adversarial", "total")
 #: Controls replacing the map M: none, its mean everywhere, or shuffled across the batch.
 GUIDE_CONTROLS: tuple[str, ...] = ("none", "constant", "shuffled")
+#: How the app shows a relevance map: evidence for D's own verdict (auto), for "real" (positive),
+#: for "generated" (negative), or both signs on a symmetric diverging scale (signed).
+MAP_POLARITIES: tuple[str, ...] = ("auto", "positive", "negative", "signed")
+#: Display stretches of images in the app (galaxai.viz.render.stretch_image).
+STRETCHES: tuple[str, ...] = ("asinh", "linear", "zscale")
+#: Colour maps of unsigned maps, and of signed maps (centred on 0).
+SEQUENTIAL_CMAPS: tuple[str, ...] = ("viridis", "magma", "inferno", "cividis", "gray")
+DIVERGING_CMAPS: tuple[str, ...] = ("RdBu_r", "bwr", "coolwarm", "PuOr_r")

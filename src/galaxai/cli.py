@@ -945,6 +945,30 @@ def morphology_bars(maps, out, catalogue, r90, t_c, t_l, use_grid_search, source
     click.echo(str(result.report_path.resolve()))
 
 
+# ---------------------------------------------------------------------------------------- app
+@main.command()
+@click.argument("runs", nargs=-1, required=True,
+                type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--images", "stores", multiple=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Blend store to browse (repeatable); default: 8 blends simulated at start-up.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on; the default serves this computer only.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8765, show_default=True)
+@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Relevance-map cache folder (default ~/.cache/galaxai/app).")
+def app(runs, stores, host, port, cache):
+    """Browse RUN folders in the browser: checkpoints × images × explanation methods."""
+    try:
+        from galaxai.app import create_app, serve
+        server = create_app(runs, stores, cache)
+    except ModuleNotFoundError as exc:
+        raise click.ClickException(f"{exc.name} is missing; install the app extra: "
+                                   "pip install 'galaxai[app]'") from None
+    click.echo(f"galaxai app: http://{host}:{port}/  (Ctrl+C stops it)")
+    serve(server, host=host, port=port)
+
+
 # --------------------------------------------------------------------------------------- demo
 @main.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_output"),

@@ -69,7 +69,7 @@ def test_report_is_valid_escaped_html_with_linked_figures(report, tmp_path):
     assert "Run &lt;00012&gt; &amp; friends" in text
     cells = [td.text for td in root.iter("td")]
     assert "copy <floor>" in cells and "33.47" in cells and "–" in cells
-    assert [th.text for th in root.iter("th")][:3] == ["method", "psnr_pooled_mean", "n"]
+    assert [th.text for th in root.iter("th")][:3] == ["method", "PSNR pooled mean (dB)", "n"]
     # figures: relative links to files that exist beside index.html, with the original bytes
     srcs = [a["src"] for tag, a in parser.attrs if tag == "img"]
     assert srcs == ["figures/fig-001.png", "figures/fig-002.png"]
@@ -107,3 +107,40 @@ def test_report_input_errors(tmp_path):
         r.add_note("x", kind="error")
     with pytest.raises(TypeError, match="DataFrame or a list of dicts"):
         r.add_table("a,b\n1,2")
+
+
+def test_headers_are_human_and_bin_edges_rounded(tmp_path):
+    from galaxai.viz.report import human_header
+
+    assert human_header("psnr_a_mean") == "PSNR A mean (dB)"
+    assert human_header("ssim_b_dr1_mean") == "SSIM B (data range 1) mean"
+    assert human_header("real called real") == "real called real"
+    bins = pd.cut(pd.Series([1.0, 7.0, 20.0]), [0.0, 6.1739999999999995, 12.401, 30.0])
+    page = Report("bins").add_table(pd.DataFrame({"separation_bin": bins, "psnr_a_mean": [1.0, 2.0, 3.0]}))
+    text = page.write(tmp_path).read_text()
+    assert "(6.174, 12.401]" in text and "6.1739999999999995" not in text
+    assert '<div class="table-wrap"><table>' in text and "overflow-x: auto" in text
+
+
+def test_wide_tables_scroll_inside_their_box_in_chromium(tmp_path):
+    import shutil
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    wide = pd.DataFrame({f"psnr_{b}_dr{k}_mean_{i}": [12.3456789] for b in "ab" for k in (1, 2)
+                         for i in range(6)})
+    out = Report("wide").add_table(wide, "a table far wider than the page").write(tmp_path)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.goto(out.as_uri())
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        page_width = page.evaluate("document.documentElement.clientWidth")
+        table_width = page.evaluate("document.querySelector('table').scrollWidth")
+        boxes = page.eval_on_selector_all(".table-wrap", "els => els.map(e => e.getBoundingClientRect().right)")
+        scroll = page.evaluate("document.documentElement.scrollWidth")
+        browser.close()
+    assert table_width > page_width  # the table is wider than the page ...
+    assert scroll <= page_width and all(right <= page_width for right in boxes)  # ... but scrolls in its box

@@ -58,6 +58,7 @@ __all__ = [
     "signed_heatmap",
     "enlarge",
     "to_uint8",
+    "png_bytes",
     "save_png",
     "montage",
     "animated_gif",
@@ -309,14 +310,19 @@ def to_uint8(image: Any) -> np.ndarray:
     return np.round(np.clip(arr.astype(np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def save_png(image: Any, path: PathLike) -> Path:
-    """Write a [0, 1] float or ``uint8`` image, ``(H, W)`` or ``(H, W, 3)``, as PNG atomically."""
+def png_bytes(image: Any) -> bytes:
+    """A [0, 1] float or ``uint8`` image, ``(H, W)`` or ``(H, W, 3)``, encoded as PNG."""
     arr = to_uint8(image)
     if arr.ndim not in (2, 3):
         raise ValueError(f"image: expected (H, W) or (H, W, 3), got {arr.shape}")
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
-    return atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def save_png(image: Any, path: PathLike) -> Path:
+    """Write a [0, 1] float or ``uint8`` image, ``(H, W)`` or ``(H, W, 3)``, as PNG atomically."""
+    return atomic_write_bytes(path, png_bytes(image))
 
 
 def _rgb(image: np.ndarray) -> np.ndarray:

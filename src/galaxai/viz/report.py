@@ -30,7 +30,7 @@ import pandas as pd
 import galaxai
 from galaxai._atomic import atomic_write_bytes, atomic_write_text
 
-__all__ = ["Report"]
+__all__ = ["Report", "human_header"]
 
 _FIGURE_TYPES = {".png": b"\x89PNG\r\n\x1a\n", ".gif": b"GIF8", ".jpg": b"\xff\xd8", ".jpeg": b"\xff\xd8"}
 _NOTE_KINDS = ("note", "warning")
@@ -46,7 +46,8 @@ nav ol { padding-left: 1.4em; }
 figure { margin: 1.2em 0; }
 figure img { max-width: 100%; height: auto; image-rendering: pixelated; border: 1px solid #eee; }
 figcaption, caption { font-size: 0.9em; color: #555; text-align: left; padding: 0.3em 0; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+.table-wrap { max-width: 100%; overflow-x: auto; margin: 1em 0; }
+table { border-collapse: collapse; font-size: 0.9em; font-variant-numeric: tabular-nums; }
 th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; }
 th { background: #f4f4f6; }
 td.text, th.text { text-align: left; }
@@ -72,8 +73,36 @@ def _paragraphs(text: str) -> str:
     return "\n".join("<p>" + "<br />".join(_esc(line) for line in p.splitlines()) + "</p>" for p in parts)
 
 
+#: Words of machine column names (``psnr_a_mean``) as people write them; units in brackets.
+_WORDS = {"psnr": "PSNR", "ssim": "SSIM", "a": "A", "b": "B", "dr1": "(data range 1)", "dr2": "(data range 2)", "diff": "difference",
+          "rmse": "RMSE", "val": "validation",
+          "std": "s.d.", "sd": "s.d.", "se": "s.e.", "n": "n", "px": "(px)", "auc": "AUC",
+          "aopc": "AOPC", "ci": "CI", "lo": "low", "hi": "high", "p": "p"}
+_UNITS = {"PSNR": "dB"}
+_FLOAT = re.compile(r"-?\d+\.\d{4,}(?:e[-+]?\d+)?")
+
+
+def human_header(name: str) -> str:
+    """A table header for a column name: ``psnr_a_mean`` → ``PSNR A mean (dB)``.
+
+    Names that already contain a space are taken as written by a person and kept.
+    """
+    if " " in name or "_" not in name:
+        return name
+    words = [_WORDS.get(w.lower(), w) for w in name.split("_") if w]
+    units = [f"({_UNITS[w]})" for w in words if w in _UNITS]
+    return " ".join(words + units)
+
+
+def _short_floats(text: str) -> str:
+    """Float noise in labels rounded to 4 significant digits: ``(6.1739999999999995, 12.401]``."""
+    return _FLOAT.sub(lambda m: f"{float(m.group()):.4g}", text)
+
+
 def _cell(value: Any, float_format: str) -> tuple[str, bool]:
     """Formatted, escaped cell text and whether it is numeric (right-aligned)."""
+    if isinstance(value, pd.Interval):
+        return _esc(_short_floats(str(value))), False
     if isinstance(value, bool) or value is None:
         return _esc(value), False
     if isinstance(value, int) or (hasattr(value, "dtype") and getattr(value.dtype, "kind", "") in "iu"):
@@ -83,7 +112,7 @@ def _cell(value: Any, float_format: str) -> tuple[str, bool]:
         if math.isnan(value):
             return "–", True
         return _esc(float_format.format(value) if math.isfinite(value) else value), True
-    return _esc(value), False
+    return _esc(_short_floats(str(value))), False
 
 
 def _td(text: str, numeric: bool) -> str:
@@ -178,7 +207,7 @@ class Report:
                           and frame.index.step == 1 and frame.index.name is None)
         if show_index:
             frame = frame.reset_index()
-        header = [str(c) for c in frame.columns]
+        header = [human_header(str(c)) for c in frame.columns]
         rows = [[_cell(v, float_format) for v in row] for row in frame.itertuples(index=False, name=None)]
         self._blocks.append(_Block("table", (header, rows, str(caption))))
         return self
@@ -231,7 +260,8 @@ class Report:
                 head = "".join(f"<th>{_esc(h)}</th>" for h in header)
                 body = "".join("<tr>" + "".join(_td(text, numeric) for text, numeric in row) + "</tr>"
                                for row in rows)
-                out.append(f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+                out.append(f'<div class="table-wrap"><table>{cap}<thead><tr>{head}</tr></thead>'
+                           f"<tbody>{body}</tbody></table></div>")
             else:
                 text, kind = block.payload
                 cls = "note" if kind == "note" else "note warning"

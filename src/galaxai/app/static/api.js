@@ -1,0 +1,35 @@
+// The server's API: JSON calls with readable errors, and the URLs of images and maps.
+
+/** GET or POST JSON; throws an Error carrying the server's "detail" message. */
+export async function call(path, init = {}) {
+  const response = await fetch(path, init);
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+    throw new Error(`${response.status}: ${detail || response.statusText}`);
+  }
+  return body;
+}
+
+/** Base path of one image of one set at one checkpoint. */
+function base(state, iteration, index = state.index) {
+  return `/api/runs/${encodeURIComponent(state.run)}/checkpoints/${iteration}` +
+    `/images/${encodeURIComponent(state.images)}/${index}`;
+}
+
+/** URL of an image PNG; `version` (the checkpoint's short hash) makes it immutable. */
+export function imageUrl(state, iteration, version, kind) {
+  const q = new URLSearchParams({ stretch: state.stretch, v: version });
+  return `${base(state, iteration)}/${kind}.png?${q}`;
+}
+
+/** URL of a relevance-map PNG. */
+export function mapUrl(state, iteration, version, kind, method) {
+  const q = new URLSearchParams({ polarity: state.polarity, cmap: state.cmap, v: version });
+  return `${base(state, iteration)}/${kind}/maps/${method}.png?${q}`;
+}
+
+/** D's p(real) per image and the outputs' PSNR. */
+export function summary(state, iteration) {
+  return call(`${base(state, iteration)}/summary`);
+}
