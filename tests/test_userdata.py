@@ -86,10 +86,11 @@ def test_discriminate_matches_the_discriminator_by_hand():
     p = galaxai.discriminate(x)
     D, _ = load_discriminator(DEFAULT_DISCRIMINATOR)
     with torch.no_grad():
-        want = torch.sigmoid(D(torch.from_numpy(x).permute(0, 3, 1, 2)).reshape(-1)).numpy()
+        # D reads [-1, 1]: the display values scaled by hand
+        want = torch.sigmoid(D(torch.from_numpy(2 * x - 1).permute(0, 3, 1, 2)).reshape(-1)).numpy()
     assert p.shape == (3,) and p.dtype == np.float32
     np.testing.assert_allclose(p, want, rtol=1e-5)
-    assert float(galaxai.discriminate(x[0])) == pytest.approx(float(p[0]), rel=1e-5)
+    assert float(galaxai.discriminate(x[0])) == pytest.approx(float(p[0]), rel=1e-4, abs=1e-6)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         galaxai.discriminate(x * 3)
 
@@ -124,7 +125,7 @@ def test_deblend_and_discriminate_take_channel_first_input():
     np.testing.assert_allclose(np.moveaxis(a_first, 1, -1), a_last, atol=1e-6)
     np.testing.assert_allclose(np.moveaxis(b_first, 1, -1), b_last, atol=1e-6)
     np.testing.assert_allclose(galaxai.discriminate(np.moveaxis(x, -1, 1), channel_axis=1),
-                               galaxai.discriminate(x), rtol=1e-5)
+                               galaxai.discriminate(x), rtol=1e-4)
     with pytest.raises(ValueError, match="channel-first"):
         galaxai.deblend(x, channel_axis=1)
     with pytest.raises(ValueError, match="channel_axis"):

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from galaxai.train.checkpoints import load_discriminator, load_generator
-from galaxai.models.deblender import from_network
+from galaxai.models.deblender import from_network, to_network
 
 __all__ = ["DEFAULT_WEIGHTS", "DEFAULT_DISCRIMINATOR", "StampSizeWarning", "deblend",
            "discriminate", "discriminator", "shipped_models"]
@@ -303,7 +303,9 @@ def discriminate(
     model = discriminator(checkpoint, dev)
     x, _ = _to_model_size(x, model.config.image_size)
     with torch.inference_mode():
-        probs = [torch.sigmoid(model(chunk.to(dev)).reshape(-1)).cpu() for chunk in x.split(batch_size)]
+        # D was trained on the networks' range [-1, 1] (train/gan.py maps its images with to_network)
+        probs = [torch.sigmoid(model(to_network(chunk.to(dev))).reshape(-1)).cpu()
+                 for chunk in x.split(batch_size)]
     p = torch.cat(probs) if probs else torch.empty(0)
     if single:
         p = p[0]

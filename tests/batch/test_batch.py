@@ -79,8 +79,9 @@ def test_explain_and_stamp_files_named_by_path(blends, tmp_path):
     ids, maps = read_arrays(tmp_path / "out", "relevance")
     assert list(ids) == [0, 1, 3] and maps.shape == (3, 80, 80)
     x = np.stack([np.asarray(Image.open(folder / f"s{i}.png"), np.float32) / 255 for i in range(3)])
+    # D reads the networks' range [-1, 1]
     attribution = galaxai.explain.polarized_lrp(galaxai.api.discriminator(),
-                                                galaxai.api.torch.from_numpy(x.transpose(0, 3, 1, 2)))
+                                                galaxai.api.torch.from_numpy(2 * x.transpose(0, 3, 1, 2) - 1))
     np.testing.assert_allclose(maps, attribution.maps.sum(1).numpy(), rtol=1e-5, atol=1e-7)
 
 

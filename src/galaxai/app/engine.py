@@ -142,8 +142,7 @@ class Engine:
         kinds = self.kinds(images)
         stack = torch.from_numpy(to_network(np.stack([self.image(checkpoint, images, index, k)
                                                       for k in kinds])))
-        # galaxai.discriminate feeds display values [0, 1] to D as they are, but D was trained on
-        # the networks' range [-1, 1] (train/gan.py maps targets with to_network): map them here.
+        # D was trained on the networks' range [-1, 1] (train/gan.py maps targets with to_network)
         with self._compute, torch.no_grad():
             model = _discriminator(str(checkpoint.path), file_weights(checkpoint))
             p = torch.sigmoid(model(stack).reshape(-1)).numpy()

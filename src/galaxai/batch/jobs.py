@@ -106,7 +106,10 @@ class BatchJob:
             return {}, {"p_real": api.discriminate(x, self.checkpoint, device=self.device)}
         from galaxai.explain import polarized_lrp
 
-        t = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(self.device)
+        from galaxai.models.deblender import to_network
+
+        # D reads the networks' range [-1, 1]; the maps are of those pixels
+        t = to_network(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(self.device))
         result = polarized_lrp(self.D, t)
         maps = result.maps.detach().sum(1).cpu().numpy().astype(np.float32)
         return {"relevance": maps}, {
