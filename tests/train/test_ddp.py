@@ -44,6 +44,7 @@ def _worker(rank: int, size: int, port: int, jobs: list[tuple]) -> None:
             trainer.run(max_iterations)
             torch.save({"G": trainer.G.state_dict(), "D": trainer.D.state_dict()},
                        f"{dump}-rank{rank}.pt")
+        dist.barrier()  # tearing gloo down while a peer still talks to it aborts that peer
     finally:
         dist.destroy_process_group()
 
@@ -171,6 +172,7 @@ def _bn_worker(rank: int, size: int, port: int, x: torch.Tensor, out: str) -> No
         (y * torch.arange(y.numel()).reshape(y.shape)).sum().backward()
         torch.save({"y": y.detach(), "grad": mine.grad, "wgrad": bn.weight.grad,
                     "mean": bn.running_mean, "var": bn.running_var}, f"{out}-{rank}.pt")
+        dist.barrier()  # tearing gloo down while a peer still talks to it aborts that peer
     finally:
         dist.destroy_process_group()
 

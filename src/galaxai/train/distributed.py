@@ -161,6 +161,7 @@ def process_group(device: str | torch.device | None = None) -> Iterator[World]:
                             device_id=dev if dev.type == "cuda" else None)
     try:
         yield world
+        dist.barrier()  # no rank tears gloo down while a peer still talks to it (SIGABRT)
     finally:
         dist.destroy_process_group()
 
