@@ -11,9 +11,14 @@ from galaxai.models.deblender import DeblenderConfig, build_discriminator
 
 
 @pytest.fixture(scope="module")
-def evaluation():
+def disc():
+    """A tiny discriminator left in training mode, as a trainer holds it."""
+    return build_discriminator(DeblenderConfig.preset("tiny"), seed=3).train()
+
+
+@pytest.fixture(scope="module")
+def evaluation(disc):
     cfg = DeblenderConfig.preset("tiny")
-    disc = build_discriminator(cfg, seed=3).eval()
     rng = np.random.default_rng(0)
     size = cfg.image_size
     real = rng.uniform(-1, 0.2, (6, 3, size, size)).astype(np.float32)
@@ -37,6 +42,11 @@ def test_records_cover_every_method_metric_and_image(evaluation):
     assert set(evaluation.curves["mode"]) == {"cascading", "independent"}
     wide = faith.pivot_table(index="image", columns="method", values="value")
     assert np.isfinite(wide.to_numpy()).all() and wide.shape == (12, len(methods))
+
+
+def test_the_callers_training_flags_come_back(evaluation, disc):
+    assert evaluation.records["checkpoint"].eq("t").all()
+    assert disc.training and all(m.training for m in disc.modules())
 
 
 def test_positive_polarized_lrp_equals_zplus_on_images_called_real(evaluation):

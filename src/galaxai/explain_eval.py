@@ -207,6 +207,15 @@ def evaluate_checkpoint(discriminator, real: np.ndarray, generated: np.ndarray,
     -------
     ExplainEvaluation
     """
+    from galaxai.explain.saliency import eval_mode
+
+    with eval_mode(discriminator) as D:  # the caller's training flags come back afterwards
+        return _evaluate_checkpoint(D, real, generated, config, checkpoint, progress)
+
+
+def _evaluate_checkpoint(D, real: np.ndarray, generated: np.ndarray,
+                         config: ExplainEvalConfig | None, checkpoint: str,
+                         progress: bool) -> ExplainEvaluation:
     import torch
     from tqdm.auto import tqdm
 
@@ -229,7 +238,6 @@ def evaluate_checkpoint(discriminator, real: np.ndarray, generated: np.ndarray,
     keys = list(cfg.methods)
     stages = tqdm(total=5, desc=f"explain-eval {checkpoint}".strip(), disable=not progress)
     rows: list[pd.DataFrame] = []
-    D = discriminator.eval()
 
     maps, logits = _maps(D, x, keys, cfg.batch_size)
     sign = torch.where(logits >= 0, 1.0, -1.0)
