@@ -172,3 +172,51 @@ def test_units_view_state_is_checked(client):
     assert client.post("/api/state", json=state).status_code == 200
     assert client.post("/api/state", json={**state, "layer": "../x"}).status_code == 422
     assert client.post("/api/state", json={**state, "alpha": 3}).status_code == 422
+
+
+def test_a_store_with_component_truth_is_dissected_on_truth_concepts(app_data, tmp_path):
+    """A simulated store keeps component truth: the set carries it (resized to the model's size)."""
+    from fastapi.testclient import TestClient
+
+    from galaxai.app import create_app
+    from galaxai.data.blend import BlendConfig
+    from galaxai.data.simulate import SimConfig
+    from galaxai.data.store import BlendStore, build_store
+    from galaxai.dissect import store_concepts
+
+    store = build_store(tmp_path / "truth", 6, seed=5, sim_config=SimConfig.preset("tiny"),
+                        blend_config=BlendConfig.preset("paper", out_size=2 * SIZE), chunk=6,
+                        test_fraction=1.0)
+    with TestClient(create_app([app_data[0]], [store], tmp_path / "cache")) as client:
+        images = client.app.state.engine.registry.image_set("truth")
+        full = BlendStore(store, split="test", components=True)
+        concepts = store_concepts(full)[1]
+        assert images.concepts.names == concepts.names and "A.disk" in concepts.names
+        assert images.concepts.masks.shape == (6, len(concepts.names), SIZE, SIZE)
+        # nearest-level agreement with the full-resolution masks, pooled 2×2
+        pooled = concepts.masks.reshape(6, -1, SIZE, 2, SIZE, 2).mean(axis=(3, 5)) >= 0.5
+        assert (images.concepts.masks == pooled).mean() > 0.97
+        x_b = full.catalogue["x_b"].to_numpy()
+        np.testing.assert_allclose(images.centre_b[:, 0], (x_b + 0.5) / 2 - 0.5)
+        table = client.get(CK + "/images/truth/layers/root.0/units").json()
+        assert table["concepts"] == "truth" and table["dissection_images"] == 3
+        assert {u["label"] for u in table["units"]} <= set(concepts.names)
+        edit = client.post(CK + "/images/truth/0/interventions",
+                           json={"layer": "root.0", "units": [0, 1]}).json()
+        assert set(edit["share_removed"]) == {"galaxy_A", "galaxy_B"}
+
+
+def test_uploads_use_the_flux_segmenter_on_the_blend(client):
+    rgb = np.random.default_rng(1).integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    upload = client.post("/api/uploads", files={"file": ("b.png", buf.getvalue(), "image/png")}).json()
+    table = client.get(CK + f"/images/{upload['id']}/layers/root.0/units")
+    assert table.status_code == 422 and "at least 2" in table.json()["detail"]
+    assert client.get(CK + f"/images/{upload['id']}/layers/root.0/units/0.png").status_code == 422
+    edit = client.post(CK + f"/images/{upload['id']}/0/interventions",
+                       json={"layer": "root.0", "units": [0]})
+    assert edit.status_code == 200, edit.text
+    result = edit.json()
+    assert result["concepts"] == "flux: blend" and list(result["share_removed"]) == ["source"]
+    assert result["dpsnr_db"] is None and result["leak"] is None

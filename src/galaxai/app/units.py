@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections import OrderedDict
 from typing import Any, Sequence
 
 import numpy as np
@@ -64,7 +65,7 @@ class Units:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._layers: dict[str, list[tuple[str, int]]] = {}
-        self._concepts: dict[tuple[str, ...], tuple[str, Any]] = {}
+        self._concepts: OrderedDict[tuple[str, ...], tuple[str, Any]] = OrderedDict()
 
     def generator(self, checkpoint: Checkpoint) -> torch.nn.Module:
         """The checkpoint's generator (cached; hold :attr:`Engine.lock` while hooking it)."""
@@ -110,6 +111,8 @@ class Units:
                 found = ("flux: blend", Concepts(("source", "background"), ("region", "region"),
                                                  masks))
             self._concepts[images.digests] = found
+            while len(self._concepts) > 32:  # uploads come and go
+                self._concepts.popitem(last=False)
         return self._concepts[images.digests]
 
     @staticmethod
