@@ -29,7 +29,8 @@ from galaxai._atomic import atomic_write_bytes
 from galaxai.app.registry import IMAGE_KINDS, Checkpoint, ImageSet, Registry
 from galaxai.choices import DIVERGING_CMAPS, SEQUENTIAL_CMAPS
 
-__all__ = ["Engine", "render_map", "render_image", "map_polarity", "network", "file_weights", "cache_key"]
+__all__ = ["Engine", "render_map", "render_image", "map_polarity", "network", "file_weights",
+           "cache_key"]
 
 
 @lru_cache(maxsize=8)
@@ -175,7 +176,7 @@ class Engine:
         """Entity tag of an image PNG: a hash of everything its bytes depend on."""
         weights = checkpoint.digest if kind.startswith("output") else None
         return cache_key(kind=kind, image=images.digests[index], weights=weights, stretch=stretch,
-                    version=galaxai.__version__)
+                         version=galaxai.__version__)
 
     def image_png(self, checkpoint: Checkpoint, images: ImageSet, index: int, kind: str,
                   stretch: str) -> bytes:
@@ -201,7 +202,7 @@ class Engine:
         name, kwargs = self._method(method, polarity)
         weights = checkpoint.digest if kind.startswith("output") else file_weights(checkpoint)
         return cache_key(weights=weights, image=images.digests[index], kind=kind, method=name,
-                    params=kwargs, version=galaxai.__version__)
+                         params=kwargs, version=galaxai.__version__)
 
     def relevance(self, checkpoint: Checkpoint, images: ImageSet, index: int, kind: str,
                   method: str, polarity: str) -> tuple[np.ndarray, float]:
@@ -237,7 +238,7 @@ class Engine:
                  polarity: str, cmap: str) -> str:
         """Entity tag of a map PNG: its cache key plus the display choices."""
         return cache_key(map=self.map_key(checkpoint, images, index, kind, method, polarity),
-                    polarity=polarity, cmap=cmap)
+                         polarity=polarity, cmap=cmap)
 
     def map_png(self, checkpoint: Checkpoint, images: ImageSet, index: int, kind: str, method: str,
                 polarity: str, cmap: str) -> bytes:

@@ -3,8 +3,10 @@
 Resources are addressed by registered ids only (runs, checkpoint iterations, image sets, image
 indices); images and maps are PNG with an ``ETag`` and, when the request names the checkpoint's
 version (``?v=``, as the page does), ``Cache-Control: immutable``. Unknown ids, malformed input and
-oversized uploads are answered with 4xx and a message saying what was wrong. The OpenAPI schema is
-at ``/openapi.json`` and browsable at ``/docs``.
+oversized uploads are answered with 4xx and a message saying what was wrong. The Units view's
+endpoints (layers, unit tables, galleries, ``POST …/interventions`` with the dissection
+intervention JSON) live in :mod:`galaxai.app.units`. The OpenAPI schema is at ``/openapi.json``
+and browsable at ``/docs``.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from galaxai.app.registry import IMAGE_KINDS, Registry, UnknownIdError
 from galaxai.app.units import LAYER_PATTERN, Units
 from galaxai.choices import (COMPARED_METHODS, DIVERGING_CMAPS, MAP_POLARITIES, SEQUENTIAL_CMAPS,
                              STRETCHES)
-from galaxai.dissect.hooks import MODES
+from galaxai.dissect import MODES, Intervention
 
 __all__ = ["create_app", "MAX_UPLOAD_BYTES", "MAX_UPLOAD_PIXELS", "STATIC_DIR"]
 
@@ -190,12 +192,11 @@ def create_app(registry: Registry, cache_dir: str | Path) -> FastAPI:
     """
     from galaxai.workflows import COMPARED_METHODS as LABELS
 
-    from galaxai.dissect import Intervention
-
     engine = Engine(registry, cache_dir)
     units = Units(engine)
     app = FastAPI(title="galaxai app", version=galaxai.__version__,
-                  description="Browse a deblender GAN's checkpoints, images and relevance maps.")
+                  description="Browse a deblender GAN's checkpoints, images, relevance maps "
+                              "and its generator's units.")
     app.state.engine = engine
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
