@@ -58,7 +58,7 @@ def test_unit_table_is_dissect_units_on_the_two_halves_and_cached(client, app_da
     def no_dissection(*args, **kwargs):
         raise AssertionError("dissected again")
 
-    monkeypatch.setattr("galaxai.dissect.dissect_units", no_dissection)
+    monkeypatch.setattr("galaxai.app.units.dissect_units", no_dissection)
     with TestClient(create_app([app_data[0]], [app_data[1]], engine.cache_dir)) as again:
         assert again.get(UNITS.format(layer="trunk")).json() == got
 

@@ -19,11 +19,15 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 import galaxai
 from galaxai._atomic import atomic_write_bytes
 from galaxai.app.engine import Engine, cache_key, file_weights, network, render_image
 from galaxai.app.registry import Checkpoint, ImageSet
+from galaxai.dissect import (ConceptSet, Concepts, EffectSet, FluxSegmenter, Intervention,
+                             deblender_layers, dissect_units, intervention_effects, record)
+from galaxai.models.deblender import from_network
 
 __all__ = ["Units", "GALLERY_SIZE", "LAYER_PATTERN"]
 
@@ -42,14 +46,11 @@ def _finite(x: Any) -> float | None:
 
 def _display(v: torch.Tensor) -> torch.Tensor:
     """Generator output to display values, as :func:`galaxai.deblend` returns them."""
-    from galaxai.models.deblender import from_network
-
     return from_network(v).clamp(0, 1)
 
 
-def _rows(concepts, rows) -> Any:
-    from galaxai.dissect import Concepts
-
+def _rows(concepts: Concepts, rows) -> Concepts:
+    """The concepts of some images of a set."""
     return Concepts(concepts.names, concepts.categories, concepts.masks[rows])
 
 
@@ -65,7 +66,7 @@ class Units:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._layers: dict[str, list[tuple[str, int]]] = {}
-        self._concepts: OrderedDict[tuple[str, ...], tuple[str, Any]] = OrderedDict()
+        self._concepts: OrderedDict[tuple[str, ...], tuple[str, Concepts]] = OrderedDict()
 
     def generator(self, checkpoint: Checkpoint) -> torch.nn.Module:
         """The checkpoint's generator (cached; hold :attr:`Engine.lock` while hooking it)."""
@@ -73,8 +74,6 @@ class Units:
 
     def layers(self, checkpoint: Checkpoint) -> list[tuple[str, int]]:
         """The generator's dissectable layers (the spec's names) and their unit counts."""
-        from galaxai.dissect import deblender_layers, record
-
         digest = file_weights(checkpoint, "G")
         if digest not in self._layers:
             model = self.generator(checkpoint)
@@ -93,11 +92,9 @@ class Units:
                               f"{', '.join(found)}")
         return found[layer]
 
-    def concepts(self, images: ImageSet) -> tuple[str, Any]:
+    def concepts(self, images: ImageSet) -> tuple[str, Concepts]:
         """Where the set's concepts come from (``truth`` / ``flux: targets`` / ``flux: blend``)
         and the :class:`~galaxai.dissect.Concepts`."""
-        from galaxai.dissect import Concepts, FluxSegmenter
-
         if images.digests not in self._concepts:
             segmenter = FluxSegmenter()
             if images.concepts is not None:
@@ -155,8 +152,6 @@ class Units:
         return table
 
     def _dissect(self, checkpoint: Checkpoint, images: ImageSet, layer: str) -> dict[str, Any]:
-        from galaxai.dissect import ConceptSet, dissect_units
-
         source, concepts = self.concepts(images)
         first, second = self.halves(images)
         blends = torch.from_numpy(images.blend)
@@ -191,10 +186,6 @@ class Units:
     @staticmethod
     def _activations(model: torch.nn.Module, blends: np.ndarray, layer: str) -> torch.Tensor:
         """Featuremaps ``(N, d, H, W)`` of ``layer`` at image resolution (call under the lock)."""
-        import torch.nn.functional as F
-
-        from galaxai.dissect import record
-
         with torch.no_grad(), record(model, [layer]) as seen:
             model(torch.from_numpy(blends))
         r = seen[layer].float()
@@ -240,7 +231,7 @@ class Units:
 
     # ------------------------------------------------------------------ interventions
     def intervene(self, checkpoint: Checkpoint, images: ImageSet, index: int,
-                  interventions: Sequence[Any], stretch: str = "asinh") -> dict[str, Any]:
+                  interventions: Sequence[Intervention], stretch: str = "asinh") -> dict[str, Any]:
         """Both outputs of one blend before and after ``interventions``, and their effects.
 
         Returns
@@ -257,8 +248,6 @@ class Units:
         ValueError
             An unknown layer, a unit out of range, a bad mask, or outputs that are not finite.
         """
-        from galaxai.dissect import EffectSet, intervention_effects
-
         layers = dict(self.layers(checkpoint))
         for item in interventions:
             if item.layer not in layers:
