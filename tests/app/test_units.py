@@ -220,3 +220,20 @@ def test_uploads_use_the_flux_segmenter_on_the_blend(client):
     result = edit.json()
     assert result["concepts"] == "flux: blend" and list(result["share_removed"]) == ["source"]
     assert result["dpsnr_db"] is None and result["leak"] is None
+
+
+def test_progress_counts_the_images_through_the_generator(client, monkeypatch):
+    from galaxai.app import units as module
+
+    engine, real, seen = client.app.state.engine, module.dissect_units, []
+
+    def watched(*args, **kwargs):
+        result = real(*args, **kwargs)
+        seen.append(dict(engine.progress))
+        return result
+
+    monkeypatch.setattr(module, "dissect_units", watched)
+    assert client.get(UNITS.format(layer="head")).status_code == 200
+    # quantiles and tables on 4 blends, IoU on the other 4; then the insertion values (4 more)
+    assert seen == [{"task": "dissecting head", "done": 12, "total": 16}]
+    assert client.get("/api/progress").json()["task"] is None

@@ -2,32 +2,24 @@
 // sortable unit table (label, IoU, IQR), the gallery of the clicked unit, and ablate / insert
 // controls that send the dissection intervention JSON for the chosen blend and show both outputs
 // before and after, with ΔPSNR and the share of each galaxy's flux removed.
-import { call, imageUrl } from "./api.js";
+import { call, checkpointPath, imageUrl, interventionPath, unitsPath } from "./api.js";
 
 const COLUMNS = [
   ["unit", "unit"], ["label", "label"], ["iou", "IoU"], ["iqr", "IQR"], ["threshold", "threshold"],
 ];
 const fmt = (v, digits = 3) => (v === null || v === undefined ? "–" : v.toFixed(digits));
 
-function checkpointPath(state) {
-  return `/api/runs/${encodeURIComponent(state.run)}/checkpoints/${state.iteration}`;
-}
-
-function unitsPath(state, layer) {
-  return `${checkpointPath(state)}/images/${encodeURIComponent(state.images)}` +
-    `/layers/${encodeURIComponent(layer)}/units`;
-}
-
 /** GET a unit table, showing the server's dissection progress while it computes. */
 async function fetchTable(state, layer, progress) {
+  let waiting = true;
   const timer = setInterval(async () => {
     const p = await call("/api/progress").catch(() => null);
-    if (p?.task) progress.status(`${p.task}: ${p.done} / ${p.total} images`, p.done, p.total);
+    if (waiting && p?.task) progress.status(`${p.task}: ${p.done} / ${p.total} images`, p.done, p.total);
   }, 400);
-  progress.status(`dissecting ${layer}…`, 0, 1);
   try {
     return await call(unitsPath(state, layer));
   } finally {
+    waiting = false;
     clearInterval(timer);
     progress.reset();
   }
@@ -60,8 +52,8 @@ function unitTable(table, state, update) {
     })),
     element("th", { textContent: "interpretable" })]);
   const rows = sorted(table.units, state.sort).map((u) => {
-    const box = element("input", { type: "checkbox", checked: chosen.has(u.unit), value: u.unit,
-      onclick: (e) => e.stopPropagation() });
+    const box = element("input", { type: "checkbox", checked: chosen.has(u.unit),
+      title: `${state.edit} unit ${u.unit}`, onclick: (e) => e.stopPropagation() });
     box.onchange = () => {
       if (box.checked) chosen.add(u.unit); else chosen.delete(u.unit);
       update({ units: [...chosen].sort((a, b) => a - b) });
@@ -100,9 +92,7 @@ async function outputs(box, ctx, layer, table) {
     const values = Object.fromEntries(table.units.map((u) => [u.unit, u.value ?? 0]));
     edit.value = state.units.map((u) => values[u]);
   }
-  const path = `${checkpointPath(state)}/images/${encodeURIComponent(state.images)}/${state.index}` +
-    `/interventions?stretch=${state.stretch}`;
-  const result = await call(path, { method: "POST", headers: { "Content-Type": "application/json" },
+  const result = await call(`${interventionPath(state)}?stretch=${state.stretch}`, { method: "POST", headers: { "Content-Type": "application/json" },
     body: JSON.stringify(edit) });
   const figures = [];
   for (const b of ["a", "b"]) {
