@@ -127,11 +127,11 @@ def test_ablating_every_trunk_unit_changes_the_outputs(client, app_data):
 
     assert np.array_equal(_data_png(result["after"]["output_a"]),
                           to_uint8(stretch_image(np.moveaxis(a, 0, -1), "asinh")))
-    # insertion at the unit's 0.99 level, and a list of interventions, work too
+    # insertion at the unit's 0.99 level, a region mask and a list of interventions work too
     value = client.get(UNITS.format(layer="trunk")).json()["units"][0]["value"]
     both = client.post(EDIT.format(i=1), json=[
         {"layer": "trunk", "units": [0], "mode": "insert", "value": value},
-        {"layer": "root.0", "units": [1], "alpha": 0.5}])
+        {"layer": "root.0", "units": [1], "alpha": 0.5, "mask": [[1, 0], [0, 1]]}])
     assert both.status_code == 200, both.text
     assert len(both.json()["interventions"]) == 2
 
