@@ -956,9 +956,9 @@ def morphology_bars(maps, out, catalogue, r90, t_c, t_l, use_grid_search, source
               help="Interface to listen on; the default serves this computer only.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8765, show_default=True)
 @click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Relevance-map cache folder (default ~/.cache/galaxai/app).")
+              help="Cache folder of relevance maps and unit tables (default ~/.cache/galaxai/app).")
 def app(runs, stores, host, port, cache):
-    """Browse RUN folders in the browser: checkpoints × images × explanation methods."""
+    """Browse RUN folders in the browser: checkpoints × images × explanation methods, and units."""
     try:
         from galaxai.app import create_app, serve
         server = create_app(runs, stores, cache)

@@ -89,3 +89,31 @@ def test_load_slide_toggle_and_screenshots(page, server, tmp_path):
     page.wait_for_selector(".chart line.mark", state="attached")
     assert page.locator(".chart").count() >= 2
     page.screenshot(path=str(shots / "app_training.png"), full_page=True)
+
+
+def test_units_table_gallery_and_ablation(page, server, tmp_path):
+    shots = Path(os.environ.get("GALAXAI_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    page.goto(server + "/?view=units&layer=trunk&sort=unit")
+    page.wait_for_selector("table.units tbody tr", timeout=60_000)
+    assert page.locator("#message").inner_text() == ""
+    assert page.locator("table.units tbody tr").count() == int(
+        page.eval_on_selector("#layer", "e => e.selectedOptions[0].text.match(/\\((\\d+) units/)[1]"))
+    # click a unit: its gallery, and the URL says which
+    page.click("table.units tbody tr[data-unit='1']")
+    page.wait_for_function("document.querySelector('img.gallery')?.naturalWidth > 0", timeout=60_000)
+    assert "unit=1" in page.url
+    # ablate every unit of the layer: the after image differs from the before image
+    page.check("#all-units")
+    page.wait_for_selector("img.after-a", timeout=60_000)
+    assert "sel=0%2C1" in page.url or "sel=0,1" in page.url
+    srcs = page.eval_on_selector_all(".outputs img", "els => Object.fromEntries(els.map(e => [e.className, e.src]))")
+    assert srcs["after-a"] != srcs["before-a"] and srcs["after-a"].startswith("data:image/png")
+    assert "ΔPSNR" in page.locator(".outputs").inner_text()
+    page.wait_for_function("[...document.querySelectorAll('.units-side img')].every(e => e.complete && e.naturalWidth > 0)")
+    page.screenshot(path=str(shots / "app_units.png"), full_page=True)
+    # α = 0 leaves the outputs as they were
+    page.eval_on_selector("#alpha", "e => { e.value = 0; e.dispatchEvent(new Event('change')) }")
+    page.wait_for_function("location.search.includes('alpha=0')")
+    page.wait_for_function("document.querySelector('img.after-a')?.src === document.querySelector('img.before-a')?.src",
+                           timeout=60_000)

@@ -17,6 +17,7 @@ from galaxai.viz.render import (
     heatmap,
     lupton_rgb,
     montage,
+    outline,
     save_png,
     scatter_plot,
     signed_heatmap,
@@ -170,3 +171,18 @@ def test_lupton_rgb_and_to_display_are_one_mapping():
     same = lupton_rgb(flux, stretch=DISPLAY_STRETCH, q=DISPLAY_Q)
     assert same.tobytes() == to_display(flux, weights=(1.0, 1.0, 1.0)).tobytes()
     assert lupton_rgb(flux).tobytes() != to_display(flux).tobytes()  # the defaults differ
+
+
+def test_outline_paints_the_border_of_a_region_only():
+    image = np.zeros((3, 8, 8), np.float32)
+    mask = np.zeros((8, 8), bool)
+    mask[2:6, 1:8] = True  # touches the right edge of the frame
+    out = outline(image, mask, colour=(1.0, 0.0, 0.0))
+    assert out.shape == (8, 8, 3) and out.dtype == np.float32
+    painted = out[..., 0] == 1
+    inner = np.zeros((8, 8), bool)
+    inner[3:5, 2:7] = True
+    np.testing.assert_array_equal(painted, mask & ~inner)
+    assert np.all(out[~painted] == 0)
+    with pytest.raises(ValueError, match="does not fit"):
+        outline(image, mask[:4])

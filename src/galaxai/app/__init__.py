@@ -1,10 +1,11 @@
 """galaxai.app: a local browser app over runs, images and relevance maps (``galaxai app RUN``).
 
-A FastAPI server (:mod:`.server`) over a functional core (:mod:`.engine`) that uses the library's
-own deblending, verdicts, attribution methods and colour maps, and a front end of a few no-build
-ES modules and CSS in ``static/`` (no CDN, web fonts or analytics: it works offline). Only runs
-and image sets registered at start-up (:mod:`.registry`) are served, by id. Needs the ``app``
-extra (``pip install 'galaxai[app]'``).
+A FastAPI server (:mod:`.server`) over a functional core (:mod:`.engine`; :mod:`.units` for the
+Units view's GAN Dissection) that uses the library's own deblending, verdicts, attribution
+methods, dissection and colour maps, and a front end of a few no-build ES modules and CSS in
+``static/`` (no CDN, web fonts or analytics: it works offline). Only runs and image sets
+registered at start-up (:mod:`.registry`) are served, by id. Needs the ``app`` extra
+(``pip install 'galaxai[app]'``).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ __all__ = ["create_app", "serve", "default_cache_dir"]
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/galaxai/app`` (``~/.cache/galaxai/app``): the relevance-map cache."""
+    """``$XDG_CACHE_HOME/galaxai/app`` (``~/.cache/galaxai/app``): relevance maps, unit tables."""
     import os
 
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "galaxai" / "app"

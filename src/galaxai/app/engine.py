@@ -29,15 +29,21 @@ from galaxai._atomic import atomic_write_bytes
 from galaxai.app.registry import IMAGE_KINDS, Checkpoint, ImageSet, Registry
 from galaxai.choices import DIVERGING_CMAPS, SEQUENTIAL_CMAPS
 
-__all__ = ["Engine", "render_map", "map_polarity"]
+__all__ = ["Engine", "render_map", "render_image", "map_polarity", "network", "file_weights",
+           "cache_key"]
 
 
 @lru_cache(maxsize=8)
-def _discriminator(path: str, digest: str):
-    del digest  # part of the cache key: rewritten weights are reloaded
-    from galaxai.train.checkpoints import load_discriminator
+def network(kind: str, path: str, digest: str):
+    """The checkpoint's discriminator (``kind="D"``) or generator (``"G"``), loaded once.
 
-    return load_discriminator(path)[0]
+    ``digest`` (the weights' hash) is part of the cache key, so rewritten weights are reloaded.
+    Callers that hook the network hold :attr:`Engine.lock`.
+    """
+    del digest
+    from galaxai.train.checkpoints import load_discriminator, load_generator
+
+    return (load_discriminator if kind == "D" else load_generator)(path)[0]
 
 
 def map_polarity(polarity: str, p_real: float) -> int:
@@ -68,7 +74,15 @@ def render_map(relevance: np.ndarray, p_real: float, polarity: str, cmap: str) -
     return heatmap(part, cmap if cmap in SEQUENTIAL_CMAPS else "viridis")
 
 
-def _key(**parts: Any) -> str:
+def render_image(image: np.ndarray, stretch: str) -> bytes:
+    """One channel-first ``(3, H, W)`` display image as PNG bytes after the display ``stretch``."""
+    from galaxai.viz.render import png_bytes, stretch_image
+
+    return png_bytes(stretch_image(np.moveaxis(image, 0, -1), stretch))
+
+
+def cache_key(**parts: Any) -> str:
+    """A short hash of JSON-able ``parts``: the cache keys and entity tags."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:40]
 
 
@@ -86,8 +100,10 @@ class Engine:
     def __init__(self, registry: Registry, cache_dir: str | Path) -> None:
         self.registry = registry
         self.cache_dir = Path(cache_dir)
-        # Explainers attach hooks to the model, so two requests must not explain at once.
-        self._compute = threading.Lock()
+        # Explainers and interventions attach hooks to the networks: one computation at a time.
+        self.lock = threading.Lock()
+        #: What the engine is computing now (``task``, ``done``, ``total``), for the page's progress bar.
+        self.progress: dict[str, Any] = {"task": None, "done": 0, "total": 0}
         self._outputs: OrderedDict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._pngs: OrderedDict[str, bytes] = OrderedDict()
         self.computed = 0  # maps computed (not read from the cache) since start-up
@@ -106,10 +122,11 @@ class Engine:
                    ) -> tuple[np.ndarray, np.ndarray]:
         key = (checkpoint.digest, images.digests[index])
         if key not in self._outputs:
-            blend = np.moveaxis(images.blend[index], 0, -1)
-            with self._compute:
-                a, b = galaxai.deblend(blend, checkpoint=checkpoint.path, device="cpu")
-            self._outputs[key] = (np.moveaxis(a, -1, 0), np.moveaxis(b, -1, 0))
+            # channel-first and contiguous, as the Units view's interventions feed the generator
+            with self.lock:
+                a, b = galaxai.deblend(images.blend[index:index + 1], checkpoint=checkpoint.path,
+                                       device="cpu", channel_axis=1)
+            self._outputs[key] = (a[0], b[0])
             while len(self._outputs) > 256:
                 self._outputs.popitem(last=False)
         return self._outputs[key]
@@ -143,8 +160,8 @@ class Engine:
         stack = torch.from_numpy(to_network(np.stack([self.image(checkpoint, images, index, k)
                                                       for k in kinds])))
         # D was trained on the networks' range [-1, 1] (train/gan.py maps targets with to_network)
-        with self._compute, torch.no_grad():
-            model = _discriminator(str(checkpoint.path), file_weights(checkpoint))
+        with self.lock, torch.no_grad():
+            model = network("D", str(checkpoint.path), file_weights(checkpoint))
             p = torch.sigmoid(model(stack).reshape(-1)).numpy()
         out: dict[str, Any] = {"p_real": {k: float(v) for k, v in zip(kinds, p)}, "psnr_db": None}
         if images.has_truth:
@@ -158,17 +175,15 @@ class Engine:
                    stretch: str) -> str:
         """Entity tag of an image PNG: a hash of everything its bytes depend on."""
         weights = checkpoint.digest if kind.startswith("output") else None
-        return _key(kind=kind, image=images.digests[index], weights=weights, stretch=stretch,
-                    version=galaxai.__version__)
+        return cache_key(kind=kind, image=images.digests[index], weights=weights, stretch=stretch,
+                         version=galaxai.__version__)
 
     def image_png(self, checkpoint: Checkpoint, images: ImageSet, index: int, kind: str,
                   stretch: str) -> bytes:
         """The image as PNG after the display ``stretch``."""
-        from galaxai.viz.render import png_bytes, stretch_image
-
         etag = self.image_etag(checkpoint, images, index, kind, stretch)
-        return self._png(etag, lambda: png_bytes(stretch_image(
-            np.moveaxis(self.image(checkpoint, images, index, kind), 0, -1), stretch)))
+        return self.png(etag, lambda: render_image(self.image(checkpoint, images, index, kind),
+                                                    stretch))
 
     # ------------------------------------------------------------------ maps
     @staticmethod
@@ -186,8 +201,8 @@ class Engine:
         """Cache key of a relevance map (the display polarity only counts where it changes the map)."""
         name, kwargs = self._method(method, polarity)
         weights = checkpoint.digest if kind.startswith("output") else file_weights(checkpoint)
-        return _key(weights=weights, image=images.digests[index], kind=kind, method=name,
-                    params=kwargs, version=galaxai.__version__)
+        return cache_key(weights=weights, image=images.digests[index], kind=kind, method=name,
+                         params=kwargs, version=galaxai.__version__)
 
     def relevance(self, checkpoint: Checkpoint, images: ImageSet, index: int, kind: str,
                   method: str, polarity: str) -> tuple[np.ndarray, float]:
@@ -207,8 +222,8 @@ class Engine:
 
         name, kwargs = self._method(method, polarity)
         x = torch.from_numpy(to_network(self.image(checkpoint, images, index, kind))[None].copy())
-        with self._compute:
-            model = _discriminator(str(checkpoint.path), file_weights(checkpoint))
+        with self.lock:
+            model = network("D", str(checkpoint.path), file_weights(checkpoint))
             result = METHODS[name](model, x, **kwargs)
             self.computed += 1
         signed = result.signed()
@@ -222,8 +237,8 @@ class Engine:
     def map_etag(self, checkpoint: Checkpoint, images: ImageSet, index: int, kind: str, method: str,
                  polarity: str, cmap: str) -> str:
         """Entity tag of a map PNG: its cache key plus the display choices."""
-        return _key(map=self.map_key(checkpoint, images, index, kind, method, polarity),
-                    polarity=polarity, cmap=cmap)
+        return cache_key(map=self.map_key(checkpoint, images, index, kind, method, polarity),
+                         polarity=polarity, cmap=cmap)
 
     def map_png(self, checkpoint: Checkpoint, images: ImageSet, index: int, kind: str, method: str,
                 polarity: str, cmap: str) -> bytes:
@@ -236,9 +251,10 @@ class Engine:
             relevance, p_real = self.relevance(checkpoint, images, index, kind, method, polarity)
             return png_bytes(render_map(relevance, p_real, polarity, cmap))
 
-        return self._png(etag, make)
+        return self.png(etag, make)
 
-    def _png(self, etag: str, make) -> bytes:
+    def png(self, etag: str, make) -> bytes:
+        """The PNG of ``etag`` from the in-memory cache, made by ``make()`` on a miss."""
         if etag not in self._pngs:
             self._pngs[etag] = make()
             while len(self._pngs) > 1024:
@@ -246,8 +262,8 @@ class Engine:
         return self._pngs[etag]
 
 
-def file_weights(checkpoint: Checkpoint) -> str:
-    """Hash of a checkpoint's discriminator weights alone (maps of fixed images depend on D only)."""
+def file_weights(checkpoint: Checkpoint, kind: str = "D") -> str:
+    """Hash of one network's weights (``"D"``: maps of fixed images depend on D only)."""
     from galaxai.app.registry import file_digest
 
-    return file_digest(checkpoint.path / "D.safetensors")[:32]
+    return file_digest(checkpoint.path / f"{kind}.safetensors")[:32]

@@ -13,11 +13,14 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from galaxai.dissect import Concepts
 
 __all__ = ["Checkpoint", "Run", "ImageSet", "Registry", "UnknownIdError", "IMAGE_KINDS",
            "slug", "file_digest"]
@@ -108,7 +111,12 @@ class Run:
 
 @dataclass(frozen=True)
 class ImageSet:
-    """Display images of blends, channel-first float32 in [0, 1]; truths where they are known."""
+    """Display images of blends, channel-first float32 in [0, 1]; truths where they are known.
+
+    ``centre_b`` is B's centre (x, y) in pixels per blend, from the blend catalogue; ``concepts``
+    the dissection concepts from component truth (:func:`galaxai.dissect.store_concepts`), for
+    stores of simulated blends that keep it.
+    """
 
     id: str
     name: str
@@ -116,16 +124,20 @@ class ImageSet:
     target_a: np.ndarray | None = None
     target_b: np.ndarray | None = None
     digests: tuple[str, ...] = field(default=(), compare=False)
+    centre_b: np.ndarray | None = field(default=None, compare=False)
+    concepts: Concepts | None = field(default=None, compare=False)
 
     @classmethod
     def make(cls, id: str, name: str, blend: np.ndarray, target_a: np.ndarray | None = None,
-             target_b: np.ndarray | None = None) -> ImageSet:
+             target_b: np.ndarray | None = None, centre_b: np.ndarray | None = None,
+             concepts: Concepts | None = None) -> ImageSet:
         """Build a set and hash each image (blend and truths) for the cache keys."""
         arrays = [np.ascontiguousarray(a, dtype=np.float32) if a is not None else None
                   for a in (blend, target_a, target_b)]
         digests = tuple(hashlib.sha256(b"".join(a[i].tobytes() for a in arrays if a is not None))
                         .hexdigest()[:32] for i in range(len(arrays[0])))
-        return cls(id, name, *arrays, digests=digests)
+        centre = None if centre_b is None else np.asarray(centre_b, np.float64).reshape(-1, 2)
+        return cls(id, name, *arrays, digests=digests, centre_b=centre, concepts=concepts)
 
     def __len__(self) -> int:
         return len(self.blend)
@@ -148,16 +160,29 @@ class ImageSet:
         def fit(a):
             return None if a is None else crop_and_resize(a, size, crop=a.shape[-1])
 
-        return ImageSet.make(self.id, self.name, fit(self.blend), fit(self.target_a), fit(self.target_b))
+        scale = size / self.blend.shape[-1]
+        centre = None if self.centre_b is None else (self.centre_b + 0.5) * scale - 0.5
+        concepts = None if self.concepts is None else replace(
+            self.concepts, masks=crop_and_resize(self.concepts.masks.astype(np.float32), size,
+                                                 crop=self.blend.shape[-1], resize="area") >= 0.5)
+        return ImageSet.make(self.id, self.name, fit(self.blend), fit(self.target_a),
+                             fit(self.target_b), centre, concepts)
 
 
 def _store_set(id: str, path: Path, limit: int) -> ImageSet:
     from galaxai.data.store import BlendStore
+    from galaxai.dissect import store_concepts
 
-    store = BlendStore(path, split="test", verify=True)
-    store = store if len(store) else BlendStore(path, verify=True)
+    store = BlendStore(path, split="test", verify=True, components=True)
+    store = store if len(store) else BlendStore(path, verify=True, components=True)
     arrays = store.to_arrays(limit)
-    return ImageSet.make(id, path.name, arrays["blend"], arrays["target_a"], arrays["target_b"])
+    n = len(arrays["blend"])
+    catalogue = store.catalogue.iloc[:n]
+    centre = catalogue[["x_b", "y_b"]].to_numpy() if {"x_b", "y_b"} <= set(catalogue) else None
+    concepts = (store_concepts(store, range(n))[1]
+                if any(k.startswith("comp_") for k in store.names) else None)
+    return ImageSet.make(id, path.name, arrays["blend"], arrays["target_a"], arrays["target_b"],
+                         centre, concepts)
 
 
 def simulated_set(size: int, n: int = 8, seed: int = 2026) -> ImageSet:
@@ -169,7 +194,7 @@ def simulated_set(size: int, n: int = 8, seed: int = 2026) -> ImageSet:
     batch = make_blends(galaxies.display[:n], galaxies.display[n:], seed=seed,
                         config=BlendConfig.preset("paper", out_size=size))
     return ImageSet.make("simulated", f"{n} simulated blends (seed {seed})", batch.blend,
-                         batch.target_a, batch.target_b)
+                         batch.target_a, batch.target_b, batch.catalogue[["x_b", "y_b"]].to_numpy())
 
 
 class Registry:

@@ -3,17 +3,19 @@
 Resources are addressed by registered ids only (runs, checkpoint iterations, image sets, image
 indices); images and maps are PNG with an ``ETag`` and, when the request names the checkpoint's
 version (``?v=``, as the page does), ``Cache-Control: immutable``. Unknown ids, malformed input and
-oversized uploads are answered with 4xx and a message saying what was wrong. The OpenAPI schema is
-at ``/openapi.json`` and browsable at ``/docs``.
+oversized uploads are answered with 4xx and a message saying what was wrong. The Units view's
+endpoints (layers, unit tables, galleries, ``POST …/interventions`` with the dissection
+intervention JSON) live in :mod:`galaxai.app.units`. The OpenAPI schema is at ``/openapi.json``
+and browsable at ``/docs``.
 """
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import FastAPI, File, HTTPException, Path as PathParam, Query, Request, UploadFile
+from fastapi import Body, FastAPI, File, HTTPException, Path as PathParam, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,8 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field
 import galaxai
 from galaxai.app.engine import Engine
 from galaxai.app.registry import IMAGE_KINDS, Registry, UnknownIdError
+from galaxai.app.units import LAYER_PATTERN, Units
 from galaxai.choices import (COMPARED_METHODS, DIVERGING_CMAPS, MAP_POLARITIES, SEQUENTIAL_CMAPS,
                              STRETCHES)
+from galaxai.dissect import MODES, Intervention
 
 __all__ = ["create_app", "MAX_UPLOAD_BYTES", "MAX_UPLOAD_PIXELS", "STATIC_DIR"]
 
@@ -85,11 +89,73 @@ class Stats(BaseModel):
     records: list[dict[str, Any]]
 
 
+class LayerInfo(BaseModel):
+    name: str
+    units: int
+
+
+class UnitRow(BaseModel):
+    unit: int
+    threshold: float | None = Field(description="t_u: the unit is 'on' where its activation exceeds it")
+    label: str = Field(description="the concept with the highest IQR")
+    iou: float | None
+    iqr: float | None
+    interpretable: bool
+    value: float | None = Field(description="0.99 quantile of the unit's activations: a level "
+                                            "to insert it at")
+
+
+class UnitTable(BaseModel):
+    layer: str
+    concepts: str = Field(description="where the concept masks come from: truth, or the flux "
+                                      "segmenter on the targets or on the blend")
+    threshold_images: int
+    dissection_images: int
+    units: list[UnitRow]
+
+
+class ProgressInfo(BaseModel):
+    task: str | None = Field(description="what the server is computing now (None: idle)")
+    done: int
+    total: int
+
+
+_Alpha = Annotated[float, Field(ge=0, le=1)]
+_Value = Annotated[float, Field(ge=-1e6, le=1e6, allow_inf_nan=False)]
+_MaskRow = Annotated[list[Annotated[float, Field(ge=0, le=1)]], Field(min_length=1, max_length=512)]
+
+
+class InterventionBody(BaseModel):
+    """The dissection intervention JSON: r′ = r ⊙ (1 − a) + a ⊙ v at ``layer`` on ``units``."""
+
+    model_config = ConfigDict(extra="forbid")
+    layer: str = Field(max_length=200, description="a layer of GET …/layers (root.0, trunk, …)")
+    units: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, max_length=4096)
+    mode: Literal[MODES] = "ablate"  # type: ignore[valid-type]
+    alpha: _Alpha | list[_Alpha] = Field(default=1.0, description="a: one value or one per unit")
+    value: _Value | list[_Value] | None = Field(
+        default=None, description="v: omitted for ablate, required for insert")
+    mask: list[_MaskRow] | None = Field(default=None, min_length=1, max_length=512,
+                                        description="region P in [0, 1]; omitted: everywhere")
+
+
+class InterventionResult(BaseModel):
+    interventions: list[dict[str, Any]] = Field(description="what was applied, normalised")
+    concepts: str
+    before: dict[str, str] = Field(description="output_a / output_b as PNG data URLs")
+    after: dict[str, str]
+    share_removed: dict[str, float | None] = Field(
+        description="per region concept, the share of its flux removed from its branch")
+    leak: dict[str, float | None] | None
+    dpsnr_db: dict[str, float | None] | None = Field(description="ΔPSNR per branch (truth known)")
+    dssim: dict[str, float | None] | None
+
+
 class ViewState(BaseModel):
     """The page's state: what the URL encodes and what export/import exchange as JSON."""
 
     model_config = ConfigDict(extra="forbid")
-    view: Literal["explain", "deblend", "training"] = "explain"
+    view: Literal["explain", "deblend", "training", "units"] = "explain"
     run: str = Field(pattern=_ID)
     iteration: int | None = Field(default=None, ge=0)
     compare: int | None = Field(default=None, ge=0, description="second checkpoint (blink/swipe)")
@@ -101,6 +167,13 @@ class ViewState(BaseModel):
     stretch: Stretch = "asinh"  # type: ignore[valid-type]
     cmap: Cmap = "viridis"  # type: ignore[valid-type]
     smooth: bool = False
+    layer: str | None = Field(default=None, pattern=LAYER_PATTERN, description="Units: the layer")
+    unit: int | None = Field(default=None, ge=0, description="Units: the unit in the gallery")
+    sort: Literal["unit", "label", "iou", "iqr", "threshold"] = "iou"
+    edit: Literal["ablate", "insert"] = "ablate"
+    units: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list, max_length=4096,
+                                                     description="Units: the edited units")
+    alpha: float = Field(default=1.0, ge=0, le=1)
 
 
 def _not_found(exc: Exception) -> HTTPException:
@@ -120,8 +193,10 @@ def create_app(registry: Registry, cache_dir: str | Path) -> FastAPI:
     from galaxai.workflows import COMPARED_METHODS as LABELS
 
     engine = Engine(registry, cache_dir)
+    units = Units(engine)
     app = FastAPI(title="galaxai app", version=galaxai.__version__,
-                  description="Browse a deblender GAN's checkpoints, images and relevance maps.")
+                  description="Browse a deblender GAN's checkpoints, images, relevance maps "
+                              "and its generator's units.")
     app.state.engine = engine
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
@@ -239,6 +314,82 @@ def create_app(registry: Registry, cache_dir: str | Path) -> FastAPI:
         etag = engine.map_etag(checkpoint, images, index, kind, method, polarity, cmap)
         return png(request, etag, lambda: engine.map_png(checkpoint, images, index, kind, method,
                                                          polarity, cmap), v, checkpoint)
+
+    # ------------------------------------------------------------------ Units view
+    def dissecting(call):
+        """``call()``, unknown ids and layers as 404, unusable requests as 422."""
+        try:
+            return call()
+        except LookupError as exc:
+            raise _not_found(exc) from None
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+
+    @app.get("/api/progress", response_model=ProgressInfo,
+             summary="What the server is computing now (the page polls it during dissections)")
+    def progress() -> ProgressInfo:
+        return ProgressInfo(**engine.progress)
+
+    @app.get("/api/runs/{run_id}/checkpoints/{iteration}/layers", response_model=list[LayerInfo],
+             responses={404: {"description": "unknown run or checkpoint"}},
+             summary="The generator's dissectable layers and their unit counts")
+    def layers(run_id: str = PathParam(pattern=_ID), iteration: int = PathParam(ge=0)
+               ) -> list[LayerInfo]:
+        checkpoint = dissecting(lambda: registry.run(run_id).checkpoint(iteration))
+        return [LayerInfo(name=n, units=d) for n, d in units.layers(checkpoint)]
+
+    unit_base = "/api/runs/{run_id}/checkpoints/{iteration}/images/{set_id}/layers/{layer}/units"
+    not_dissectable = {**missing, 422: {"description": "a set too small to dissect"}}
+
+    def locate_set(run_id, iteration, set_id):
+        return dissecting(lambda: (registry.run(run_id).checkpoint(iteration),
+                                   registry.image_set(set_id)))
+
+    @app.get(unit_base, response_model=UnitTable, responses=not_dissectable,
+             summary="The units of one layer: threshold, label, IoU, IQR (dissected once, cached)")
+    def unit_table(run_id: str = PathParam(pattern=_ID), iteration: int = PathParam(ge=0),
+                   set_id: str = PathParam(pattern=_ID),
+                   layer: str = PathParam(pattern=LAYER_PATTERN)) -> UnitTable:
+        checkpoint, images = locate_set(run_id, iteration, set_id)
+        return UnitTable(**dissecting(lambda: units.table(checkpoint, images, layer)))
+
+    @app.get(unit_base + "/{unit}.png", response_class=Response,
+             responses={**png_response, **not_dissectable},
+             summary="A unit's top images, the region above its threshold outlined, as PNG")
+    def unit_gallery(request: Request, run_id: str = PathParam(pattern=_ID),
+                     iteration: int = PathParam(ge=0), set_id: str = PathParam(pattern=_ID),
+                     layer: str = PathParam(pattern=LAYER_PATTERN), unit: int = PathParam(ge=0),
+                     kind: Kind = "blend", stretch: Stretch = "asinh",  # type: ignore[valid-type]
+                     v: str | None = Query(default=None, max_length=64)) -> Response:
+        checkpoint, images = locate_set(run_id, iteration, set_id)
+        if kind not in engine.kinds(images):
+            raise HTTPException(404, f"image set {set_id!r} has no {kind} (it has no truth)")
+        dissecting(lambda: (units.units_of(checkpoint, layer), units.halves(images)))
+        etag = units.gallery_etag(checkpoint, images, layer, unit, kind, stretch)
+        return dissecting(lambda: png(
+            request, etag, lambda: units.gallery_png(checkpoint, images, layer, unit, kind, stretch),
+            v, checkpoint))
+
+    @app.post(base + "/interventions", response_model=InterventionResult,
+              responses={**missing, 422: {"description": "a malformed intervention, an unknown "
+                                                         "layer or a unit out of range"}},
+              summary="Apply the dissection intervention JSON to one blend: both outputs before "
+                      "and after, share of flux removed, ΔPSNR")
+    def intervention(body: InterventionBody | Annotated[list[InterventionBody],
+                                                        Field(min_length=1, max_length=16)] = Body(),
+                     run_id: str = PathParam(pattern=_ID), iteration: int = PathParam(ge=0),
+                     set_id: str = PathParam(pattern=_ID), index: int = PathParam(ge=0),
+                     stretch: Stretch = "asinh"  # type: ignore[valid-type]
+                     ) -> InterventionResult:
+        checkpoint, images = locate(run_id, iteration, set_id, index)
+        items = body if isinstance(body, list) else [body]
+
+        def apply():
+            edits = [Intervention.from_dict(i.model_dump(exclude_none=True)) for i in items]
+            return InterventionResult(interventions=[e.to_dict() for e in edits],
+                                      **units.intervene(checkpoint, images, index, edits, stretch))
+
+        return dissecting(apply)
 
     @app.post("/api/uploads", response_model=ImageSetInfo, status_code=201,
               responses={413: {"description": "file too large"},

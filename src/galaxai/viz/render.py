@@ -61,6 +61,7 @@ __all__ = [
     "png_bytes",
     "save_png",
     "montage",
+    "outline",
     "animated_gif",
     "deblend_panel",
     "blend_grid",
@@ -327,6 +328,31 @@ def save_png(image: Any, path: PathLike) -> Path:
 
 def _rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else image
+
+
+def outline(image: Any, mask: Any, colour: Sequence[float] = (1.0, 0.85, 0.0)) -> np.ndarray:
+    """A display image with the border pixels of a region painted in ``colour``.
+
+    Parameters
+    ----------
+    image : array_like
+        ``(H, W)``, ``(H, W, 3)`` or ``(3, H, W)`` in [0, 1].
+    mask : array_like of bool, (H, W)
+        The region; its pixels with a neighbour outside (or on the frame's edge) are painted.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(H, W, 3)``.
+    """
+    from scipy import ndimage
+
+    rgb = _rgb(_as_hwc(image)).copy()
+    region = np.asarray(mask, bool)
+    if region.shape != rgb.shape[:2]:
+        raise ValueError(f"mask of shape {region.shape} does not fit an image of {rgb.shape[:2]}")
+    rgb[region & ~ndimage.binary_erosion(region, border_value=0)] = colour
+    return rgb
 
 
 def montage(

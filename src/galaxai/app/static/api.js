@@ -11,10 +11,25 @@ export async function call(path, init = {}) {
   return body;
 }
 
+/** Path of one checkpoint of the state's run. */
+export function checkpointPath(state, iteration = state.iteration) {
+  return `/api/runs/${encodeURIComponent(state.run)}/checkpoints/${iteration}`;
+}
+
 /** Base path of one image of one set at one checkpoint. */
 function base(state, iteration, index = state.index) {
-  return `/api/runs/${encodeURIComponent(state.run)}/checkpoints/${iteration}` +
-    `/images/${encodeURIComponent(state.images)}/${index}`;
+  return `${checkpointPath(state, iteration)}/images/${encodeURIComponent(state.images)}/${index}`;
+}
+
+/** Path of a layer's unit table on the state's image set (a unit's gallery is `/{unit}.png`). */
+export function unitsPath(state, layer) {
+  return `${checkpointPath(state)}/images/${encodeURIComponent(state.images)}` +
+    `/layers/${encodeURIComponent(layer)}/units`;
+}
+
+/** Path that takes the intervention JSON for the state's blend. */
+export function interventionPath(state) {
+  return `${base(state, state.iteration)}/interventions`;
 }
 
 /** URL of an image PNG; `version` (the checkpoint's short hash) makes it immutable. */

@@ -5,9 +5,10 @@ import { renderDeblend } from "./deblend.js";
 import { Progress, renderExplain } from "./explain.js";
 import { defaults, exportJson, fromQuery, toQuery } from "./state.js";
 import { renderTraining } from "./training.js";
+import { renderUnits } from "./units.js";
 
 const $ = (id) => document.getElementById(id);
-const VIEWS = { explain: renderExplain, deblend: renderDeblend, training: renderTraining };
+const VIEWS = { explain: renderExplain, deblend: renderDeblend, training: renderTraining, units: renderUnits };
 let options, runs, sets, base, state, player = null, blinker = null;
 const progress = new Progress($("progress"));
 
@@ -44,6 +45,7 @@ function syncControls() {
   $("smooth").checked = state.smooth;
   for (const box of $("methods").querySelectorAll("input")) box.checked = state.methods.includes(box.value);
   document.body.classList.toggle("smooth", state.smooth);
+  document.body.dataset.view = state.view;
   for (const a of $("views").querySelectorAll("a")) a.classList.toggle("active", a.dataset.view === state.view);
 }
 
@@ -66,7 +68,7 @@ async function update(change = {}) {
   clearInterval(blinker);
   if (state.mode === "blink") blinker = setInterval(() => main.classList.toggle("flip"), 700);
   try {
-    await VIEWS[state.view](main, { state, run, set, options, progress },
+    await VIEWS[state.view](main, { state, run, set, options, progress, update },
       (setId) => { sets = null; reloadSets().then(() => update({ images: setId, index: 0 })); });
   } catch (error) {
     $("message").textContent = error.message;

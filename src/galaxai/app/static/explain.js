@@ -17,6 +17,14 @@ export class Progress {
     img.addEventListener("error", finish, { once: true });
     this.show();
   }
+  /** Show a computation on the server (`done` of `total`) with its own text. */
+  status(text, done, total) {
+    const bar = this.element.querySelector("progress");
+    bar.max = Math.max(total, 1);
+    bar.value = done;
+    this.element.querySelector("span").textContent = text;
+    this.element.classList.remove("done");
+  }
   show() {
     const bar = this.element.querySelector("progress");
     bar.max = Math.max(this.total, 1);

@@ -3,7 +3,8 @@
 
 /** @typedef {{view: string, run: string, iteration: (number|null), compare: (number|null),
  *   mode: string, images: string, index: number, methods: string[], polarity: string,
- *   stretch: string, cmap: string, smooth: boolean}} ViewState */
+ *   stretch: string, cmap: string, smooth: boolean, layer: (string|null), unit: (number|null),
+ *   sort: string, edit: string, units: number[], alpha: number}} ViewState */
 
 // URL parameter <-> state field, and how a parameter is parsed.
 const FIELDS = {
@@ -11,7 +12,9 @@ const FIELDS = {
   cmp: ["compare", Number], mode: ["mode", String], images: ["images", String],
   i: ["index", Number], methods: ["methods", (v) => v.split(",").filter(Boolean)],
   pol: ["polarity", String], stretch: ["stretch", String], cmap: ["cmap", String],
-  smooth: ["smooth", (v) => v === "1"],
+  smooth: ["smooth", (v) => v === "1"], layer: ["layer", String], unit: ["unit", Number],
+  sort: ["sort", String], edit: ["edit", String], alpha: ["alpha", Number],
+  sel: ["units", (v) => v.split(",").filter(Boolean).map(Number).filter((u) => u >= 0)],
 };
 
 /** Defaults filled in from the server's options and registered ids. */
@@ -21,6 +24,7 @@ export function defaults(options, runs, sets) {
     view: "explain", run: run.id, iteration: run.checkpoints.at(-1).iteration, compare: null,
     mode: "grid", images: sets[0].id, index: 0, methods: options.methods.map((m) => m.key),
     polarity: "auto", stretch: "asinh", cmap: "viridis", smooth: false,
+    layer: null, unit: null, sort: "iou", edit: "ablate", units: [], alpha: 1,
   };
 }
 
