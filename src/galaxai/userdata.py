@@ -40,11 +40,11 @@ def _suffix(path: Path) -> str:
 
 def _sky(data: np.ndarray) -> tuple[np.ndarray, float]:
     """Per-band sigma-clipped sky level and the noise of the band sum."""
-    from astropy.stats import sigma_clipped_stats
+    from galaxai.data.background import sky_statistics
 
-    levels = np.array([sigma_clipped_stats(b, sigma=3.0, maxiters=5)[1] for b in data])
+    levels = sky_statistics(data[None], detect=False)[1][0]
     total = (data - levels[:, None, None]).sum(axis=0)
-    return levels, float(sigma_clipped_stats(total, sigma=3.0, maxiters=5)[2])
+    return levels, float(sky_statistics(total[None, None], detect=False)[2][0, 0])
 
 
 def flux_to_display(data: np.ndarray) -> np.ndarray:

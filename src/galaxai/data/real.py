@@ -37,6 +37,7 @@ from scipy import ndimage
 from skimage.transform import resize
 
 from galaxai.choices import SPLITS as _SPLITS
+from galaxai.data.background import noise_fill
 from galaxai.data.sources import LoadReport, SourceError
 
 __all__ = [
@@ -157,23 +158,6 @@ def _resample(box: np.ndarray, frame: int) -> np.ndarray:
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
-def _sky_fill(box: np.ndarray, replace: np.ndarray, keep: np.ndarray,
-              rng: np.random.Generator) -> np.ndarray:
-    """Replace ``replace`` pixels of a (h, w, C) box by Gaussian sky of the box's own background."""
-    out = box.copy()
-    if not replace.any():
-        return out
-    background = ~(replace | keep)
-    for c in range(box.shape[2]):
-        values = box[..., c][background]
-        if values.size < 10:
-            values = box[..., c][~keep]
-        med = float(np.median(values))
-        mad = float(np.median(np.abs(values - med))) * 1.4826
-        out[..., c][replace] = np.clip(med + mad * rng.standard_normal(int(replace.sum())), 0, 1)
-    return out
-
-
 def hdf_frames(split: str = "train", *, frame: int = 142, copies: int = 1, seed: int = 0,
                hlr_range: tuple[float, float] = (2.0, 30.0),
                zoom_range: tuple[float, float] = (0.5, 4.0), min_pixels: int = 25,
@@ -245,7 +229,10 @@ def hdf_frames(split: str = "train", *, frame: int = 142, copies: int = 1, seed:
                                                          f"{split} region"))
                 continue
             others = ndimage.binary_dilation((seg > 0) & (seg != label), iterations=2) & ~keep
-            clean = _sky_fill(box, others | (seg < 0), keep, rng)
+            # sky drawn from the box's own background pixels (sources detected and excluded),
+            # which matches the JPEG's zero-clipped, non-Gaussian display sky
+            clean = noise_fill(box[None], others | (seg < 0), rng, channel_axis=-1,
+                               method="resample", clip=(0.0, 1.0))[0].astype(np.float32)
             frames.append(_resample(clean, frame))
             cat.append({"source": "hdf", "split": "test" if obj["y"] >= HDF_TEST_ROW else "train",
                         "origin": name, "x": float(obj["x"]), "y": float(obj["y"]),
