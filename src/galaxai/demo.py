@@ -59,9 +59,18 @@ class DemoSettings:
                                    ("n_control", 48), ("epochs", 8)))
 
 
-def _log(progress: bool, message: str) -> None:
-    if progress:
-        print(f"[demo] {message}", flush=True)
+class _Steps:
+    """Numbered progress lines ``[demo 123 s] 4/9 …`` with the seconds since the demo started."""
+
+    def __init__(self, progress: bool, total: int) -> None:
+        self.progress, self.total, self.done = progress, total, 0
+        self.start = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        self.done += 1
+        if self.progress:
+            print(f"[demo {time.perf_counter() - self.start:4.0f} s] {self.done}/{self.total} "
+                  f"{message}", flush=True)
 
 
 def _section_data(report: Report, s: DemoSettings, figures: Path, progress: bool
@@ -209,11 +218,11 @@ def run_demo(out: str | Path, *, quick: bool = False, progress: bool = False) ->
     work.mkdir(parents=True, exist_ok=True)
     s = DemoSettings.get(quick)
     report = Report("galaxai demo", "Deblending overlapping galaxies and asking the discriminator why")
-    t0 = time.perf_counter()
-    _log(progress, "1/9 simulating galaxies and blending them (paper recipe, zero padding)")
+    step = _Steps(progress, total=9)
+    step("simulating galaxies and blending them (paper recipe, zero padding)")
     galaxies, blends = _section_data(report, s, work, progress)
 
-    _log(progress, "2/9 deblending with the shipped model and classical deblenders")
+    step("deblending with the shipped model and classical deblenders")
     disc_weights = DEFAULT_WEIGHTS.with_name("discriminator_small.safetensors")
     sidecar = DEFAULT_WEIGHTS.with_suffix(".json")
     report.add_note(f"Models used below: the shipped checkpoints {DEFAULT_WEIGHTS.name} and "
@@ -223,7 +232,7 @@ def run_demo(out: str | Path, *, quick: bool = False, progress: bool = False) ->
     evaluation_section(report, deblenders_for(None), blends.blend, blends.target_a, blends.target_b,
                        blends.catalogue, work / "evaluation", title="2. Deblending: GAN vs classical")
 
-    _log(progress, "3/9 explaining the discriminator (Polarized-LRP vs original LRP, AOPC)")
+    step("explaining the discriminator (Polarized-LRP vs original LRP, AOPC)")
     D, _ = load_discriminator(disc_weights)
     k = s.n_explain
     targets = to_network(np.concatenate([blends.target_a, blends.target_b]))
@@ -240,12 +249,12 @@ def run_demo(out: str | Path, *, quick: bool = False, progress: bool = False) ->
                      "verdict: real targets it calls real (positive maps) and generated outputs it "
                      "calls generated (negative maps), most confident first.")
 
-    _log(progress, "4/9 training a short run and explaining every checkpoint (timeline)")
+    step("training a short run and explaining every checkpoint (timeline)")
     run_dir = _timeline_run(blends, work / "timeline_run", s, progress)
     timeline_section(report, run_dir, real[:2], work / "timeline",
                      title="4. Training timeline (a short run trained by this demo)")
 
-    _log(progress, "5/9 auditing the data for phantom boundaries")
+    step("auditing the data for phantom boundaries")
     half = len(blends.blend)
     noise_blends = make_blends(galaxies.display[:half], galaxies.display[half:2 * half], seed=s.seed,
                                config=BlendConfig.preset("paper", padding="noise"))
@@ -253,11 +262,11 @@ def run_demo(out: str | Path, *, quick: bool = False, progress: bool = False) ->
                            "noise (galaxai default)": (noise_blends.target_b, noise_blends.fill_mask_b)},
                   title="5. Data audit: the phantom boundary, found without training")
 
-    _log(progress, "6/9 phantom-boundary shortcut test on the shipped discriminator")
+    step("phantom-boundary shortcut test on the shipped discriminator")
     shortcut_section(report, D, blends.target_a[: max(8, k)], work / "shortcut",
                      title="6. Does a zero-padded band look 'real' to the discriminator?")
 
-    _log(progress, "7/9 galaxy morphology: the SmoothGrad bar-length closed loop")
+    step("galaxy morphology: the SmoothGrad bar-length closed loop")
     bars_dir = _closed_loop_run(work / "bars", s, progress)
     closed_loop_section(report, bars_dir, strata=False,
                         title="7. Galaxy morphology: bar lengths from SmoothGrad maps, checked on "
@@ -268,8 +277,8 @@ def run_demo(out: str | Path, *, quick: bool = False, progress: bool = False) ->
                     "table (stratified.csv: bar angle, inclination, q_b, a/FWHM, B/T, bar S/N) "
                     "and its own report. The README gives the measured 'small' run "
                     "(`galaxai morphology validate --preset small`, 18 minutes).")
-    _log(progress, "8/9 real galaxies: HDF (left half) and COSMOS blends, GAN vs SEP")
+    step("real galaxies: HDF (left half) and COSMOS blends, GAN vs SEP")
     _real_section(report, s, work / "real")
-    report.add_note(f"Demo wall time: {time.perf_counter() - t0:.0f} s.")
-    _log(progress, "9/9 writing the report")
+    report.add_note(f"Demo wall time: {time.perf_counter() - step.start:.0f} s.")
+    step("writing the report")
     return report.write(out / "report")
