@@ -969,6 +969,11 @@ def app(runs, stores, host, port, cache):
     serve(server, host=host, port=port)
 
 
+from galaxai.dissect.command import dissect as _dissect  # noqa: E402
+
+main.add_command(_dissect)
+
+
 # --------------------------------------------------------------------------------------- demo
 @main.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_output"),

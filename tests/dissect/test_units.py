@@ -95,3 +95,18 @@ def test_iou_and_iqr_match_their_definitions_on_a_two_by_two_table():
     assert iou == pytest.approx(3 / 6)
     assert iqr == pytest.approx(mi / h)
     assert agree == pytest.approx(0.85)
+
+
+def test_binning_equals_a_binary_search_also_with_tied_and_degenerate_boundaries():
+    from galaxai.dissect.units import _bins
+
+    gen = torch.Generator().manual_seed(0)
+    r = torch.randn(4, 5000, generator=gen)
+    b = torch.randn(4, 100, generator=gen).sort(dim=1).values
+    b[1, 10:60] = 0.0                       # many equal levels (a ReLU unit's zeros)
+    b[2] = 0.3                              # all levels equal
+    b[3, :50] = torch.linspace(-1e-6, 1e-6, 50)  # crowded levels
+    r[0, :100] = b[0]                       # values exactly on a boundary
+    want = torch.stack([torch.searchsorted(b[u], r[u]) for u in range(4)])
+    assert torch.equal(_bins(r, b), want)
+    assert torch.equal(_bins(r[:, :7], b[:, :1]), (r[:, :7] > b[:, :1]).long())

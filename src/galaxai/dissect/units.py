@@ -14,9 +14,10 @@ For every unit ``u`` of the dissected layers:
    IoU > 0.05 and the label's optimal fraction is ≤ 0.5.
 
 Counting is done without storing activations: every pixel gets a *signature*, the bit set of
-the concepts it belongs to plus one bit per category present in its image, and one ``bincount``
-per batch and layer tallies (signature, unit, threshold bin). Tables for any concept are sums over
-signatures afterwards.
+the concepts it belongs to plus one bit per category present in its image (numbered once per set),
+and one ``bincount`` per batch and layer tallies (signature, unit, threshold bin). Bins come from
+a per-unit lookup table on a uniform grid plus a few exact comparisons (no binary search per
+pixel). Tables for any concept are sums over signatures afterwards.
 """
 from __future__ import annotations
 
@@ -71,17 +72,26 @@ class ConceptSet:
             raise ValueError(f"{len(self.inputs)} inputs but {self.concepts.masks.shape[0]} "
                              "concept masks; give one mask set per input")
         self._cats = sorted(set(self.concepts.categories))
-        self._codes = _signatures(self.concepts)
+        codes, index = torch.unique(_signatures(self.concepts), return_inverse=True)
+        self._signatures, self._index = codes.numpy(), index
 
     def __len__(self) -> int:
         return len(self.inputs)
 
     def batches(self, limit: int | None = None) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-        """``(inputs, signature codes (B, H, W) int64)`` batches, the first ``limit`` inputs."""
+        """``(inputs, signature numbers (B, H, W) int64)`` batches, the first ``limit`` inputs.
+
+        A pixel's number indexes :attr:`signatures`, its concept bit set.
+        """
         n = len(self) if limit is None else min(int(limit), len(self))
         for lo in range(0, n, self.batch_size):
             hi = min(lo + self.batch_size, n)
-            yield self.inputs[lo:hi], self._codes[lo:hi]
+            yield self.inputs[lo:hi], self._index[lo:hi]
+
+    @property
+    def signatures(self) -> np.ndarray:
+        """The distinct concept bit sets of the set's pixels, ``(S,)`` int64."""
+        return self._signatures
 
     def concept_bits(self) -> tuple[list[int], list[int]]:
         """Per concept: its bit, and the bit of its category's presence flag."""
@@ -122,7 +132,7 @@ def _run(model: nn.Module, data: ConceptSet, layers: Sequence[str], limit: int |
     n = len(data) if limit is None else min(limit, len(data))
     bar = tqdm(total=n, desc=desc, unit="img", disable=not progress, leave=False)
     device = next(model.parameters()).device
-    with torch.no_grad(), record(model, layers) as seen:
+    with torch.inference_mode(), record(model, layers) as seen:
         for x, codes in data.batches(limit):
             forward(model, x.to(device))
             yield _featuremaps({k: v.cpu() for k, v in seen.items()}, tuple(codes.shape[-2:])), codes
@@ -130,28 +140,65 @@ def _run(model: nn.Module, data: ConceptSet, layers: Sequence[str], limit: int |
     bar.close()
 
 
-def _tally(r: torch.Tensor, boundaries: torch.Tensor, codes: torch.Tensor,
-           table: dict[int, np.ndarray]) -> None:
-    """Add counts of (signature, unit, bin) to ``table``; bin = number of boundaries < value."""
-    b, d = r.shape[:2]
+_GRID = 4096       # lookup cells per unit for binning
+_MAX_STEPS = 8     # exact comparisons after the lookup; more boundaries per cell: binary search
+
+
+def _bins(r: torch.Tensor, boundaries: torch.Tensor) -> torch.Tensor:
+    """Per unit, the number of ``boundaries`` below each value: ``(d, M)`` from ``(d, M)``.
+
+    A uniform grid over each unit's boundary range is a monotone map of values to cells, so every
+    boundary in a lower cell is below the value; the boundaries sharing its cell are compared
+    exactly. Equal to ``torch.searchsorted(boundaries, r)``.
+    """
+    d, t = boundaries.shape
+    if t == 1:
+        return (r > boundaries).long()
+    lo, hi = boundaries[:, :1], boundaries[:, -1:]
+    scale = _GRID / (hi - lo).clamp_min(1e-30)
+
+    def cell(v):
+        return ((v - lo) * scale).clamp_(0, _GRID - 1).long()
+
+    cb = cell(boundaries)                                          # (d, T), non-decreasing
+    per_cell = torch.zeros(d, _GRID + 1, dtype=torch.int64)
+    per_cell.scatter_add_(1, cb + 1, torch.ones_like(cb))
+    steps = int(per_cell.max())
+    if steps > _MAX_STEPS or not torch.isfinite(scale).all():
+        return torch.searchsorted(boundaries, r)
+    below = per_cell.cumsum(1)                                     # boundaries in cells < c
+    idx = torch.gather(below, 1, cell(r))
+    padded = torch.cat([boundaries, torch.full((d, 1), torch.inf)], dim=1)
+    for _ in range(steps):
+        idx += torch.gather(padded, 1, idx) < r
+    return idx
+
+
+def _tally(r: torch.Tensor, boundaries: torch.Tensor, codes: torch.Tensor, table: np.ndarray
+           ) -> None:
+    """Add counts of (signature, unit, bin) to ``table`` ``(S, d, T + 1)``.
+
+    ``codes`` are signature numbers ``(B, H, W)``; bin = number of boundaries below the value.
+    """
+    d = r.shape[1]
     nb = boundaries.shape[1] + 1
-    bins = torch.empty(r.shape, dtype=torch.int64)
-    for u in range(d):
-        bins[:, u] = torch.searchsorted(boundaries[u].contiguous(), r[:, u].contiguous())
-    uniq, inv = torch.unique(codes, return_inverse=True)
-    key = (inv[:, None] * d + torch.arange(d).view(1, d, 1, 1)) * nb + bins
-    counts = torch.bincount(key.reshape(-1), minlength=len(uniq) * d * nb).view(len(uniq), d, nb)
-    for code, c in zip(uniq.tolist(), counts.numpy()):
-        if code in table:
-            table[code] += c
-        else:
-            table[code] = c.astype(np.int64)
+    bins = _bins(r.transpose(0, 1).reshape(d, -1), boundaries.contiguous())   # (d, B·H·W)
+    key = (codes.reshape(1, -1) * d + torch.arange(d).view(d, 1)) * nb + bins
+    table += torch.bincount(key.reshape(-1), minlength=table.size).view(table.shape).numpy()
 
 
-def _tables(table: dict[int, np.ndarray], bit: int, cat_bit: int):
+def _table(tables: dict[str, np.ndarray], name: str, data: ConceptSet, boundaries: torch.Tensor
+           ) -> np.ndarray:
+    """The count table of layer ``name``, created at its first batch."""
+    if name not in tables:
+        d, t = boundaries.shape
+        tables[name] = np.zeros((len(data.signatures), d, t + 1), np.int64)
+    return tables[name]
+
+
+def _tables(table: np.ndarray, codes: np.ndarray, bit: int, cat_bit: int):
     """Pooled 2×2 counts per unit and threshold: ``(a, |A|, |S|, n)``, each over (d, T)."""
-    codes = np.array(list(table), dtype=np.int64)
-    stack = np.stack([table[c] for c in codes])                   # (S, d, T+1)
+    stack = table                                                 # (S, d, T+1)
     above = np.cumsum(stack[..., ::-1], axis=-1)[..., ::-1][..., 1:]  # (S, d, T): counts > t_j
     total = stack.sum(axis=-1)                                    # (S, d)
     in_c = ((codes >> bit) & 1).astype(bool)
@@ -204,9 +251,10 @@ def _quantile_levels(model, data, layers, limit, forward, samples, seed, progres
     for maps, codes in _run(model, data, layers, limit, forward, progress, "quantiles"):
         hw = codes.shape[-1] * codes.shape[-2]
         k = max(1, min(hw, samples // max(n_img, 1)))
+        # the same random pixels of each image for every layer
+        pick = torch.from_numpy(np.argsort(rng.random((codes.shape[0], hw)), axis=1)[:, :k])
         for name, r in maps.items():
             flat = r.flatten(2)                                   # (B, d, hw)
-            pick = torch.from_numpy(np.argsort(rng.random((flat.shape[0], hw)), axis=1)[:, :k])
             got = torch.gather(flat, 2, pick[:, None, :].expand(-1, flat.shape[1], -1))
             values.setdefault(name, []).append(got.permute(1, 0, 2).reshape(flat.shape[1], -1))
     q = torch.from_numpy(1.0 - FRACTIONS).float()
@@ -265,10 +313,10 @@ def unit_thresholds(model: nn.Module, threshold_set: ConceptSet, layers: Sequenc
                               forward, quantile_samples, seed, progress)
     # Ascending boundaries per unit (levels decrease with f).
     asc = {name: lv.flip(1).contiguous() for name, lv in levels.items()}
-    tables: dict[str, dict[int, np.ndarray]] = {name: {} for name in layers}
+    tables: dict[str, np.ndarray] = {}
     for maps, codes in _run(model, threshold_set, layers, limit, forward, progress, "thresholds"):
         for name, r in maps.items():
-            _tally(r, asc[name], codes, tables[name])
+            _tally(r, asc[name], codes, _table(tables, name, threshold_set, asc[name]))
     bits, cat_bits = threshold_set.concept_bits()
     out = {}
     for name in layers:
@@ -278,7 +326,7 @@ def unit_thresholds(model: nn.Module, threshold_set: ConceptSet, layers: Sequenc
         best_f = np.full((d, len(bits)), np.nan)
         for k, (bit, cbit) in enumerate(zip(bits, cat_bits)):
             a, sa, ss, n = (v[:, ::-1] if v.shape[-1] == nf else v
-                            for v in _tables(tables[name], bit, cbit))  # back to f order
+                            for v in _tables(tables[name], threshold_set.signatures, bit, cbit))  # back to f order
             cover = ss[:, 0] / np.maximum(n[:, 0], 1)
             if cover.max() < _MIN_COVER:
                 continue
@@ -327,11 +375,11 @@ def dissect_units(model: nn.Module, threshold_set: ConceptSet, dissection_set: C
     layers = list(layers)
     thr = unit_thresholds(model, threshold_set, layers, limit=limit, forward=forward,
                           progress=progress, **threshold_options)
-    tables: dict[str, dict[int, np.ndarray]] = {name: {} for name in layers}
+    tables: dict[str, np.ndarray] = {}
     bounds = {name: torch.from_numpy(thr[name]["threshold"]).float()[:, None] for name in layers}
     for maps, codes in _run(model, dissection_set, layers, limit, forward, progress, "dissect"):
         for name, r in maps.items():
-            _tally(r, bounds[name], codes, tables[name])
+            _tally(r, bounds[name], codes, _table(tables, name, dissection_set, bounds[name]))
     bits, cat_bits = dissection_set.concept_bits()
     names = dissection_set.concepts.names
     rows, ious, iqrs = [], {}, {}
@@ -340,7 +388,7 @@ def dissect_units(model: nn.Module, threshold_set: ConceptSet, dissection_set: C
         iou = np.zeros((d, len(names)))
         iqr = np.full((d, len(names)), np.nan)
         for k, (bit, cbit) in enumerate(zip(bits, cat_bits)):
-            a, sa, ss, n = _tables(tables[name], bit, cbit)
+            a, sa, ss, n = _tables(tables[name], dissection_set.signatures, bit, cbit)
             cover = ss[:, 0] / np.maximum(n[:, 0], 1)
             if cover.max() < _MIN_COVER:
                 continue
