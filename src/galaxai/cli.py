@@ -969,6 +969,11 @@ def app(runs, stores, host, port, cache):
     serve(server, host=host, port=port)
 
 
+from galaxai.guided.command import guided as _experiment_guided  # noqa: E402
+
+experiment.add_command(_experiment_guided)
+
+
 # --------------------------------------------------------------------------------------- demo
 @main.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_output"),
