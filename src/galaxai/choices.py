@@ -6,7 +6,8 @@ and a new choice is added in one place.
 """
 __all__ = ["PRESETS", "AUGMENT_PRESETS", "PADDINGS", "MERGES", "SIM_MODES", "SPLITS", "COMPARED_METHODS",
            "ARCHITECTURES", "ACTIVATIONS", "LAYOUTS", "BAR_ALGORITHMS", "ARTEFACTS",
-           "GUIDE_EXPLAINERS", "GUIDE_NORMALISE", "GUIDE_APPLY_TO", "GUIDE_CONTROLS",
+           "GUIDE_EXPLAINERS", "GUIDE_NORMALISE", "GUIDE_APPLY_TO", "GUIDE_CONTROLS", "GUIDE_ARMS",
+           "GUIDE_TRAINERS",
            "MAP_POLARITIES", "STRETCHES", "SEQUENTIAL_CMAPS", "DIVERGING_CMAPS"]
 
 #: Config presets of every configurable part.
@@ -42,6 +43,11 @@ GUIDE_NORMALISE: tuple[str, ...] = ("sample", "repo", "none")
 GUIDE_APPLY_TO: tuple[str, ...] = ("adversarial", "total")
 #: Controls replacing the map M: none, its mean everywhere, or shuffled across the batch.
 GUIDE_CONTROLS: tuple[str, ...] = ("none", "constant", "shuffled")
+#: Arms of `galaxai experiment guided`: no guidance, each explainer, and the two controls (the
+#: saliency map replaced by its mean, or shuffled across the batch).
+GUIDE_ARMS: tuple[str, ...] = ("baseline", *GUIDE_EXPLAINERS, "constant", "shuffled")
+#: Trainers `galaxai experiment guided` can run (galaxai.guided.experiment.TRAINERS).
+GUIDE_TRAINERS: tuple[str, ...] = ("deblender", "cyclegan")
 #: How the app shows a relevance map: evidence for D's own verdict (auto), for "real" (positive),
 #: for "generated" (negative), or both signs on a symmetric diverging scale (signed).
 MAP_POLARITIES: tuple[str, ...] = ("auto", "positive", "negative", "signed")

@@ -973,6 +973,10 @@ from galaxai.dissect.command import dissect as _dissect  # noqa: E402
 
 main.add_command(_dissect)
 
+from galaxai.guided.command import guided as _experiment_guided  # noqa: E402
+
+experiment.add_command(_experiment_guided)
+
 
 # --------------------------------------------------------------------------------------- demo
 @main.command()

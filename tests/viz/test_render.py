@@ -186,3 +186,18 @@ def test_outline_paints_the_border_of_a_region_only():
     assert np.all(out[~painted] == 0)
     with pytest.raises(ValueError, match="does not fit"):
         outline(image, mask[:4])
+
+
+def test_curve_plot_bands_shade_in_the_curve_colour():
+    x = np.arange(6.0)
+    plain = curve_plot(x, {"mean": np.zeros(6)}, size=(300, 200))
+    shaded = curve_plot(x, {"mean": np.zeros(6)}, bands={"mean": (np.full(6, -1.0), np.ones(6))},
+                        size=(300, 200))
+    # matplotlib's first colour #1f77b4 at alpha 0.2 over white: 255 - 0.2 * (255 - c)
+    tint = np.array([255 - 0.2 * (255 - c) for c in (0x1F, 0x77, 0xB4)])
+    near = lambda img: int((np.abs(img.astype(float) - tint).max(axis=-1) <= 2).sum())  # noqa: E731
+    assert near(plain) == 0 and near(shaded) > 1000
+    with pytest.raises(ValueError, match=r"bands\[0\] must be a \(low, high\) pair"):
+        curve_plot(x, [np.zeros(6)], bands=[np.zeros(6)])
+    with pytest.raises(ValueError, match="not curve labels"):
+        curve_plot(x, {"a": np.zeros(6)}, bands={"b": (x, x)})

@@ -670,6 +670,7 @@ def curve_plot(
     ylabel: str = "",
     title: str = "",
     logy: bool = False,
+    bands: Sequence[Any] | Mapping[str, Any] | None = None,
     size: tuple[int, int] = (640, 400),
     path: PathLike | None = None,
 ) -> np.ndarray | Path:
@@ -686,6 +687,9 @@ def curve_plot(
     xlabel, ylabel, title : str, optional
     logy : bool, optional
         Logarithmic y axis.
+    bands : sequence or mapping of (low, high), optional
+        Shaded bands (e.g. mean ± sd) in their curve's colour: one ``(low, high)`` pair of
+        length-``M`` arrays, or ``None``, per curve; a mapping is keyed by curve label.
     size : (int, int), optional
         Figure width and height in pixels.
     path : path-like, optional
@@ -693,6 +697,11 @@ def curve_plot(
     """
     if isinstance(ys, Mapping):
         labels, ys = list(ys.keys()), list(ys.values())
+    if isinstance(bands, Mapping):
+        unknown = set(bands) - set(labels or [])
+        if unknown:
+            raise ValueError(f"bands: {sorted(unknown)} are not curve labels {labels}")
+        bands = [bands.get(label) for label in labels]
     xs = _as_array(x, "x").astype(np.float64).ravel()
     curves = [_as_array(y, f"ys[{i}]").astype(np.float64).ravel() for i, y in enumerate(ys)]
     if not curves:
@@ -702,11 +711,25 @@ def curve_plot(
             raise ValueError(f"ys[{i}] has {y.size} points but x has {xs.size}")
     if labels is not None and len(labels) != len(curves):
         raise ValueError(f"labels: expected {len(curves)} labels, got {len(labels)}")
+    bands = [None] * len(curves) if bands is None else list(bands)
+    if len(bands) != len(curves):
+        raise ValueError(f"bands: expected {len(curves)} entries (one per curve), got {len(bands)}")
+    shades = []
+    for i, band in enumerate(bands):
+        if band is not None:
+            band = _as_array(band, f"bands[{i}]").astype(np.float64)
+            if band.shape != (2, *xs.shape):
+                raise ValueError(f"bands[{i}] must be a (low, high) pair of {xs.size} points, "
+                                 f"got shape {band.shape}")
+        shades.append(band)
     fig = Figure(figsize=(size[0] / _DPI, size[1] / _DPI), dpi=_DPI, facecolor="white")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for i, y in enumerate(curves):
-        ax.plot(xs, y, label=None if labels is None else labels[i])
+        (line,) = ax.plot(xs, y, label=None if labels is None else labels[i])
+        if shades[i] is not None:
+            ax.fill_between(xs, shades[i][0], shades[i][1], color=line.get_color(), alpha=0.2,
+                            linewidth=0)
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
