@@ -969,6 +969,11 @@ def app(runs, stores, host, port, cache):
     serve(server, host=host, port=port)
 
 
+from galaxai.cli_cyclegan import cyclegan  # noqa: E402 - registered here, after the core commands
+
+main.add_command(cyclegan)
+
+
 # --------------------------------------------------------------------------------------- demo
 @main.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_output"),

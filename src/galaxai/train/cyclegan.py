@@ -56,6 +56,7 @@ __all__ = [
     "translate",
     "run_arm",
     "arm_config",
+    "train_and_evaluate",
 ]
 
 _WEIGHTS = "cyclegan.safetensors"
@@ -209,21 +210,24 @@ def _to_stamps(display: np.ndarray, size: int) -> np.ndarray:
 
 
 def stamp_sets(seed: int, *, n_sim: int = 400, n_eval: int = 48, image_size: int = 32,
-               real_copies: int = 2, progress: bool = False) -> StampSets:
+               real_copies: int = 2, real_sources: tuple[str, ...] = ("hdf", "cosmos"),
+               progress: bool = False) -> StampSets:
     """Simulated and real stamp sets built in memory from the package's sources.
 
     ``sim_train``: ``n_sim`` GalSim galaxies (``SimConfig.preset("small")``, stream ``seed``);
-    ``sim_eval``: the next ``n_eval`` of that stream. ``real_train``: HDF (left half) and COSMOS
-    training splits, ``real_copies`` zoom draws per galaxy; ``real_eval``: ``n_eval`` frames of
-    their test splits (one zoom draw, a seeded subset).
+    ``sim_eval``: the next ``n_eval`` of that stream. ``real_train``: the training splits of
+    ``real_sources`` (HDF left half, COSMOS), ``real_copies`` zoom draws per galaxy;
+    ``real_eval``: ``n_eval`` frames of their test splits (one zoom draw, a seeded subset).
     """
-    from galaxai.data.real import RealFrames, cosmos_frames, hdf_frames
+    from galaxai.data.real import RealFrames, real_frames
     from galaxai.data.simulate import SimConfig, simulate
 
+    if not real_sources or set(real_sources) - {"hdf", "cosmos"}:
+        raise ValueError(f"real_sources must name 'hdf' and/or 'cosmos', got {real_sources!r}")
     sim = simulate(n_sim + n_eval, seed, SimConfig.preset("small"), progress=progress).display
-    train = RealFrames.concat([hdf_frames("train", copies=real_copies, seed=seed),
-                               cosmos_frames("train", copies=real_copies, seed=seed)])
-    test = RealFrames.concat([hdf_frames("test", seed=seed), cosmos_frames("test", seed=seed)])
+    train = RealFrames.concat([real_frames(s, "train", copies=real_copies, seed=seed)
+                               for s in real_sources])
+    test = RealFrames.concat([real_frames(s, "test", seed=seed) for s in real_sources])
     pick = np.sort(np.random.default_rng(seed).permutation(len(test))[:n_eval])
     return StampSets(_to_stamps(sim[:n_sim], image_size), _to_stamps(train.display, image_size),
                      _to_stamps(sim[n_sim:], image_size), _to_stamps(test.display[pick], image_size))
@@ -631,8 +635,6 @@ def run_arm(arm: str, seed: int, *, preset: str, iterations: int, eval_every: in
         ``kid_raw`` and ``morph_distance_raw``, ``explain_s`` (cumulative saliency seconds),
         ``arm`` and ``seed``. ``attrs``: ``primary = "kid"``, ``higher_is_better = False``.
     """
-    if eval_every < 1:
-        raise ValueError(f"eval_every must be >= 1, got {eval_every!r}")
     if data is None:
         small = preset == "tiny"
         sets = stamp_sets(seed, n_sim=64 if small else 400, n_eval=16 if small else 48,
@@ -640,27 +642,38 @@ def run_arm(arm: str, seed: int, *, preset: str, iterations: int, eval_every: in
                           real_copies=1 if small else 2, progress=progress)
     else:
         sets = StampSets.load(data)
-    cfg = arm_config(arm, preset, iterations, seed, guide_from,
-                     checkpoint_every=0, log_every=max(1, min(50, eval_every)))
-    trainer = CycleGANTrainer(sets, out, cfg, label=arm)
+    cfg = arm_config(arm, preset, iterations, seed, guide_from, log_every=max(1, min(50, eval_every)))
+    return train_and_evaluate(sets, cfg, out, label=arm, eval_every=eval_every, progress=progress)
+
+
+def train_and_evaluate(sets: StampSets, config: CycleGANTrainConfig, out: str | Path, *,
+                       label: str = "run", eval_every: int = 500,
+                       progress: bool = False) -> pd.DataFrame:
+    """Train (or resume) a run in ``out``, evaluating and checkpointing every ``eval_every``
+    iterations and at the end; the evaluation rows as :func:`run_arm` describes."""
+    if eval_every < 1:
+        raise ValueError(f"eval_every must be >= 1, got {eval_every!r}")
+    out = Path(out)
+    trainer = CycleGANTrainer(sets, out, config, label=label)
     key = (sets.digest(), "realsky_d")
     if key not in _EVALUATORS:
         _EVALUATORS.clear()
         _EVALUATORS[key] = TranslationEvaluator(sets.sim_eval, sets.real_eval)
     evaluate = _EVALUATORS[key]
-    rows = [json.loads(line) for line in (out / "stats.jsonl").read_text().splitlines()
-            if line] if (out / "stats.jsonl").is_file() else []
+    stats = out / "stats.jsonl"
+    rows = [json.loads(line) for line in stats.read_text(encoding="utf-8").splitlines()
+            if line] if stats.is_file() else []
     rows = [r for r in rows if r.get("kind") == "eval"]
-    for target in sorted({*range(eval_every, iterations, eval_every), iterations}):
+    for target in sorted({*range(eval_every, config.iterations, eval_every), config.iterations}):
         if target <= trainer.iteration:
             continue
         trainer.run(until=target, progress=progress)
-        translated = trainer.translate(torch.from_numpy(sets.sim_eval), seed=seed).numpy()
+        translated = trainer.translate(torch.from_numpy(sets.sim_eval), seed=config.seed).numpy()
         record = {"kind": "eval", "wall_s": trainer.wall_s, "explain_s": trainer.explain_s,
                   **evaluate(translated)}
         trainer.append_stats(record)
         trainer.checkpoint({k: v for k, v in record.items() if isinstance(v, (int, float))})
-        rows.append({"arm": arm, "seed": seed, "iteration": trainer.iteration, **record})
+        rows.append({"arm": label, "seed": config.seed, "iteration": trainer.iteration, **record})
     df = pd.DataFrame(rows).drop(columns=["kind"], errors="ignore")
     df.attrs["primary"] = "kid"
     df.attrs["higher_is_better"] = False
