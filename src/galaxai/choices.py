@@ -8,6 +8,7 @@ __all__ = ["PRESETS", "AUGMENT_PRESETS", "PADDINGS", "MERGES", "SIM_MODES", "SPL
            "ARCHITECTURES", "ACTIVATIONS", "LAYOUTS", "BAR_ALGORITHMS", "ARTEFACTS",
            "GUIDE_EXPLAINERS", "GUIDE_NORMALISE", "GUIDE_APPLY_TO", "GUIDE_CONTROLS", "GUIDE_ARMS",
            "GUIDE_TRAINERS",
+           "CYCLEGAN_MASK_SPACES", "CYCLEGAN_ARMS", "CYCLEGAN_POOLS", "CYCLEGAN_DIRECTIONS",
            "MAP_POLARITIES", "STRETCHES", "SEQUENTIAL_CMAPS", "DIVERGING_CMAPS"]
 
 #: Config presets of every configurable part.
@@ -48,6 +49,14 @@ GUIDE_CONTROLS: tuple[str, ...] = ("none", "constant", "shuffled")
 GUIDE_ARMS: tuple[str, ...] = ("baseline", *GUIDE_EXPLAINERS, "constant", "shuffled")
 #: Trainers `galaxai experiment guided` can run (galaxai.guided.experiment.TRAINERS).
 GUIDE_TRAINERS: tuple[str, ...] = ("deblender", "cyclegan")
+#: Where Mask CycleGAN's soft mask multiplies the image: [-1, 1] values (as coded) or linear flux.
+CYCLEGAN_MASK_SPACES: tuple[str, ...] = ("pixel", "flux")
+#: Arms of the xAI-CycleGAN experiment: plain Mask CycleGAN, xAI-CycleGAN, and its two controls.
+CYCLEGAN_ARMS: tuple[str, ...] = ("baseline", "saliency", "constant", "shuffled")
+#: Reduction of a patch discriminator's logits to the scalar that saliency explains.
+CYCLEGAN_POOLS: tuple[str, ...] = ("max", "mean")
+#: Translation directions: A = simulated stamps, B = real stamps.
+CYCLEGAN_DIRECTIONS: tuple[str, ...] = ("sim2real", "real2sim")
 #: How the app shows a relevance map: evidence for D's own verdict (auto), for "real" (positive),
 #: for "generated" (negative), or both signs on a symmetric diverging scale (signed).
 MAP_POLARITIES: tuple[str, ...] = ("auto", "positive", "negative", "signed")

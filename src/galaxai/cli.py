@@ -969,6 +969,7 @@ def app(runs, stores, host, port, cache):
     serve(server, host=host, port=port)
 
 
+# Subcommands that live in their own modules (each imports its heavy parts inside the command).
 from galaxai.dissect.command import dissect as _dissect  # noqa: E402
 
 main.add_command(_dissect)
@@ -976,6 +977,10 @@ main.add_command(_dissect)
 from galaxai.guided.command import guided as _experiment_guided  # noqa: E402
 
 experiment.add_command(_experiment_guided)
+
+from galaxai.cli_cyclegan import cyclegan  # noqa: E402
+
+main.add_command(cyclegan)
 
 
 # --------------------------------------------------------------------------------------- demo
