@@ -89,6 +89,9 @@ _DEVICE = click.option("--device", default="cpu", show_default=True, help="Torch
               help="Epochs of the ACE α optimisation (0: rank by IoU only).")
 @click.option("--concept", "concepts", multiple=True,
               help="Headline concept (repeatable; default galaxy_B and the best component).")
+@click.option("--concept-layer", default=None,
+              help="Layer where the headline concepts are ranked and ablated (default: each at "
+                   "the layer of its best-IoU unit).")
 @click.option("--artifacts/--no-artifacts", default=True, show_default=True,
               help="Score artifact units (one ablation per unit).")
 @click.option("--artifact-k", type=click.IntRange(min=1), default=4, show_default=True,
@@ -97,8 +100,8 @@ _DEVICE = click.option("--device", default="cpu", show_default=True, help="Torch
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @_DEVICE
-def run_command(run, data, out, layers, n, effect_n, n_random, ace_epochs, concepts, artifacts,
-                artifact_k, gallery_units, batch_size, seed, device):
+def run_command(run, data, out, layers, n, effect_n, n_random, ace_epochs, concepts,
+                concept_layer, artifacts, artifact_k, gallery_units, batch_size, seed, device):
     """Dissect RUN's generator on --data: units.csv, concepts.csv, curves, artifacts, report.
 
     Costly parts are cached in OUT/cache: running the same command again skips them.
@@ -109,6 +112,7 @@ def run_command(run, data, out, layers, n, effect_n, n_random, ace_epochs, conce
     config = DissectConfig(layers=tuple(x.strip() for x in layers.split(",") if x.strip())
                            if layers else None, n=n, effect_n=effect_n, n_random=n_random,
                            ace_epochs=ace_epochs, concepts=tuple(concepts) or None,
+                           concept_layer=concept_layer,
                            artifacts=artifacts, artifact_k=artifact_k,
                            gallery_units=gallery_units, batch_size=batch_size, seed=seed)
     sets = _sets(data, n)

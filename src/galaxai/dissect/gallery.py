@@ -94,12 +94,17 @@ def curve_figure(curves: pd.DataFrame, path: Path) -> Path:
 
 
 def lrp_figure(generator: nn.Module, blend: np.ndarray, path: Path, *, branch: str = "B") -> Path:
-    """The blend beside its generator-LRP map for ``branch``'s output (diverging, centred on 0)."""
+    """The blend beside its generator-LRP map for ``branch``'s output.
+
+    Diverging colours centred on 0, limits at the 99th percentile of ``|R|`` (a few pixels would
+    otherwise set the scale).
+    """
     from galaxai.explain import generator_lrp
-    from galaxai.viz.render import montage, save_png, signed_heatmap, stretch_image
+    from galaxai.viz.render import montage, save_png, signed_heatmap, stretch_image, symmetric_vmax
 
     res = generator_lrp(generator, torch.from_numpy(blend[:1]), branch=branch)
-    heat = signed_heatmap(res.maps[0].sum(0).cpu().numpy())
+    relevance = res.maps[0].sum(0).cpu().numpy()
+    heat = signed_heatmap(relevance, vmax=symmetric_vmax(relevance, percentile=99.0))
     image = stretch_image(np.moveaxis(blend[0], 0, -1), "asinh")
     return save_png(montage([image, heat], ncols=2, size=240, pad=2), path)
 

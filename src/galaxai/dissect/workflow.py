@@ -12,10 +12,10 @@ Sets, from one simulated blend store with component truth (its test rows, or all
   scores).
 
 Headline concepts (default ``galaxy_B`` and the component concept with the best unit IoU) are each
-studied at the layer holding their best-IoU unit: units ranked by IoU and by ACE α, ablation
-curves for n ∈ ``sizes`` against ``n_random`` random sets of the same size. Artifact units are
-scored on every dissected layer (:mod:`galaxai.dissect.artifacts`) and the top ``artifact_k`` of
-each score are removed on the held-out blends, against random sets.
+studied at the layer holding their best-IoU unit (or at ``concept_layer``): units ranked by IoU
+and by ACE α, ablation curves for n ∈ ``sizes`` against ``n_random`` random sets of the same
+size. Artifact units are scored on every dissected layer (:mod:`galaxai.dissect.artifacts`) and
+the top ``artifact_k`` of each score are removed on the held-out blends, against random sets.
 
 Costly parts are cached under ``OUT/cache`` (a file per part, named by a hash of what it
 depends on), so a re-run skips finished parts and an interrupted run resumes.
@@ -68,6 +68,8 @@ class DissectConfig:
         Epochs of the α optimisation (0: no ACE ranking).
     concepts : tuple of str, optional
         Headline concepts (default ``galaxy_B`` and the best component concept).
+    concept_layer : str, optional
+        Study the headline concepts at this layer (default: each at its best-IoU unit's layer).
     artifacts : bool
         Score artifact units (one ablation per unit on the scoring blends).
     artifact_k : int
@@ -89,6 +91,7 @@ class DissectConfig:
     n_random: int = 5
     ace_epochs: int = 10
     concepts: tuple[str, ...] | None = None
+    concept_layer: str | None = None
     artifacts: bool = True
     artifact_k: int = HEADLINE_N
     top: int = 20
@@ -228,8 +231,9 @@ def _concept_layer(result: UnitDissection, concept: str, min_units: int) -> str:
 def headline(curves: pd.DataFrame, n: int = HEADLINE_N) -> pd.DataFrame:
     """Share removed by the top-``n`` units per ranking vs the random ``n``-unit sets.
 
-    Returns one row per (concept, layer): ``share_<ranking>`` for each ranking, the random sets'
-    ``random_mean``, ``random_min`` and ``random_max``, and ``random_sets``.
+    Returns one row per (concept, layer): ``share_<ranking>`` for each ranking (with the set's
+    ``units_<ranking>`` and its ΔPSNR per branch ``dpsnr_<j>_<ranking>``, where known), the
+    random sets' ``random_mean``, ``random_min`` and ``random_max``, and ``random_sets``.
     """
     rows = []
     for (concept, layer), g in curves[curves.n == n].groupby(["concept", "layer"], sort=False):
@@ -237,6 +241,8 @@ def headline(curves: pd.DataFrame, n: int = HEADLINE_N) -> pd.DataFrame:
         for _, r in g[g.kind == "top"].iterrows():
             row[f"share_{r.ranking}"] = r.share_removed
             row[f"units_{r.ranking}"] = r.units
+            row.update({f"{k}_{r.ranking}": r[k] for k in r.index
+                        if k.startswith("dpsnr_") and pd.notna(r[k])})
         rnd = g[g.kind == "random"].share_removed
         row.update(random_mean=rnd.mean(), random_min=rnd.min(), random_max=rnd.max(),
                    random_sets=len(rnd))
@@ -325,7 +331,9 @@ def run_dissection(generator: nn.Module, sets: DissectionSets, out: str | Path,
                           "unit": int(row.unit), "score": row.iou} for i, row in enumerate(
                               r.itertuples())]
     for c in chosen:
-        layer = _concept_layer(result, c, sizes_needed)
+        layer = config.concept_layer or _concept_layer(result, c, sizes_needed)
+        if layer not in result.iou:
+            raise KeyError(f"concept_layer {layer!r} was not dissected; choose one of {layers}")
         k = names.index(c)
         iou = result.iou[layer][:, k]
         iou_order = [int(u) for u in np.argsort(-iou, kind="stable")]
