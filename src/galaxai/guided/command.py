@@ -49,8 +49,9 @@ def _arm(name: str) -> str:
 @click.option("--guide-from", type=click.IntRange(min=0), required=True,
               help="Guidance starts after this many iterations (burn-in included); trained once "
                    "per seed and shared by every arm.")
-@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              default=None, help="Blend store: train split to train, test split to evaluate.")
+@click.option("--data", type=click.Path(exists=True, path_type=Path), default=None,
+              help="The trainer's data: deblender, a blend store (train split to train, test "
+                   "split to evaluate); cyclegan, a saved stamp-set file (default: built).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Experiment folder; an existing one resumes (finished arm × seed are kept).")
 @click.pass_context
