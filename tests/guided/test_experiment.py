@@ -81,6 +81,7 @@ class _Fake:
         gain = {"baseline": 0.0, "saliency": 0.5}.get(arm, 0.1)
         frame = pd.DataFrame({"iteration": its, "wall_s": [float(i - guide_from) for i in its],
                               "score": [10 + (gain + 0.01 * seed) * (i - guide_from) for i in its]})
+        frame["arm"] = arm  # a trainer may name its arm itself (the cyclegan one does)
         frame.attrs.update(primary="score", higher_is_better=True)
         return frame
 
@@ -93,7 +94,9 @@ def test_interrupted_experiment_resumes_only_what_is_missing(tmp_path):
         ex.run_experiment(first, arms, seeds, out=tmp_path, **settings)
     assert first.calls == [("baseline", 0), ("saliency", 0), ("shuffled", 0), ("baseline", 1),
                            ("saliency", 1)]
-    assert len(pd.read_csv(tmp_path / "rows.csv")) == 4 * 3
+    written = pd.read_csv(tmp_path / "rows.csv")
+    assert len(written) == 4 * 3
+    assert list(written.columns) == ["arm", "seed", "iteration", "wall_s", "score"]
     second = _Fake()
     result = ex.run_experiment(second, arms, seeds, out=tmp_path, **settings)
     assert second.calls == [("saliency", 1), ("shuffled", 1)]

@@ -49,17 +49,30 @@ def _arm(name: str) -> str:
 @click.option("--guide-from", type=click.IntRange(min=0), required=True,
               help="Guidance starts after this many iterations (burn-in included); trained once "
                    "per seed and shared by every arm.")
-@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              default=None, help="Blend store: train split to train, test split to evaluate.")
+@click.option("--data", type=click.Path(exists=True, path_type=Path), default=None,
+              help="The trainer's data: deblender, a blend store (train split to train, test "
+                   "split to evaluate); cyclegan, a saved stamp-set file (default: built).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Experiment folder; an existing one resumes (finished arm × seed are kept).")
-def guided(trainer, arms, seeds, preset, iterations, eval_every, guide_from, data, out):
-    """Guided training against a baseline and two controls: curves, intervals, verdict."""
-    from galaxai.guided.experiment import run_experiment
+@click.pass_context
+def guided(ctx, trainer, arms, seeds, preset, iterations, eval_every, guide_from, data, out):
+    """Guided training against a baseline and two controls: curves, intervals, verdict.
 
-    result = run_experiment(trainer, arms, seeds, out=out, progress=True, preset=preset,
-                            iterations=iterations, eval_every=eval_every, guide_from=guide_from,
-                            data=data)
+    Every finished arm x seed is appended to OUT/rows.csv; the same command continues an
+    interrupted experiment, and more --arms or --seeds add to it.
+    """
+    import signal
+
+    from galaxai.guided.experiment import run_experiment
+    from galaxai.train.gan import TrainingTerminated
+
+    try:
+        result = run_experiment(trainer, arms, seeds, out=out, progress=True, preset=preset,
+                                iterations=iterations, eval_every=eval_every,
+                                guide_from=guide_from, data=data)
+    except TrainingTerminated as exc:
+        click.echo(f"{exc}; finished arms are in {out / 'rows.csv'}", err=True)
+        ctx.exit(128 + signal.SIGTERM)
     for section in result.sections.values():
         for v in section["verdicts"].values():
             click.echo(v.text)

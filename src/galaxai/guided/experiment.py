@@ -338,8 +338,8 @@ def run_experiment(trainer: str | Callable, arms: Sequence[str], seeds: Sequence
                             **settings)
             meta = _check_frame(frame, meta, name, record)
             atomic_write_json(meta_path, meta)
-            rows = _append_rows(rows_path, frame.assign(arm=arm, seed=seed)[
-                ["arm", "seed", *frame.columns]])
+            own = [c for c in frame.columns if c not in ("arm", "seed")]
+            rows = _append_rows(rows_path, frame.assign(arm=arm, seed=seed)[["arm", "seed", *own]])
             bar.update(1)
     finally:
         bar.close()
