@@ -35,7 +35,8 @@ import torch
 from torch import nn
 
 from galaxai._atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
-from galaxai.dissect.artifacts import artifact_overlap, artifact_removal, artifact_scores, artifact_top
+from galaxai.dissect.artifacts import (artifact_overlap, artifact_removal, artifact_scores,
+                                       artifact_top)
 from galaxai.dissect.concepts import Concepts, store_concepts
 from galaxai.dissect.effects import SIZES, EffectSet, ablation_curve, ace_alpha
 from galaxai.dissect.hooks import deblender_layers, record
