@@ -142,8 +142,8 @@ def write_report(out: Path, generator: nn.Module, sets, result: UnitDissection,
     page.add_table(per_layer.rename(columns={"sum": "interpretable", "size": "units"}),
                    "Interpretable units per layer")
     page.add_table(units.sort_values("iqr", ascending=False)[:30][
-        ["layer", "unit", "label", "iou", "iqr", "threshold", "interpretable"]],
-        "The 30 units with the highest IQR")
+        ["layer", "unit", "label", "iou", "iqr", "threshold", "interpretable"]].reset_index(
+            drop=True), "The 30 units with the highest IQR")
     if len(curves):
         page.add_section("Ablation curves",
                          "Share of each concept's flux removed from the branch that should hold "
