@@ -148,6 +148,10 @@ def load_sets(store_path: str | Path, n: int) -> DissectionSets:
     from galaxai.data.store import BlendStore
 
     path = Path(store_path)
+    if (path / "galaxies.zarr").is_dir():
+        raise ValueError(f"{path} is a galaxy pool: its galaxies carry no per-component truth "
+                         "once blended on the fly. Dissect a blend store instead: "
+                         "`galaxai data blend --out STORE --source simulated --test-fraction 1`")
     try:
         store = BlendStore(path, split="test", components=True)
         if not len(store):
