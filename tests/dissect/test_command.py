@@ -111,6 +111,7 @@ def test_apply_renders_before_and_after_with_per_branch_scores(tiny, tmp_path):
 @pytest.mark.parametrize("change, words", [
     ({"run": "no-such-run"}, ["RUN", "shipped"]),
     ({"data": "run"}, ["--data", "blend store"]),
+    ({"data": "pool"}, ["--data", "galaxy pool", "galaxai data blend"]),
     ({"layer": "nonsense"}, ["nonsense", "root.0"]),
     ({"units": [999]}, ["999"]),
 ])
@@ -119,7 +120,13 @@ def test_bad_input_is_named(tiny, tmp_path, change, words):
     spec = tmp_path / "iv.json"
     spec.write_text(json.dumps({"layer": change.get("layer", "trunk"),
                                 "units": change.get("units", [0])}))
-    data = run if change.get("data") == "run" else store
+    data = {"run": run}.get(change.get("data"), store)
+    if change.get("data") == "pool":
+        from galaxai.data.pool import build_galaxy_pool
+        from galaxai.data.simulate import SimConfig
+
+        data = build_galaxy_pool(tmp_path / "pool", 2, seed=0, sim_config=SimConfig.preset("tiny"),
+                                 chunk=2)
     result = CliRunner().invoke(main, ["dissect", "apply", change.get("run", str(run)),
                                        "--intervention", str(spec), "--data", str(data),
                                        "--out", str(tmp_path / "o")])

@@ -68,15 +68,15 @@ def unit_gallery(model: nn.Module, blends: np.ndarray, units: pd.DataFrame, fold
                             masks[(int(row.unit), int(i))] = r[j, int(row.unit)] > row.threshold
         for row in rows.itertuples():
             u = int(row.unit)
-            tiles = [outline(stretch_image(np.moveaxis(blends[i], 0, -1), "asinh"), masks[(u, int(i))])
-                     for i in picks[u]]
+            tiles = [outline(stretch_image(np.moveaxis(blends[i], 0, -1), "asinh"),
+                             masks[(u, int(i))]) for i in picks[u]]
             paths.append(save_png(montage(tiles, ncols=len(tiles), pad=1),
                                   folder / f"unit-{layer}-{u}.png"))
     return paths
 
 
 def curve_figure(curves: pd.DataFrame, path: Path) -> Path:
-    """Share removed against unit-set size: top sets per ranking and the random sets' mean and max."""
+    """Share removed against unit-set size: the top sets per ranking, the random sets' mean, max."""
     from galaxai.viz.render import curve_plot
 
     sizes = sorted(curves.n.unique())
@@ -142,8 +142,8 @@ def write_report(out: Path, generator: nn.Module, sets, result: UnitDissection,
     page.add_table(per_layer.rename(columns={"sum": "interpretable", "size": "units"}),
                    "Interpretable units per layer")
     page.add_table(units.sort_values("iqr", ascending=False)[:30][
-        ["layer", "unit", "label", "iou", "iqr", "threshold", "interpretable"]],
-        "The 30 units with the highest IQR")
+        ["layer", "unit", "label", "iou", "iqr", "threshold", "interpretable"]].reset_index(
+            drop=True), "The 30 units with the highest IQR")
     if len(curves):
         page.add_section("Ablation curves",
                          "Share of each concept's flux removed from the branch that should hold "

@@ -35,7 +35,8 @@ import torch
 from torch import nn
 
 from galaxai._atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
-from galaxai.dissect.artifacts import artifact_overlap, artifact_removal, artifact_scores, artifact_top
+from galaxai.dissect.artifacts import (artifact_overlap, artifact_removal, artifact_scores,
+                                       artifact_top)
 from galaxai.dissect.concepts import Concepts, store_concepts
 from galaxai.dissect.effects import SIZES, EffectSet, ablation_curve, ace_alpha
 from galaxai.dissect.hooks import deblender_layers, record
@@ -147,6 +148,10 @@ def load_sets(store_path: str | Path, n: int) -> DissectionSets:
     from galaxai.data.store import BlendStore
 
     path = Path(store_path)
+    if (path / "galaxies.zarr").is_dir():
+        raise ValueError(f"{path} is a galaxy pool: its galaxies carry no per-component truth "
+                         "once blended on the fly. Dissect a blend store instead: "
+                         "`galaxai data blend --out STORE --source simulated --test-fraction 1`")
     try:
         store = BlendStore(path, split="test", components=True)
         if not len(store):
