@@ -128,7 +128,7 @@ def test_verdict_needs_both_controls():
     assert v.outcome == "null" and "control does as well" in v.text
     no_controls = _table([("baseline", 0.5, 0.2, 0.8)])
     v = verdict(no_controls, "saliency")
-    assert v.outcome == "null" and "were not run" in v.text and "saliency − shuffled: not run" in v.text
+    assert v.outcome == "null" and "the constant and shuffled controls were not run" in v.text and "saliency − shuffled: not run" in v.text
     assert verdict(_table([("baseline", -0.01, -0.07, 0.03)]), "saliency").outcome == "null"
     assert verdict(_table([("baseline", -0.3, -0.5, -0.1)]), "saliency").outcome == "negative"
     # lower is better: a negative difference is a gain

@@ -323,8 +323,10 @@ def verdict(table: pd.DataFrame, arm: str, *, baseline: str = "baseline",
         return Verdict("positive", f"Positive: {arm} beats the baseline and both controls. "
                                    f"{numbers}")
     if better(baseline):
-        why = (f"the controls {missing} were not run" if missing else
-               "a control does as well, so the gain is not specific to the explanation")
+        why = (f"the {' and '.join(missing)} control{'s were' if len(missing) > 1 else ' was'} "
+               "not run" if missing else
+               "a control does as well or better, so the gain is not specific to the "
+               "explanation")
         return Verdict("null", f"Null: {arm} beats the baseline but {why}. {numbers}")
     return Verdict("null", f"Null: no difference from the baseline that the intervals can "
                            f"resolve. {numbers}")
