@@ -159,7 +159,7 @@ def apply_command(run, intervention, data, out, n, device):
         raise click.BadParameter(str(exc), param_hint="--intervention") from None
     generator, _, name = _networks(run, device)
     sets = _sets(data, n)
-    effect = sets.effect_set(sets.threshold_rows, 16)
+    effect = sets.effect_set(np.arange(min(n, len(sets.blends))), 16)
     try:
         with torch.inference_mode(), intervene(generator, items):
             generator(effect.inputs[:1].to(device))

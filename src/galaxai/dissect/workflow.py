@@ -18,7 +18,8 @@ size. Artifact units are scored on every dissected layer (:mod:`galaxai.dissect.
 the top ``artifact_k`` of each score are removed on the held-out blends, against random sets.
 
 Costly parts are cached under ``OUT/cache`` (a file per part, named by a hash of what it
-depends on), so a re-run skips finished parts and an interrupted run resumes.
+depends on: the generator's weights, the blends, the settings), so a re-run skips finished parts
+and an interrupted run resumes.
 """
 from __future__ import annotations
 
@@ -305,7 +306,8 @@ def run_dissection(generator: nn.Module, sets: DissectionSets, out: str | Path,
     layers = list(config.layers) if config.layers else _default_layers(generator)
     with torch.inference_mode(), record(generator, layers):
         pass  # unknown layer names fail here, before any work
-    cache = _Cache(out / "cache", {"weights": _weights_digest(generator), "data": sets.source,
+    blends_digest = hashlib.sha256(np.ascontiguousarray(sets.blends).tobytes()).hexdigest()[:16]
+    cache = _Cache(out / "cache", {"weights": _weights_digest(generator), "blends": blends_digest,
                                    "rows": len(sets.blends), "seed": config.seed,
                                    "batch": config.batch_size})
     bs = config.batch_size
