@@ -5,9 +5,10 @@ evaluate against classical deblenders → explain the shipped discriminator (Pol
 original LRP, faithfulness) → training timeline of a short run made here → audit the data →
 phantom-boundary shortcut test → galaxy morphology: the SmoothGrad bar-length closed loop on
 simulated bars of known length → real galaxies: blends of isolated Hubble Deep Field (left half)
-and COSMOS galaxies, the GAN against SEP and photutils, and Polarized-LRP maps of real targets. Each step adds a section to the report; :func:`run_demo` returns
-the path of ``index.html``. The demo is how a newcomer first meets galaxai: every capability the
-project adds appears here.
+and COSMOS galaxies, the GAN against SEP and photutils, and Polarized-LRP maps of real targets
+→ GAN Dissection of the shipped generator and one generator-LRP map. Each step adds a section to
+the report; :func:`run_demo` returns the path of ``index.html``. The demo is how a newcomer
+first meets galaxai: every capability the project adds appears here.
 """
 from __future__ import annotations
 
@@ -207,6 +208,7 @@ def _quality_section(report: Report, D, targets: np.ndarray, outputs: np.ndarray
 def run_demo(out: str | Path, *, quick: bool = False, progress: bool = False) -> Path:
     """Run the demo into ``out`` and return the path of the HTML report."""
     from galaxai.api import DEFAULT_WEIGHTS, deblend
+    from galaxai.dissect.workflow import demo_section as dissect_section
     from galaxai.train.checkpoints import load_discriminator
     from galaxai.morphology.closedloop import closed_loop_section
     from galaxai.workflows import (audit_section, deblenders_for, discriminator_verdicts,
@@ -218,7 +220,7 @@ def run_demo(out: str | Path, *, quick: bool = False, progress: bool = False) ->
     work.mkdir(parents=True, exist_ok=True)
     s = DemoSettings.get(quick)
     report = Report("galaxai demo", "Deblending overlapping galaxies and asking the discriminator why")
-    step = _Steps(progress, total=9)
+    step = _Steps(progress, total=10)
     step("simulating galaxies and blending them (paper recipe, zero padding)")
     galaxies, blends = _section_data(report, s, work, progress)
 
@@ -279,6 +281,9 @@ def run_demo(out: str | Path, *, quick: bool = False, progress: bool = False) ->
                     "(`galaxai morphology validate --preset small`, 18 minutes).")
     step("real galaxies: HDF (left half) and COSMOS blends, GAN vs SEP")
     _real_section(report, s, work / "real")
+    step("dissecting the shipped generator: interpretable units, an ablation, generator LRP")
+    dissect_section(report, work, quick=quick, seed=s.seed, progress=progress,
+                    title="9. What does the generator know? GAN Dissection and generator LRP")
     report.add_note(f"Demo wall time: {time.perf_counter() - step.start:.0f} s.")
     step("writing the report")
     return report.write(out / "report")

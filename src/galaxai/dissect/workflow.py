@@ -428,8 +428,9 @@ def _plain(x: Any) -> Any:
     return str(x)
 
 
-def demo_section(report, work_dir: str | Path, *, quick: bool, seed: int, progress: bool) -> None:
-    """One demo section: dissection of the shipped generator on a handful of fresh blends.
+def demo_section(report, work_dir: str | Path, *, quick: bool, seed: int, progress: bool,
+                 title: str = "Dissection of the generator") -> None:
+    """One demo section (``title``): dissection of the shipped generator on a few fresh blends.
 
     The most interpretable units with their top samples, one ablation curve (``galaxy_B``, units
     ranked by IoU, against random sets) and one generator-LRP map of branch B. Sample sizes are
@@ -458,7 +459,7 @@ def demo_section(report, work_dir: str | Path, *, quick: bool, seed: int, progre
     best = units[units.interpretable].sort_values("iqr", ascending=False)[:6]
     head = summary["headline"][0] if summary["headline"] else None
     report.add_section(
-        "Dissection of the generator",
+        title,
         f"GAN Dissection (Bau et al. 2019) of the shipped 'small' generator on {n} fresh "
         f"simulated blends only ({n // 2} set the unit thresholds, {n // 2} are dissected and "
         "ablated): a quick look, not a measurement. "
