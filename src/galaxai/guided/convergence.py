@@ -318,7 +318,7 @@ def verdict(table: pd.DataFrame, arm: str, *, baseline: str = "baseline",
             parts.append(f"{arm} − {ref}: not run")
     at = sub.loc[baseline]
     where = (f"at iteration {at['at']:.0f}" if basis == "iterations"
-             else f"at equal wall-clock ({at['at']:.0f} s of training)")
+             else f"at equal wall-clock ({at['at']:.3g} s of training)")
     numbers = (f"{metric} {where}, {int(at['n'])} seeds, seed-paired bootstrap 95 % intervals: "
                + "; ".join(parts) + ".")
     missing = [c for c in controls if c not in sub.index]
