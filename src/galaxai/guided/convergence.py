@@ -44,16 +44,21 @@ REQUIRED_COLUMNS = ("arm", "seed", "iteration", "wall_s")
 _KEYS = ["arm", "seed"]
 
 
-def check_rows(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """``rows`` sorted by arm, seed and iteration, after checking its columns and duplicates."""
-    missing = [c for c in (*REQUIRED_COLUMNS, metric) if c not in rows.columns]
+def check_rows(rows: pd.DataFrame, metric: str, x: str = "iteration") -> pd.DataFrame:
+    """``rows`` sorted by arm, seed and ``x``, after checking its columns and duplicates.
+
+    With ``x="iteration"`` (an experiment table) all of :data:`REQUIRED_COLUMNS` are required;
+    otherwise (e.g. :func:`at_wallclock`'s table) ``arm``, ``seed`` and ``x``.
+    """
+    need = [*REQUIRED_COLUMNS, metric] if x == "iteration" else ["arm", "seed", x, metric]
+    missing = [c for c in need if c not in rows.columns]
     if missing:
-        raise ValueError(f"experiment rows lack columns {missing}; expected {list(REQUIRED_COLUMNS)} "
-                         f"and the metric {metric!r} (got {list(rows.columns)})")
-    if rows.duplicated(["arm", "seed", "iteration"]).any():
-        raise ValueError("experiment rows repeat an (arm, seed, iteration); each evaluation must "
+        raise ValueError(f"experiment rows lack columns {missing}; expected {need[:-1]} and the "
+                         f"metric {metric!r} (got {list(rows.columns)})")
+    if rows.duplicated(["arm", "seed", x]).any():
+        raise ValueError(f"experiment rows repeat an (arm, seed, {x}); each evaluation must "
                          "appear once")
-    return rows.sort_values(["arm", "seed", "iteration"], kind="stable").reset_index(drop=True)
+    return rows.sort_values(["arm", "seed", x], kind="stable").reset_index(drop=True)
 
 
 def arm_curves(rows: pd.DataFrame, metric: str, *, x: str = "iteration") -> pd.DataFrame:
@@ -64,7 +69,7 @@ def arm_curves(rows: pd.DataFrame, metric: str, *, x: str = "iteration") -> pd.D
     pandas.DataFrame
         ``arm``, ``x``'s column, ``mean``, ``sd`` (NaN for one seed) and ``n`` (seeds).
     """
-    rows = rows if x != "iteration" else check_rows(rows, metric)
+    rows = check_rows(rows, metric, x)
     grouped = rows.groupby(["arm", x], sort=True)[metric]
     out = grouped.agg(mean="mean", sd=lambda v: v.std(ddof=1) if len(v) > 1 else np.nan,
                       n="count")
@@ -167,7 +172,7 @@ def area_under_curve(rows: pd.DataFrame, metric: str, *, x: str = "iteration") -
     pandas.DataFrame
         ``arm``, ``seed``, ``auc``.
     """
-    rows = rows if x != "iteration" else check_rows(rows, metric)
+    rows = check_rows(rows, metric, x)
     out = []
     for (arm, seed), run in rows.groupby(_KEYS, sort=True):
         xs, ys = run[x].to_numpy(float), run[metric].to_numpy(float)
@@ -313,7 +318,7 @@ def verdict(table: pd.DataFrame, arm: str, *, baseline: str = "baseline",
             parts.append(f"{arm} − {ref}: not run")
     at = sub.loc[baseline]
     where = (f"at iteration {at['at']:.0f}" if basis == "iterations"
-             else f"at equal wall-clock ({at['at']:.0f} s of training)")
+             else f"at equal wall-clock ({at['at']:.3g} s of training)")
     numbers = (f"{metric} {where}, {int(at['n'])} seeds, seed-paired bootstrap 95 % intervals: "
                + "; ".join(parts) + ".")
     missing = [c for c in controls if c not in sub.index]

@@ -209,7 +209,7 @@ def deblender_arm(arm: str, seed: int, *, preset: str, iterations: int, eval_eve
     held = _held_out(Path(data), base.eval_size)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if guide_from > 0 and load_resume(out) is None:
+    if load_resume(out) is None:  # guide_from >= burn-in > 0 (checked by _deblender_config)
         warm = out.parent / f"warmup-s{seed}-{config_digest(base)[:10]}"
         train(dataset, warm, base, max_iterations=guide_from)
         _fork(warm, out, guide_from, config_digest(cfg))
@@ -221,13 +221,9 @@ def deblender_arm(arm: str, seed: int, *, preset: str, iterations: int, eval_eve
                unit="eval", leave=False)
     try:
         for stop in [guide_from, *stops]:
-            if stop > 0:
-                train(dataset, out, cfg, max_iterations=stop)
-                info = read_checkpoint_info(checkpoint_dir(out, stop))
-                elapsed = float(info["elapsed"])
-                metrics = _score(checkpoint_dir(out, stop), held)
-            else:  # no warm-up: score the untrained generator
-                elapsed, metrics = 0.0, _score_initial(cfg, out, held)
+            train(dataset, out, cfg, max_iterations=stop)
+            elapsed = float(read_checkpoint_info(checkpoint_dir(out, stop))["elapsed"])
+            metrics = _score(checkpoint_dir(out, stop), held)
             start_elapsed = elapsed if start_elapsed is None else start_elapsed
             rows.append({"iteration": stop, "wall_s": elapsed - start_elapsed, **metrics})
             bar.update(1)
@@ -237,16 +233,6 @@ def deblender_arm(arm: str, seed: int, *, preset: str, iterations: int, eval_eve
     frame = pd.DataFrame(rows)
     frame.attrs.update(primary="psnr", higher_is_better=True)
     return frame
-
-
-def _score_initial(cfg, out: Path, held: _HeldOut) -> dict[str, float]:
-    """Scores of the seed's untrained generator (for ``guide_from = 0``)."""
-    from galaxai.models.deblender import build_discriminator, build_generator
-    from galaxai.train.checkpoints import save_checkpoint
-
-    path = save_checkpoint(out / "initial", 0, build_generator(cfg.model, seed=cfg.seed),
-                           build_discriminator(cfg.model, seed=cfg.seed + 1))
-    return _score(path, held)
 
 
 # -------------------------------------------------------------------------------- protocol
