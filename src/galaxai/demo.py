@@ -6,7 +6,8 @@ original LRP, faithfulness) → training timeline of a short run made here → a
 phantom-boundary shortcut test → galaxy morphology: the SmoothGrad bar-length closed loop on
 simulated bars of known length → real galaxies: blends of isolated Hubble Deep Field (left half)
 and COSMOS galaxies, the GAN against SEP and photutils, and Polarized-LRP maps of real targets
-→ GAN Dissection of the shipped generator and one generator-LRP map. Each step adds a section to
+→ GAN Dissection of the shipped generator and one generator-LRP map → saliency-guided training
+(xAI-GAN) against a baseline and a control over two seeds. Each step adds a section to
 the report; :func:`run_demo` returns the path of ``index.html``. The demo is how a newcomer
 first meets galaxai: every capability the project adds appears here.
 """
@@ -209,6 +210,7 @@ def run_demo(out: str | Path, *, quick: bool = False, progress: bool = False) ->
     """Run the demo into ``out`` and return the path of the HTML report."""
     from galaxai.api import DEFAULT_WEIGHTS, deblend
     from galaxai.dissect.workflow import demo_section as dissect_section
+    from galaxai.guided.experiment import demo_section as guided_section
     from galaxai.train.checkpoints import load_discriminator
     from galaxai.morphology.closedloop import closed_loop_section
     from galaxai.workflows import (audit_section, deblenders_for, discriminator_verdicts,
@@ -220,7 +222,7 @@ def run_demo(out: str | Path, *, quick: bool = False, progress: bool = False) ->
     work.mkdir(parents=True, exist_ok=True)
     s = DemoSettings.get(quick)
     report = Report("galaxai demo", "Deblending overlapping galaxies and asking the discriminator why")
-    step = _Steps(progress, total=10)
+    step = _Steps(progress, total=11)
     step("simulating galaxies and blending them (paper recipe, zero padding)")
     galaxies, blends = _section_data(report, s, work, progress)
 
@@ -284,6 +286,10 @@ def run_demo(out: str | Path, *, quick: bool = False, progress: bool = False) ->
     step("dissecting the shipped generator: interpretable units, an ablation, generator LRP")
     dissect_section(report, work, quick=quick, seed=s.seed, progress=progress,
                     title="9. What does the generator know? GAN Dissection and generator LRP")
+    step("explanation-guided training: saliency-guided vs baseline (tiny, 2 seeds)")
+    guided_section(report, work, quick=quick, seed=s.seed, progress=progress,
+                   title="10. Can the discriminator's explanations teach the generator? "
+                         "Saliency-guided training (xAI-GAN) against baseline")
     report.add_note(f"Demo wall time: {time.perf_counter() - step.start:.0f} s.")
     step("writing the report")
     return report.write(out / "report")

@@ -370,9 +370,10 @@ def _write_report(rows: pd.DataFrame, out: Path, primary: str, higher: bool, rec
     return ExperimentResult(rows.reset_index(drop=True), path, primary, higher, sections)
 
 
-def demo_section(report, work_dir: str | Path, *, quick: bool, seed: int, progress: bool
+def demo_section(report, work_dir: str | Path, *, quick: bool, seed: int, progress: bool,
+                 title: str = "Explanation-guided training (xAI-GAN): saliency against baseline"
                  ) -> None:
-    """Add the demo's guided-vs-baseline section: the ``tiny`` deblender, two seeds.
+    """Add the demo's guided-vs-baseline section (``title``): the ``tiny`` deblender, two seeds.
 
     Arms baseline, saliency and the shuffled control (``quick``: no control, 2 iterations, 24
     blends); a small simulated store in ``work_dir``; the verdict worded by the numbers.
@@ -396,9 +397,7 @@ def demo_section(report, work_dir: str | Path, *, quick: bool, seed: int, progre
                                   **settings)
             frame = frame.assign(arm=arm, seed=s)
             rows = frame if rows is None else pd.concat([rows, frame], ignore_index=True)
-    report_section(report, rows, "psnr", arm="saliency", unit="dB",
-                   title="Explanation-guided training (xAI-GAN): saliency against baseline",
-                   n_times=6, n_boot=1000)
+    report_section(report, rows, "psnr", arm="saliency", unit="dB", title=title, n_times=6, n_boot=1000)
     report.add_text(f"tiny deblender, {len(seeds)} seeds, {iterations} iterations after a "
                     f"4-iteration burn-in, {n} simulated blends; a demonstration of the protocol, "
                     "far too short to settle the question (see docs/guided.md for the small "
