@@ -2,7 +2,8 @@
 
 :mod:`galaxai.guided.core` holds the primitive ``g′ = g ⊙ (1 + α·M)`` (a tensor hook on the
 generator's output), the explainers, gating, normalisation and controls; the deblender trainer
-(:mod:`galaxai.train.gan`) uses it through ``GANTrainConfig.guide``.
+(:mod:`galaxai.train.gan`) uses it through ``GANTrainConfig.guide``. :mod:`galaxai.guided.cyclegan`
+holds xAI-CycleGAN's saliency masks and gradient map (used by :mod:`galaxai.train.cyclegan`).
 """
 from galaxai.guided.core import (
     Guide,
