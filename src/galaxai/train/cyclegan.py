@@ -606,6 +606,8 @@ def arm_config(arm: str, preset: str, iterations: int, seed: int, guide_from: in
                                       guide_from=guide_from, **overrides)
 
 
+#: One evaluator per process, for the last data set seen: its real set's statmorph table and the
+#: raw sims' scores are the slow part, shared by the arms of an experiment.
 _EVALUATORS: dict[tuple[str, str], TranslationEvaluator] = {}
 
 
