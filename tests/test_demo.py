@@ -11,7 +11,8 @@ SECTIONS = ["Simulated galaxies", "Deblending: GAN vs classical", "discriminator
             "size-only null", "Fig. 3 analogue", "Real galaxies: Hubble Deep Field",
             "Deblending real blends", "Polarized-LRP on real galaxies", "GAN realsky", "ROC AUC",
             "Paired differences", "GAN Dissection and generator LRP", "Generator LRP",
-            "Saliency-guided training (xAI-GAN) against baseline"]
+            "Saliency-guided training (xAI-GAN) against baseline", "xAI-CycleGAN translation",
+            "translated simulations"]
 
 
 @pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="shipped weights missing")

@@ -142,9 +142,10 @@ def translate_cmd(run, inputs, direction, out, seed):
     click.echo(f"{len(written)} stamp(s) translated ({direction}) -> {Path(out).resolve()}")
 
 
-def demo_section(report, work_dir, *, quick: bool, seed: int, progress: bool) -> None:
-    """A tiny sim → real translation (xAI-CycleGAN, tiny preset, a few iterations) as an asinh
-    grid sim | translated | real, with its KID and morphology distances."""
+def demo_section(report, work_dir, *, quick: bool, seed: int, progress: bool,
+                 title: str = "Simulated → real translation (xAI-CycleGAN)") -> None:
+    """A demo section (``title``): a tiny sim → real translation (xAI-CycleGAN, tiny preset, a few
+    iterations) as an asinh grid sim | translated | real, with its KID and morphology distances."""
     import numpy as np
     import pandas as pd
     import torch
@@ -171,11 +172,11 @@ def demo_section(report, work_dir, *, quick: bool, seed: int, progress: bool) ->
     grid = montage(tiles, ncols=3, size=96, path=work_dir / "cyclegan_grid.png")
     last = df.iloc[-1]
     report.add_section(
-        "Simulated → real translation (xAI-CycleGAN)",
+        title,
         f"A tiny Mask CycleGAN with xAI-CycleGAN's saliency, trained {iterations} iterations on "
-        f"{n_sim} GalSim stamps (A) and real {'/'.join(sources).upper()} training stamps (B). Columns: simulated "
-        "| translated | a real held-out stamp (their asinh display values). Closeness to real (lower is "
-        "closer): KID on the realsky discriminator's features and the standardised "
+        f"{n_sim} GalSim stamps (A) and real {'/'.join(sources).upper()} training stamps (B). "
+        "Columns: simulated | translated | a real held-out stamp (their asinh display values). "
+        "Closeness to real (lower is closer): KID on the realsky discriminator's features and the standardised "
         "Wasserstein distance of six statmorph statistics; far too short a run to improve on "
         "the raw simulations (see docs/cyclegan.md for the measured experiment).")
     report.add_figure(grid, "simulated | translated | real")

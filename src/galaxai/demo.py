@@ -7,9 +7,10 @@ phantom-boundary shortcut test → galaxy morphology: the SmoothGrad bar-length 
 simulated bars of known length → real galaxies: blends of isolated Hubble Deep Field (left half)
 and COSMOS galaxies, the GAN against SEP and photutils, and Polarized-LRP maps of real targets
 → GAN Dissection of the shipped generator and one generator-LRP map → saliency-guided training
-(xAI-GAN) against a baseline and a control over two seeds. Each step adds a section to
-the report; :func:`run_demo` returns the path of ``index.html``. The demo is how a newcomer
-first meets galaxai: every capability the project adds appears here.
+(xAI-GAN) against a baseline and a control over two seeds → a short xAI-CycleGAN translation of
+simulated stamps towards real ones. Each step adds a section to the report; :func:`run_demo`
+returns the path of ``index.html``. The demo is how a newcomer first meets galaxai: every
+capability the project adds appears here.
 """
 from __future__ import annotations
 
@@ -209,6 +210,7 @@ def _quality_section(report: Report, D, targets: np.ndarray, outputs: np.ndarray
 def run_demo(out: str | Path, *, quick: bool = False, progress: bool = False) -> Path:
     """Run the demo into ``out`` and return the path of the HTML report."""
     from galaxai.api import DEFAULT_WEIGHTS, deblend
+    from galaxai.cli_cyclegan import demo_section as cyclegan_section
     from galaxai.dissect.workflow import demo_section as dissect_section
     from galaxai.guided.experiment import demo_section as guided_section
     from galaxai.train.checkpoints import load_discriminator
@@ -222,7 +224,7 @@ def run_demo(out: str | Path, *, quick: bool = False, progress: bool = False) ->
     work.mkdir(parents=True, exist_ok=True)
     s = DemoSettings.get(quick)
     report = Report("galaxai demo", "Deblending overlapping galaxies and asking the discriminator why")
-    step = _Steps(progress, total=11)
+    step = _Steps(progress, total=12)
     step("simulating galaxies and blending them (paper recipe, zero padding)")
     galaxies, blends = _section_data(report, s, work, progress)
 
@@ -290,6 +292,9 @@ def run_demo(out: str | Path, *, quick: bool = False, progress: bool = False) ->
     guided_section(report, work, quick=quick, seed=s.seed, progress=progress,
                    title="10. Can the discriminator's explanations teach the generator? "
                          "Saliency-guided training (xAI-GAN) against baseline")
+    step("simulated → real translation with xAI-CycleGAN (tiny, 40 iterations)")
+    cyclegan_section(report, work, quick=quick, seed=s.seed, progress=progress,
+                     title="11. Making simulations look real: xAI-CycleGAN translation")
     report.add_note(f"Demo wall time: {time.perf_counter() - step.start:.0f} s.")
     step("writing the report")
     return report.write(out / "report")
