@@ -150,3 +150,39 @@ def test_report_section_writes_figures_tables_and_verdicts(tmp_path, rows):
     assert html.count("<img") == 2 + 3 and "Null: " in html  # 2 mean figures + one per arm
     with pytest.raises(ValueError, match="lack columns"):
         report_section(Report("t"), rows.drop(columns="wall_s"), "psnr")
+
+
+def test_one_seed_is_never_a_verdict():
+    # saliency beats everything by 2 dB on one seed: a zero-width "interval", not evidence
+    runs = {(arm, 0): ([0, 5, 10], [10, 12, 14 + (2 if arm == "saliency" else 0)])
+            for arm in ("baseline", "saliency", "constant", "shuffled")}
+    table = contrasts(_rows(runs), "psnr", [("saliency", r) for r in
+                                             ("baseline", "constant", "shuffled")], n_boot=50)
+    v = verdict(table, "saliency", unit="dB")
+    assert v.outcome == "null" and "1 seed" in v.text
+
+
+def test_contrasts_use_the_last_point_every_seed_reached():
+    rows = _rows({("baseline", 0): ([0, 5, 10], [10, 12, 14]),
+                  ("baseline", 1): ([0, 5, 10], [10, 12, 14]),
+                  ("saliency", 0): ([0, 5, 10], [10, 13, 15]),
+                  ("saliency", 1): ([0, 5, 10], [10, 13, 15])})
+    # seed 1 stopped after iteration 10 in both arms: the final contrast is at 10 over 2 seeds
+    rows = rows[~((rows["seed"] == 1) & (rows["iteration"] == 20))]
+    table = contrasts(rows, "psnr", [("saliency", "baseline")], n_boot=50)
+    it = table[table["basis"] == "iterations"].iloc[0]
+    assert it["at"] == 10 and it["n"] == 2 and it["diff"] == pytest.approx(1.0)
+
+
+def test_runs_without_a_shared_wallclock_span_are_compared_at_iterations(tmp_path):
+    # saliency's first training second comes after the baseline's last: no equal-time basis
+    rows = _rows({("baseline", 0): ([1, 2, 3], [10, 12, 14]),
+                  ("baseline", 1): ([1, 2, 3], [11, 12, 15]),
+                  ("saliency", 0): ([5, 6, 7], [10, 13, 15]),
+                  ("saliency", 1): ([5, 6, 7], [11, 13, 16])})
+    table = contrasts(rows, "psnr", [("saliency", "baseline")], n_boot=50)
+    assert list(table["basis"]) == ["iterations"]
+    report = Report("t", "t")
+    out = report_section(report, rows, "psnr", arm="saliency", n_boot=50, n_times=5)
+    assert set(out["verdicts"]) == {"iterations"}
+    assert "No comparison at equal wall-clock" in report.write(tmp_path / "r").read_text()

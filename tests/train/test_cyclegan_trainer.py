@@ -196,7 +196,7 @@ def test_run_arm_rows_columns_and_resume(tmp_path):
     kw = dict(preset="tiny", iterations=2, eval_every=1, guide_from=1, data=data,
               out=tmp_path / "arm", progress=False)
     df = run_arm("saliency", 0, **kw)
-    assert list(df["iteration"]) == [1, 2]
+    assert list(df["iteration"]) == [1, 2, 3]  # guide_from + iterations in all
     assert {"iteration", "wall_s", "kid", "morph_distance", "kid_raw",
             "morph_distance_raw"} <= set(df.columns)
     assert df.attrs == {"primary": "kid", "higher_is_better": False}
@@ -214,3 +214,19 @@ def test_train_and_evaluate_rejects_bad_data(tmp_path):
     sets.real_train = sets.real_train[:, :, :16, :16]
     with pytest.raises(ValueError, match="real_train"):
         train_and_evaluate(sets, arm_config("baseline", "tiny", 2, 0), tmp_path / "r")
+
+
+def test_run_arm_keeps_one_row_per_evaluation_after_a_repeated_one(tmp_path):
+    # a run killed between its stats row and its checkpoint evaluates that iteration again
+    data = _sets().save(tmp_path / "stamps.npz")
+    kw = dict(preset="tiny", iterations=2, eval_every=1, guide_from=0, data=data,
+              out=tmp_path / "arm", progress=False)
+    first = run_arm("baseline", 0, **kw)
+    stats = tmp_path / "arm" / "stats.jsonl"
+    lines = stats.read_text().splitlines()
+    stale = json.loads([line for line in lines if '"eval"' in line][0])
+    stale["kid"] = -1.0
+    stats.write_text("\n".join([*lines[:1], json.dumps(stale), *lines[1:]]) + "\n")
+    again = run_arm("baseline", 0, **kw)
+    assert list(again["iteration"]) == [1, 2]
+    assert (again["kid"] >= 0).all() and again["kid"].tolist() == first["kid"].tolist()

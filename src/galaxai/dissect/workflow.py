@@ -392,7 +392,7 @@ def run_dissection(generator: nn.Module, sets: DissectionSets, out: str | Path,
             part = cache.get("artifact_removal", lambda: artifact_removal(
                 generator, held, chosen_units, pool, n_random=config.n_random, seed=config.seed,
                 label=score, progress=progress), units=chosen_units, n_random=config.n_random,
-                rows=held_rows.tolist())
+                rows=held_rows.tolist(), pool=pool, label=score)
             removals.append(part.assign(score=score))
         removal = pd.concat(removals, ignore_index=True)
         artifacts = {"scores": scores, "top": top, "overlap": artifact_overlap(top),

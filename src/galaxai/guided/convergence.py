@@ -26,6 +26,7 @@ from galaxai.explain.quality import bootstrap_mean
 
 __all__ = [
     "REQUIRED_COLUMNS",
+    "MIN_SEEDS",
     "check_rows",
     "arm_curves",
     "at_wallclock",
@@ -41,6 +42,8 @@ __all__ = [
 
 #: Columns every experiment table has (besides its metric columns).
 REQUIRED_COLUMNS = ("arm", "seed", "iteration", "wall_s")
+#: Fewest paired seeds behind a positive or negative verdict (one seed has no spread at all).
+MIN_SEEDS = 2
 _KEYS = ["arm", "seed"]
 
 
@@ -237,6 +240,18 @@ def arm_summary(rows: pd.DataFrame, metric: str, *, baseline: str = "baseline",
     return table.loc[[a for a in order if a in table.index]].reset_index()
 
 
+def _bases(rows: pd.DataFrame, metric: str, n_times: int) -> list[tuple[str, pd.DataFrame, str]]:
+    """The comparison bases: equal iterations, and equal wall-clock when the runs share a span
+    of training time (a much slower arm may not: then it is compared at iterations only)."""
+    bases = [("iterations", rows, "iteration")]
+    try:
+        bases.append(("wall-clock", at_wallclock(rows, metric, n_times=n_times), "wall_s"))
+    except ValueError as exc:
+        if "share no wall-clock span" not in str(exc):
+            raise
+    return bases
+
+
 def contrasts(rows: pd.DataFrame, metric: str, pairs: Sequence[tuple[str, str]], *,
               n_times: int = 20, n_boot: int = 2000, level: float = 0.95, seed: int = 0
               ) -> pd.DataFrame:
@@ -255,15 +270,15 @@ def contrasts(rows: pd.DataFrame, metric: str, pairs: Sequence[tuple[str, str]],
         ``auc_low``, ``auc_high`` (the same for the area under the curve over that basis).
     """
     rows = check_rows(rows, metric)
-    timed = at_wallclock(rows, metric, n_times=n_times)
     out = []
     for arm, reference in pairs:
-        for basis, frame, x in (("iterations", rows, "iteration"), ("wall-clock", timed, "wall_s")):
+        for basis, frame, x in _bases(rows, metric, n_times):
             diffs = paired_differences(frame, metric, arm, reference, x=x, n_boot=n_boot,
                                        level=level, seed=seed)
             if diffs.empty:
                 raise ValueError(f"{arm!r} and {reference!r} share no seed at any {x}")
-            end = diffs.iloc[-1]
+            # the last point that every paired seed reached (not a late point of one seed)
+            end = diffs[diffs["n"] == diffs["n"].max()].iloc[-1]
             auc = area_under_curve(frame[frame[x] <= end[x]], metric, x=x).assign(at=0.0)
             adiff = paired_differences(auc, "auc", arm, reference, x="at", n_boot=n_boot,
                                        level=level, seed=seed).iloc[0]
@@ -299,13 +314,14 @@ def verdict(table: pd.DataFrame, arm: str, *, baseline: str = "baseline",
                          f"{basis!r}; compute contrasts with that pair")
     sign = 1.0 if higher_is_better else -1.0
 
+    # one seed gives a zero-width "interval": fewer than MIN_SEEDS paired seeds is always null
     def better(ref: str) -> bool:
         row = sub.loc[ref]
-        return bool(min(sign * row["low"], sign * row["high"]) > 0)
+        return bool(row["n"] >= MIN_SEEDS and min(sign * row["low"], sign * row["high"]) > 0)
 
     def worse(ref: str) -> bool:
         row = sub.loc[ref]
-        return bool(max(sign * row["low"], sign * row["high"]) < 0)
+        return bool(row["n"] >= MIN_SEEDS and max(sign * row["low"], sign * row["high"]) < 0)
 
     suffix = f" {unit}" if unit else ""
     parts = []
@@ -333,6 +349,9 @@ def verdict(table: pd.DataFrame, arm: str, *, baseline: str = "baseline",
                "a control does as well or better, so the gain is not specific to the "
                "explanation")
         return Verdict("null", f"Null: {arm} beats the baseline but {why}. {numbers}")
+    if at["n"] < MIN_SEEDS:
+        return Verdict("null", f"Null: {int(at['n'])} seed cannot show a difference; run at "
+                               f"least {MIN_SEEDS} (3 or more for a usable interval). {numbers}")
     return Verdict("null", f"Null: no difference from the baseline that the intervals can "
                            f"resolve. {numbers}")
 
@@ -362,17 +381,19 @@ def report_section(report, rows: pd.DataFrame, metric: str, *, arm: str = "salie
     summary = arm_summary(rows, metric, baseline=baseline, higher_is_better=higher_is_better)
     verdicts = {basis: verdict(table, arm, baseline=baseline, controls=controls, basis=basis,
                                higher_is_better=higher_is_better, unit=unit, metric=metric)
-                for basis in ("iterations", "wall-clock")}
+                for basis in dict.fromkeys(table["basis"])}
     label = f"{metric} ({unit})" if unit else metric
     report.add_section(title or f"Guided training: {arm} against {', '.join(refs)}",
                        f"{len(set(rows['seed']))} seeds per arm, the same seeds (initialisation "
                        f"and data order) in every arm; {metric} on a fixed held-out set at every "
                        f"evaluation; wall-clock counts training only (evaluation excluded).")
     report.add_note(verdicts["iterations"].text)
-    report.add_note(verdicts["wall-clock"].text)
-    timed = at_wallclock(rows, metric, n_times=n_times)
-    for frame, x, xlabel in ((rows, "iteration", "iteration"), (timed, "wall_s",
-                                                               "training wall-clock (s)")):
+    report.add_note(verdicts["wall-clock"].text if "wall-clock" in verdicts else
+                    "No comparison at equal wall-clock: the runs share no span of training time "
+                    "(one arm's first evaluation comes after another's last); train longer or "
+                    "evaluate more often.")
+    for _, frame, x in _bases(rows, metric, n_times):
+        xlabel = "iteration" if x == "iteration" else "training wall-clock (s)"
         curves = arm_curves(frame, metric, x=x)
         xs = np.sort(curves[x].unique())
         means, bands = {}, {}

@@ -574,7 +574,9 @@ class TranslationEvaluator:
         self.real_morphology = morphology_table(real_eval)
         raw = morphology_table(sim_eval)
         self.raw = {"kid_raw": kid(features(sim_eval, extractor), self.real_features),
-                    "morph_distance_raw": morphology_distance(raw, self.real_morphology)["mean"]}
+                    "morph_distance_raw": (morphology_distance(raw, self.real_morphology)["mean"]
+                                           if min(len(raw), len(self.real_morphology)) >= 2
+                                           else float("nan"))}
 
     def __call__(self, translated: np.ndarray) -> dict[str, float]:
         """``kid``, ``morph_distance``, per-statistic distances ``morph_<stat>``, ``morph_dropped``
@@ -583,7 +585,7 @@ class TranslationEvaluator:
 
         table = morphology_table(translated)
         row = {"kid": kid(features(translated, self.extractor), self.real_features)}
-        if len(table) >= 2:
+        if min(len(table), len(self.real_morphology)) >= 2:
             dist = morphology_distance(table, self.real_morphology)
             row["morph_distance"] = dist.pop("mean")
             row.update({f"morph_{k}": v for k, v in dist.items()})
@@ -622,6 +624,8 @@ def run_arm(arm: str, seed: int, *, preset: str, iterations: int, eval_every: in
         Seeds the networks, data order and masks (and builds the stamps when ``data`` is None).
     preset : {"paper", "small", "tiny"}
     iterations, eval_every, guide_from : int
+        The arm trains ``guide_from + iterations`` iterations in all; guidance (if any) starts at
+        ``guide_from``, as in the deblender trainer and ``galaxai experiment guided``.
     data : Path, optional
         A :meth:`StampSets.save` file; ``None`` builds the stamp sets in memory with ``seed``
         (:func:`stamp_sets`; a short set for ``tiny``).
@@ -644,7 +648,8 @@ def run_arm(arm: str, seed: int, *, preset: str, iterations: int, eval_every: in
                           real_copies=1 if small else 2, progress=progress)
     else:
         sets = StampSets.load(data)
-    cfg = arm_config(arm, preset, iterations, seed, guide_from, log_every=max(1, min(50, eval_every)))
+    cfg = arm_config(arm, preset, guide_from + iterations, seed, guide_from,
+                     log_every=max(1, min(50, eval_every)))
     return train_and_evaluate(sets, cfg, out, label=arm, eval_every=eval_every, progress=progress)
 
 
@@ -676,7 +681,10 @@ def train_and_evaluate(sets: StampSets, config: CycleGANTrainConfig, out: str | 
         trainer.append_stats(record)
         trainer.checkpoint({k: v for k, v in record.items() if isinstance(v, (int, float))})
         rows.append({"arm": label, "seed": config.seed, "iteration": trainer.iteration, **record})
-    df = pd.DataFrame(rows).drop(columns=["kind"], errors="ignore")
+    # a run killed between its stats row and its checkpoint repeats that evaluation on resume:
+    # the later row wins
+    df = (pd.DataFrame(rows).drop(columns=["kind"], errors="ignore")
+          .drop_duplicates("iteration", keep="last").reset_index(drop=True))
     df.attrs["primary"] = "kid"
     df.attrs["higher_is_better"] = False
     return df
