@@ -42,7 +42,9 @@ def cyclegan():
 @click.option("--n-sim", type=click.IntRange(min=2), default=400, show_default=True,
               help="Simulated training stamps when building the data.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-def train_cmd(out, preset, arm, iterations, eval_every, guide_from, mask_space, data, n_sim, seed):
+@click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
+def train_cmd(out, preset, arm, iterations, eval_every, guide_from, mask_space, data, n_sim, seed,
+              device):
     """Train a translator; prints KID and the morphology distance of translated vs real stamps."""
     from galaxai.models.cyclegan import CycleGANConfig
     from galaxai.train.cyclegan import StampSets, arm_config, stamp_sets, train_and_evaluate
@@ -56,7 +58,8 @@ def train_cmd(out, preset, arm, iterations, eval_every, guide_from, mask_space, 
         sets = StampSets.load(data)
     cfg = arm_config(arm, preset, iterations, seed, guide_from, model=model)
     try:
-        df = train_and_evaluate(sets, cfg, out, label=arm, eval_every=eval_every, progress=True)
+        df = train_and_evaluate(sets, cfg, out, label=arm, eval_every=eval_every, progress=True,
+                                device=device)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     cols = ["iteration", "wall_s", "kid", "kid_raw", "morph_distance", "morph_distance_raw"]

@@ -230,3 +230,27 @@ def test_run_arm_keeps_one_row_per_evaluation_after_a_repeated_one(tmp_path):
     again = run_arm("baseline", 0, **kw)
     assert list(again["iteration"]) == [1, 2]
     assert (again["kid"] >= 0).all() and again["kid"].tolist() == first["kid"].tolist()
+
+
+def test_device_is_checked_and_cpu_is_explicit(tmp_path):
+    cfg = arm_config("baseline", "tiny", 2, 0)
+    with pytest.raises(ValueError, match="device='gpu0'"):
+        CycleGANTrainer(_sets(), tmp_path / "bad", cfg, device="gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            CycleGANTrainer(_sets(), tmp_path / "cuda", cfg, device="cuda")
+    trainer = CycleGANTrainer(_sets(), tmp_path / "cpu", cfg, device="cpu")
+    assert {p.device.type for p in trainer.nets.parameters()} == {"cpu"}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_steps_match_cpu_steps(tmp_path):
+    # same data order and masks (drawn on the CPU): the losses agree up to float rounding
+    cfg = arm_config("saliency", "tiny", 3, 0, guide_from=0)
+    cpu = CycleGANTrainer(_sets(), tmp_path / "cpu", cfg, device="cpu")
+    gpu = CycleGANTrainer(_sets(), tmp_path / "gpu", cfg, device="cuda")
+    for _ in range(2):
+        a, b = cpu.step(), gpu.step()
+        assert b["loss_G"] == pytest.approx(a["loss_G"], rel=1e-3)
+    gpu.checkpoint()
+    assert gpu.translate(torch.zeros(2, 3, 32, 32)).device.type == "cpu"

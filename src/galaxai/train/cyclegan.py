@@ -267,6 +267,19 @@ def _weighted_l1(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Ten
     return (w * (a - b).abs()).sum() / w.sum().clamp_min(1e-12)
 
 
+def _device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a torch device (default: ``cuda`` when available, else ``cpu``)."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        out = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device={device!r} is not a torch device; use 'cpu' or 'cuda'") from exc
+    if out.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available here; use device='cpu'")
+    return out
+
+
 class CycleGANTrainer:
     """One (xAI-)Mask CycleGAN run in ``run_dir`` (see the module docstring).
 
@@ -279,18 +292,22 @@ class CycleGANTrainer:
     config : CycleGANTrainConfig
     label : str
         Arm name written into every ``stats.jsonl`` row.
+    device : str or torch.device, optional
+        Where the networks train (default: ``cuda`` when available, else ``cpu``). Random draws
+        are made on the CPU and moved, so a run's data order and masks do not depend on it.
     """
 
     def __init__(self, data: StampSets, run_dir: str | Path, config: CycleGANTrainConfig,
-                 label: str = "run") -> None:
+                 label: str = "run", device: str | torch.device | None = None) -> None:
         self.data, self.config, self.label = data, config, label
+        self.device = _device(device)
         self.run_dir = Path(run_dir)
         size = config.model.image_size
         for name, arr in asdict(data).items():
             if arr.ndim != 4 or arr.shape[1:] != (3, size, size) or len(arr) < 2:
                 raise ValueError(f"data.{name} must hold >= 2 stamps of shape (3, {size}, {size}) "
                                  f"for this model, got {arr.shape}")
-        self.nets = build_cyclegan(config.model, config.seed)
+        self.nets = build_cyclegan(config.model, config.seed).to(self.device)
         betas = tuple(config.betas)
         self.opt_g = torch.optim.Adam([*self.nets["G_AB"].parameters(),
                                        *self.nets["G_BA"].parameters()], config.lr_g, betas)
@@ -300,7 +317,8 @@ class CycleGANTrainer:
         self.pools = {d: ImagePool(config.pool_size) for d in "AB"}
         self.explainer = None if config.guide is None else XaiExplainer(config.guide, config.seed)
         self.iteration, self.wall_s, self.explain_s = 0, 0.0, 0.0
-        self._sim, self._real = (torch.from_numpy(data.sim_train), torch.from_numpy(data.real_train))
+        self._sim, self._real = (torch.from_numpy(data.sim_train).to(self.device),
+                                 torch.from_numpy(data.real_train).to(self.device))
         self._setup_run_dir()
 
     # ------------------------------------------------------------------ run directory / resume
@@ -329,7 +347,7 @@ class CycleGANTrainer:
         self.opt_g.load_state_dict(state["opt_g"])
         for d in "AB":
             self.opt_d[d].load_state_dict(state[f"opt_d_{d}"])
-            self.pools[d].images = list(state[f"pool_{d}"])
+            self.pools[d].images = [t.to(self.device) for t in state[f"pool_{d}"]]
         self.iteration, self.wall_s = int(state["iteration"]), float(state["wall_s"])
         self.explain_s = float(state["explain_s"])
         stats = self.run_dir / "stats.jsonl"
@@ -381,7 +399,7 @@ class CycleGANTrainer:
         gen = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
         ma = 1 + cfg.mask_sigma * torch.randn(xa.shape, generator=gen)
         mb = 1 + cfg.mask_sigma * torch.randn(xb.shape, generator=gen)
-        return xa, xb, ma, mb
+        return xa, xb, ma.to(self.device), mb.to(self.device)
 
     def _mask(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         return apply_mask(x, m, self.config.model.mask_space)
@@ -524,11 +542,13 @@ class CycleGANTrainer:
 def translate(nets: nn.ModuleDict, images: torch.Tensor | np.ndarray, direction: str = "sim2real",
               *, sigma: float = 0.02, seed: int = 0, batch_size: int = 64) -> torch.Tensor:
     """Translate ``(N, 3, S, S)`` images in [−1, 1] with a fresh soft noise mask ``N(1, σ²)``
-    (drawn from ``seed``; no saliency at inference), in eval mode, without gradients."""
+    (drawn from ``seed`` on the CPU; no saliency at inference), in eval mode, without gradients,
+    on the generator's device; the result is a CPU tensor."""
     if direction not in CYCLEGAN_DIRECTIONS:
         raise ValueError(f"direction={direction!r} is not one of {CYCLEGAN_DIRECTIONS}")
     g = nets["G_AB" if direction == "sim2real" else "G_BA"]
     x = torch.as_tensor(np.asarray(images, dtype=np.float32))
+    device = next(g.parameters()).device
     gen = torch.Generator().manual_seed(int(seed))
     was = g.training
     g.eval()
@@ -536,7 +556,7 @@ def translate(nets: nn.ModuleDict, images: torch.Tensor | np.ndarray, direction:
     with torch.no_grad():
         for chunk in x.split(batch_size):
             m = 1 + sigma * torch.randn(chunk.shape, generator=gen)
-            out.append(g(chunk, m).clamp(-1, 1))
+            out.append(g(chunk.to(device), m.to(device)).clamp(-1, 1).cpu())
     g.train(was)
     return torch.cat(out) if out else x.clone()
 
@@ -654,14 +674,15 @@ def run_arm(arm: str, seed: int, *, preset: str, iterations: int, eval_every: in
 
 
 def train_and_evaluate(sets: StampSets, config: CycleGANTrainConfig, out: str | Path, *,
-                       label: str = "run", eval_every: int = 500,
-                       progress: bool = False) -> pd.DataFrame:
-    """Train (or resume) a run in ``out``, evaluating and checkpointing every ``eval_every``
-    iterations and at the end; the evaluation rows as :func:`run_arm` describes."""
+                       label: str = "run", eval_every: int = 500, progress: bool = False,
+                       device: str | torch.device | None = None) -> pd.DataFrame:
+    """Train (or resume) a run in ``out`` on ``device`` (see :class:`CycleGANTrainer`),
+    evaluating and checkpointing every ``eval_every`` iterations and at the end; the evaluation
+    rows as :func:`run_arm` describes."""
     if eval_every < 1:
         raise ValueError(f"eval_every must be >= 1, got {eval_every!r}")
     out = Path(out)
-    trainer = CycleGANTrainer(sets, out, config, label=label)
+    trainer = CycleGANTrainer(sets, out, config, label=label, device=device)
     key = (sets.digest(), "realsky_d")
     if key not in _EVALUATORS:
         _EVALUATORS.clear()
