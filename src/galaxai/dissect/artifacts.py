@@ -28,6 +28,7 @@ from torch import nn
 from galaxai.dissect.effects import EffectSet
 from galaxai.dissect.hooks import Intervention, record
 from galaxai.dissect.units import _featuremaps
+from galaxai.models.deblender import to_network
 
 __all__ = ["SCORES", "artifact_scores", "artifact_top", "artifact_overlap", "artifact_removal",
            "unit_interventions"]
@@ -54,10 +55,10 @@ def _layer_branches(layer: str, n_branches: int) -> tuple[int, ...]:
 
 
 def _logits(discriminator: nn.Module, images: torch.Tensor, batch: int) -> torch.Tensor:
-    """Per image, the discriminator's logit of display images (network range ``2x − 1``)."""
+    """Per image, the discriminator's logit of display images (fed as :func:`to_network`)."""
     device = next(discriminator.parameters()).device
     with torch.inference_mode():
-        out = [discriminator((2 * images[lo:lo + batch] - 1).to(device)).reshape(-1).float().cpu()
+        out = [discriminator(to_network(images[lo:lo + batch]).to(device)).reshape(-1).float().cpu()
                for lo in range(0, len(images), batch)]
     return torch.cat(out)
 
@@ -167,7 +168,7 @@ def artifact_scores(model: nn.Module, data: EffectSet, layers: Sequence[str],
         negative = []
         with PolarizedLRP(discriminator) as explain:
             for o in before:
-                parts = [explain((2 * o[lo:lo + data.batch_size] - 1).to(device),
+                parts = [explain(to_network(o[lo:lo + data.batch_size]).to(device),
                                  polarity="negative").maps.sum(dim=1).clamp_min(0).cpu()
                          for lo in range(0, len(o), data.batch_size)]
                 negative.append(torch.cat(parts))

@@ -169,7 +169,7 @@ def load_sets(store_path: str | Path, n: int) -> DissectionSets:
                                 f"set has {k} blends"]
     rows = np.arange(2 * k)
     blends, concepts = store_concepts(store, rows)
-    arrays = store._read_rows(store.indices[rows], ["target_a", "target_b"])
+    arrays = store.to_arrays(2 * k, ("target_a", "target_b"))
     return DissectionSets(blends, concepts, [arrays["target_a"], arrays["target_b"]],
                           np.arange(k), np.arange(k, 2 * k), str(path), notes)
 
@@ -385,14 +385,18 @@ def run_dissection(generator: nn.Module, sets: DissectionSets, out: str | Path,
             discriminator=_weights_digest(discriminator) if discriminator is not None else None)
         top = artifact_top(scores, config.top)
         pool = list(zip(units.layer, units.unit.astype(int)))
-        removals = []
+        removals, random_sets = [], {}  # set size -> the random rows (same seed, same sets)
         for score, g in top.groupby("score", sort=False):
             chosen_units = list(zip(g.layer, g.unit.astype(int)))[:config.artifact_k]
             say(f"removing the top {len(chosen_units)} '{score}' artifact units")
+            n_random = 0 if len(chosen_units) in random_sets else config.n_random
             part = cache.get("artifact_removal", lambda: artifact_removal(
-                generator, held, chosen_units, pool, n_random=config.n_random, seed=config.seed,
-                label=score, progress=progress), units=chosen_units, n_random=config.n_random,
+                generator, held, chosen_units, pool, n_random=n_random, seed=config.seed,
+                label=score, progress=progress), units=chosen_units, n_random=n_random,
                 rows=held_rows.tolist(), pool=pool, label=score)
+            random_sets.setdefault(len(chosen_units), part[part["kind"] == "random"])
+            part = pd.concat([part[part["kind"] != "random"], random_sets[len(chosen_units)]],
+                             ignore_index=True)
             removals.append(part.assign(score=score))
         removal = pd.concat(removals, ignore_index=True)
         artifacts = {"scores": scores, "top": top, "overlap": artifact_overlap(top),
