@@ -82,10 +82,9 @@ def translate_files(run: str | Path, inputs: list[str | Path], out: str | Path, 
     """
     import numpy as np
     import torch
-    from astropy.io import fits
 
-    from galaxai._atomic import atomic_write
     from galaxai.data.blend import crop_and_resize
+    from galaxai.data.fits_export import write_fits_image
     from galaxai.models.deblender import from_network, to_network
     from galaxai.train.cyclegan import load_translator, translate
     from galaxai.userdata import read_stamps
@@ -113,10 +112,9 @@ def translate_files(run: str | Path, inputs: list[str | Path], out: str | Path, 
         shown_in = np.moveaxis(x.numpy(), 1, -1)
         for k, image in enumerate(y.numpy()):
             name = f"{_stem(path)}_{k:04d}"
-            hdu = fits.PrimaryHDU(image.astype(np.float32))
-            hdu.header["GXOUTPUT"] = (direction, "galaxai cyclegan translation")
-            hdu.header["BUNIT"] = ("display", "display units in [0, 1] (R, G, B planes)")
-            atomic_write(out / f"{name}.fits", lambda tmp, h=hdu: h.writeto(tmp))
+            write_fits_image(out / f"{name}.fits", image, {
+                "GXOUTPUT": (direction, "galaxai cyclegan translation"),
+                "BUNIT": ("display", "display units in [0, 1] (R, G, B planes)")})
             save_png(np.concatenate([shown_in[k], np.moveaxis(image, 0, -1)], axis=1),
                      out / f"{name}.png")
             written.append(out / f"{name}.fits")

@@ -31,7 +31,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 import galaxai
-from galaxai._atomic import atomic_write, atomic_write_json, atomic_write_safetensors
+from galaxai._atomic import atomic_write, atomic_write_json, atomic_write_safetensors, atomic_write_text
 from galaxai.config import config_from_mapping, config_to_dict
 from galaxai.models.deblender import (
     DeblenderConfig,
@@ -58,6 +58,7 @@ __all__ = [
     "export_network",
     "save_resume",
     "load_resume",
+    "rewrite_stats",
     "capture_rng_state",
     "restore_rng_state",
 ]
@@ -403,6 +404,22 @@ def save_resume(run_dir: str | os.PathLike, state: Mapping[str, Any]) -> Path:
     """Write ``run_dir/resume.pt`` atomically (plain containers only)."""
     payload = {"format": _RESUME_FORMAT, **state}
     return atomic_write(Path(run_dir) / RESUME_FILE, lambda tmp: torch.save(payload, tmp))
+
+
+def rewrite_stats(path: str | os.PathLike, up_to: int) -> None:
+    """Drop ``stats.jsonl`` lines after iteration ``up_to`` (and a torn last line) when a run
+    resumes; the file is rewritten atomically."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("iteration", 0) <= up_to:
+                keep.append(line)
+        except json.JSONDecodeError:
+            continue
+    atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
 def load_resume(run_dir: str | os.PathLike) -> dict[str, Any] | None:

@@ -317,6 +317,7 @@ class CycleGANTrainer:
         self.pools = {d: ImagePool(config.pool_size) for d in "AB"}
         self.explainer = None if config.guide is None else XaiExplainer(config.guide, config.seed)
         self.iteration, self.wall_s, self.explain_s = 0, 0.0, 0.0
+        self.data_hash = data.digest()
         self._sim, self._real = (torch.from_numpy(data.sim_train).to(self.device),
                                  torch.from_numpy(data.real_train).to(self.device))
         self._setup_run_dir()
@@ -328,7 +329,7 @@ class CycleGANTrainer:
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         cfg_file = self.run_dir / "config.json"
-        record = {"config": self.config.to_dict(), "data": self.data.digest(), "label": self.label}
+        record = {"config": self.config.to_dict(), "data": self.data_hash, "label": self.label}
         if cfg_file.is_file():
             old = json.loads(cfg_file.read_text(encoding="utf-8"))
             if old != json.loads(json.dumps(record)):
@@ -341,7 +342,7 @@ class CycleGANTrainer:
             self._restore(state)
 
     def _restore(self, state: dict[str, Any]) -> None:
-        from galaxai.train.checkpoints import load_state
+        from galaxai.train.checkpoints import load_state, rewrite_stats
 
         load_state(self.nets, Path(state["checkpoint"]) / _WEIGHTS)
         self.opt_g.load_state_dict(state["opt_g"])
@@ -350,13 +351,7 @@ class CycleGANTrainer:
             self.pools[d].images = [t.to(self.device) for t in state[f"pool_{d}"]]
         self.iteration, self.wall_s = int(state["iteration"]), float(state["wall_s"])
         self.explain_s = float(state["explain_s"])
-        stats = self.run_dir / "stats.jsonl"
-        if stats.is_file():  # drop rows written after the resume point
-            keep = [line for line in stats.read_text(encoding="utf-8").splitlines()
-                    if line and json.loads(line)["iteration"] <= self.iteration]
-            from galaxai._atomic import atomic_write_text
-
-            atomic_write_text(stats, "".join(line + "\n" for line in keep))
+        rewrite_stats(self.run_dir / "stats.jsonl", self.iteration)
 
     def checkpoint(self, metrics: dict[str, float] | None = None) -> Path:
         """Write the weights, ``checkpoint.json`` and ``resume.pt`` at the current iteration."""
@@ -371,7 +366,7 @@ class CycleGANTrainer:
         atomic_write_safetensors(out / _WEIGHTS, self.nets, meta)
         atomic_write_json(out / "checkpoint.json", {
             "iteration": self.iteration, "network": "cyclegan", "config": self.config.to_dict(),
-            "model_config": self.config.model.to_dict(), "data_hash": self.data.digest(),
+            "model_config": self.config.model.to_dict(), "data_hash": self.data_hash,
             "code_version": galaxai.__version__, "metrics": dict(metrics or {}),
             "label": self.label})
         save_resume(self.run_dir, {
@@ -548,16 +543,15 @@ def translate(nets: nn.ModuleDict, images: torch.Tensor | np.ndarray, direction:
         raise ValueError(f"direction={direction!r} is not one of {CYCLEGAN_DIRECTIONS}")
     g = nets["G_AB" if direction == "sim2real" else "G_BA"]
     x = torch.as_tensor(np.asarray(images, dtype=np.float32))
+    from galaxai.explain.saliency import eval_mode
+
     device = next(g.parameters()).device
     gen = torch.Generator().manual_seed(int(seed))
-    was = g.training
-    g.eval()
     out = []
-    with torch.no_grad():
+    with eval_mode(g), torch.no_grad():
         for chunk in x.split(batch_size):
             m = 1 + sigma * torch.randn(chunk.shape, generator=gen)
             out.append(g(chunk.to(device), m.to(device)).clamp(-1, 1).cpu())
-    g.train(was)
     return torch.cat(out) if out else x.clone()
 
 
@@ -683,7 +677,7 @@ def train_and_evaluate(sets: StampSets, config: CycleGANTrainConfig, out: str | 
         raise ValueError(f"eval_every must be >= 1, got {eval_every!r}")
     out = Path(out)
     trainer = CycleGANTrainer(sets, out, config, label=label, device=device)
-    key = (sets.digest(), "realsky_d")
+    key = (trainer.data_hash, "realsky_d")
     if key not in _EVALUATORS:
         _EVALUATORS.clear()
         _EVALUATORS[key] = TranslationEvaluator(sets.sim_eval, sets.real_eval)

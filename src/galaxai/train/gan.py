@@ -75,6 +75,7 @@ from galaxai.train.checkpoints import (
     read_checkpoint_info,
     read_safetensors,
     restore_rng_state,
+    rewrite_stats,
     save_checkpoint,
     save_resume,
 )
@@ -536,20 +537,6 @@ def _resolve_config(config: GANTrainConfig | str | None, run_dir: Path) -> GANTr
     )
 
 
-def _rewrite_stats(path: Path, up_to: int) -> None:
-    """Drop lines after iteration ``up_to`` (and a torn last line) when a run resumes."""
-    if not path.is_file():
-        return
-    keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line).get("iteration", 0) <= up_to:
-                keep.append(line)
-        except json.JSONDecodeError:
-            continue
-    atomic_write_text(path, "".join(line + "\n" for line in keep))
-
-
 def train(
     dataset: Dataset,
     run_dir: str | Path,
@@ -754,7 +741,7 @@ class GANTrainer:
         self.elapsed = state["elapsed"]
         if not main:
             return
-        _rewrite_stats(self.stats_path, self.start)
+        rewrite_stats(self.stats_path, self.start)
         if self.extended_from is not None:
             self._append_stats({
                 "iteration": self.start, "event": "extend", "time": time.time(),
