@@ -270,9 +270,10 @@ def contrasts(rows: pd.DataFrame, metric: str, pairs: Sequence[tuple[str, str]],
         ``auc_low``, ``auc_high`` (the same for the area under the curve over that basis).
     """
     rows = check_rows(rows, metric)
+    bases = _bases(rows, metric, n_times)
     out = []
     for arm, reference in pairs:
-        for basis, frame, x in _bases(rows, metric, n_times):
+        for basis, frame, x in bases:
             diffs = paired_differences(frame, metric, arm, reference, x=x, n_boot=n_boot,
                                        level=level, seed=seed)
             if diffs.empty:

@@ -34,6 +34,7 @@ from torch.utils.hooks import RemovableHandle
 from galaxai.choices import GUIDE_APPLY_TO, GUIDE_CONTROLS, GUIDE_EXPLAINERS, GUIDE_NORMALISE
 
 __all__ = [
+    "derived_seed",
     "GuideConfig",
     "Guide",
     "scale_gradient",
@@ -41,6 +42,13 @@ __all__ = [
     "guidance_mask",
     "apply_control",
 ]
+
+
+def derived_seed(*parts: int) -> int:
+    """A ``torch.Generator`` seed (63 bits) derived from integers, e.g. (seed, iteration, branch),
+    so each step's random control is reproducible and independent of the others."""
+    state = np.random.SeedSequence([int(p) for p in parts])
+    return int(state.generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 @dataclass(frozen=True)
@@ -250,8 +258,7 @@ class Guide:
         return mask, info
 
     def _seed(self, iteration: int, branch: int) -> int:
-        state = np.random.SeedSequence([self.seed, int(iteration), int(branch)])
-        return int(state.generate_state(1, dtype=np.uint64)[0] >> 1)
+        return derived_seed(self.seed, iteration, branch)
 
     def hook(self, output: torch.Tensor, mask: torch.Tensor) -> RemovableHandle:
         """:func:`scale_gradient` with this guide's ``α``."""

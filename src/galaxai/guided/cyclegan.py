@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from galaxai.choices import CYCLEGAN_POOLS, GUIDE_CONTROLS
-from galaxai.guided.core import apply_control, scale_gradient
+from galaxai.guided.core import apply_control, derived_seed, scale_gradient
 
 __all__ = [
     "XaiCycleGANConfig",
@@ -140,8 +140,7 @@ class XaiExplainer:
         self.config, self.seed = config, int(seed)
 
     def _control(self, tensor: torch.Tensor, iteration: int, domain: int, what: int) -> torch.Tensor:
-        state = np.random.SeedSequence([self.seed, int(iteration), int(domain), what])
-        gen = torch.Generator().manual_seed(int(state.generate_state(1, dtype=np.uint64)[0] >> 1))
+        gen = torch.Generator().manual_seed(derived_seed(self.seed, iteration, domain, what))
         return apply_control(tensor, self.config.control, gen)
 
     def mask_update(self, d_mask: nn.Module, masked_fake: torch.Tensor, loss_mask: float, *,

@@ -31,7 +31,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import import_module
-from io import StringIO
 from pathlib import Path
 from typing import Any
 
@@ -250,20 +249,6 @@ def _check_arms(arms: Sequence[str], seeds: Sequence[int]) -> tuple[list[str], l
     return arms, seeds
 
 
-def _read_rows(path: Path) -> pd.DataFrame | None:
-    return pd.read_csv(path) if path.is_file() else None
-
-
-def _append_rows(path: Path, new: pd.DataFrame) -> pd.DataFrame:
-    """``path`` (a CSV) with ``new`` appended, written atomically; returns the whole table."""
-    old = _read_rows(path)
-    rows = new if old is None else pd.concat([old, new], ignore_index=True)
-    buffer = StringIO()
-    rows.to_csv(buffer, index=False)
-    atomic_write_text(path, buffer.getvalue())
-    return rows
-
-
 def run_experiment(trainer: str | Callable, arms: Sequence[str], seeds: Sequence[int], *,
                    out: str | Path, progress: bool = False, **settings: Any) -> ExperimentResult:
     """Run every arm with every seed, append the rows to ``out/rows.csv``, write the report.
@@ -312,7 +297,7 @@ def run_experiment(trainer: str | Callable, arms: Sequence[str], seeds: Sequence
         raise ValueError(f"{out} holds an experiment with other settings ({diff}); use its "
                          "settings to resume or add arms, or another --out")
     rows_path = out / "rows.csv"
-    rows = _read_rows(rows_path)
+    rows = pd.read_csv(rows_path) if rows_path.is_file() else None
     done = set() if rows is None else set(zip(rows["arm"], rows["seed"]))
     todo = [(arm, seed) for seed in seeds for arm in arms if (arm, seed) not in done]
     bar = tqdm(total=len(arms) * len(seeds), initial=len(arms) * len(seeds) - len(todo),
@@ -325,7 +310,9 @@ def run_experiment(trainer: str | Callable, arms: Sequence[str], seeds: Sequence
             meta = _check_frame(frame, meta, name, record)
             atomic_write_json(meta_path, meta)
             own = [c for c in frame.columns if c not in ("arm", "seed")]
-            rows = _append_rows(rows_path, frame.assign(arm=arm, seed=seed)[["arm", "seed", *own]])
+            new = frame.assign(arm=arm, seed=seed)[["arm", "seed", *own]]
+            rows = new if rows is None else pd.concat([rows, new], ignore_index=True)
+            atomic_write_text(rows_path, rows.to_csv(index=False))
             bar.update(1)
     finally:
         bar.close()
