@@ -174,7 +174,8 @@ def apply_command(run, intervention, data, out, n, device):
                           for c in concepts])
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "effects.csv", table.to_csv(index=False))
-    show = lambda v: stretch_image(np.moveaxis(np.clip(v, 0, 1), 0, -1), "asinh")  # noqa: E731
+    # one fixed display range for every tile, so flux an intervention removes stays visible
+    show = lambda v: stretch_image(np.moveaxis(v, 0, -1), "asinh", vmin=0.0, vmax=1.0)  # noqa: E731
     tiles = []
     for i in range(len(effect)):
         tiles += [show(effect.inputs[i].numpy()), show(before[0][i].numpy()),
