@@ -4,7 +4,7 @@ The modules that implement each choice import their tuple from here, and the CLI
 ``click.Choice`` lists from the same names, so ``galaxai --help`` stays fast (no torch import)
 and a new choice is added in one place.
 """
-__all__ = ["PRESETS", "AUGMENT_PRESETS", "PADDINGS", "MERGES", "SIM_MODES", "SPLITS", "COMPARED_METHODS",
+__all__ = ["PRESETS", "AUGMENT_PRESETS", "PIXEL_LOSSES", "PADDINGS", "MERGES", "SIM_MODES", "SPLITS", "COMPARED_METHODS",
            "ARCHITECTURES", "ACTIVATIONS", "LAYOUTS", "BAR_ALGORITHMS", "ARTEFACTS",
            "GUIDE_EXPLAINERS", "GUIDE_NORMALISE", "GUIDE_APPLY_TO", "GUIDE_CONTROLS", "GUIDE_ARMS",
            "GUIDE_TRAINERS",
@@ -15,6 +15,8 @@ __all__ = ["PRESETS", "AUGMENT_PRESETS", "PADDINGS", "MERGES", "SIM_MODES", "SPL
 PRESETS: tuple[str, ...] = ("paper", "small", "tiny")
 #: Strengths of the random survey look (galaxai.data.augment.DisplayAugment.preset).
 AUGMENT_PRESETS: tuple[str, ...] = ("full", "mild")
+#: Pixel terms of the deblender's generator loss (galaxai.train.gan.pixel_loss).
+PIXEL_LOSSES: tuple[str, ...] = ("mse", "log-mse")
 #: Fill of pixels warped in from outside B's frame (galaxai.data.blend).
 PADDINGS: tuple[str, ...] = ("zero", "noise", "reflect")
 #: How A and B are merged into a blend.

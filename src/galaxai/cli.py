@@ -14,8 +14,8 @@ import click
 import numpy as np
 
 from galaxai.choices import (ACTIVATIONS, ARCHITECTURES, AUGMENT_PRESETS, BAR_ALGORITHMS,
-                             COMPARED_METHODS, GUIDE_EXPLAINERS, LAYOUTS, MERGES, PADDINGS, PRESETS,
-                             SIM_MODES, SPLITS)
+                             COMPARED_METHODS, GUIDE_EXPLAINERS, LAYOUTS, MERGES, PADDINGS,
+                             PIXEL_LOSSES, PRESETS, SIM_MODES, SPLITS)
 
 __all__ = ["main"]
 
@@ -332,6 +332,9 @@ def _write_data_recipe(run_dir: Path, data_paths, weights, augment: str, padding
 @click.option("--skip-gate", is_flag=True, default=None,
               help="Gated output skip: each branch mixes a new value and the blend itself with a "
                    "per-pixel gate (DeblenderConfig.skip_gate; needs a preset with output_skip).")
+@click.option("--pixel-loss", type=click.Choice(PIXEL_LOSSES), default=None,
+              help="Pixel term of the generator loss: the paper's batch 'mse' (default) or the "
+                   "per-image 'log-mse' that PSNR means score.")
 @click.option("--extend", is_flag=True,
               help="Resume with more --iterations than the run had (recorded in stats.jsonl); "
                    "any other changed option is refused.")
@@ -348,7 +351,7 @@ def _write_data_recipe(run_dir: Path, data_paths, weights, augment: str, padding
 @click.pass_context
 def train(ctx, data_paths, weights, augment, init_from, eval_data, run_dir, preset, iterations,
           burn_in, lr, checkpoint_every, padding, stream_length, vgg19_weights, device, workers,
-          seed, g_filters, skip_gate, extend, guide, guide_alpha, guide_from, nproc):
+          seed, g_filters, skip_gate, pixel_loss, extend, guide, guide_alpha, guide_from, nproc):
     """Train (or resume) the Galaxy Deblender GAN with checkpoints, stats.jsonl and evaluation.
 
     Resuming a run keeps the options left out at the run's values (from its config.toml) and
@@ -367,6 +370,7 @@ def train(ctx, data_paths, weights, augment, init_from, eval_data, run_dir, pres
                                    "checkpoint_every": checkpoint_every,
                                    "perceptual_weights": vgg19_weights,
                                    "num_workers": workers, "init_from": init_from,
+                                   "pixel_loss": pixel_loss,
                                    "lr": lr, "lr_late": lr / 10 if lr else None}.items()
                  if v is not None}
     if guide is not None:

@@ -16,6 +16,7 @@ from galaxai.train.gan import (
     GANTrainConfig,
     data_fingerprint,
     new_run_dir,
+    pixel_loss,
     train,
 )
 
@@ -366,3 +367,45 @@ def test_init_from_a_network_with_another_head_loads_what_fits(tmp_path, data):
     for k in shared:
         torch.testing.assert_close(after[k], before[k], atol=1e-8, rtol=0)
     assert after["branches.0.conv.weight"].shape[0] == before["branches.0.conv.weight"].shape[0] + 1
+
+
+def _outputs_and_targets(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    outs = [torch.rand(5, 3, 8, 8, generator=g, requires_grad=True) for _ in range(2)]
+    # per-image errors spanning two decades, so batch MSE and per-image log-MSE disagree
+    scale = torch.logspace(-2, 0, 5).view(5, 1, 1, 1)
+    targets = [(o.detach() + scale * torch.randn(o.shape, generator=g)) for o in outs]
+    return outs, targets
+
+
+def test_mse_pixel_loss_is_the_sum_of_branch_mses():
+    outs, targets = _outputs_and_targets()
+    expected = sum(((o - t) ** 2).mean() for o, t in zip(outs, targets))
+    assert torch.allclose(pixel_loss(outs, targets, "mse"), expected)
+
+
+def test_log_mse_pixel_loss_keeps_the_mse_value_and_follows_the_log_mse_gradient():
+    outs, targets = _outputs_and_targets(1)
+    loss = pixel_loss(outs, targets, "log-mse")
+    per = torch.stack([((o - t) ** 2).mean(dim=(1, 2, 3)) for o, t in zip(outs, targets)])
+    assert torch.allclose(loss, per.mean(1).sum())  # same value as the batch MSE
+    grads = torch.autograd.grad(loss, outs)
+    # reference from the equations: d/dθ of mean(MSE) · Σ_branch mean_i log MSE_i
+    reference = per.detach().mean() * torch.log(per).mean(1).sum()
+    expected = torch.autograd.grad(reference, outs)
+    mse_grads = torch.autograd.grad(pixel_loss(outs, targets, "mse"), outs)
+    for got, want, plain in zip(grads, expected, mse_grads):
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-8)
+        assert not torch.allclose(got, plain, rtol=1e-2)  # and not the MSE's gradient
+
+
+def test_pixel_loss_is_a_recorded_setting_and_a_bad_name_is_refused(tmp_path, data):
+    with pytest.raises(ValueError, match="pixel_loss"):
+        tiny(pixel_loss="l1")
+    with pytest.raises(ValueError, match="log-mse"):
+        pixel_loss([torch.zeros(1, 1, 2, 2)], [torch.zeros(1, 1, 2, 2)], "l1")
+    train_ds, _ = data
+    cfg = tiny(burn_in=0, iterations=2, pixel_loss="log-mse", checkpoint_every=2)
+    result = train(train_ds, tmp_path / "run", cfg)
+    assert read_config(GANTrainConfig, tmp_path / "run" / "config.toml").pixel_loss == "log-mse"
+    assert np.isfinite(result.stats["loss_g_pixel"])

@@ -44,7 +44,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping
+from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -53,6 +53,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from galaxai._atomic import atomic_write_text, remove_stale_temporaries
+from galaxai.choices import PIXEL_LOSSES
 from galaxai.config import config_from_mapping, config_to_dict, read_config, write_config
 from galaxai.guided.core import Guide, GuideConfig
 from galaxai.metrics import psnr
@@ -98,6 +99,8 @@ __all__ = [
 
 #: Accepted values of ``GANTrainConfig.content``.
 CONTENT_LOSSES = ("pixel", "vgg+pixel")
+#: Floor of a per-image MSE (on the [-1, 1] scale) inside the ``log-mse`` weights: ~60 dB.
+_LOG_MSE_FLOOR = 4e-6
 _KEYS = ("blend", "target_a", "target_b")
 
 
@@ -126,6 +129,9 @@ class GANTrainConfig:
         Content term of the adversarial-phase generator loss.
     content_weight : float
         Weight of the perceptual term when ``content="vgg+pixel"``.
+    pixel_loss : {"mse", "log-mse"}
+        Pixel term of the adversarial-phase generator loss: the paper's batch MSE, or the mean
+        per-image log-MSE that deblending is scored by (see :func:`pixel_loss`).
     perceptual : {"auto", "vgg19", "multiscale", "pixel"}
         Burn-in feature extractor (see :func:`galaxai.models.perceptual.build_perceptual`).
     perceptual_weights : str, optional
@@ -169,6 +175,7 @@ class GANTrainConfig:
     adv_weight: float = 1e-3
     content: str = "pixel"
     content_weight: float = 1.0
+    pixel_loss: str = "mse"
     perceptual: str = "auto"
     perceptual_weights: str | None = None
     perceptual_resize: bool = True
@@ -187,6 +194,8 @@ class GANTrainConfig:
     def __post_init__(self) -> None:
         if self.content not in CONTENT_LOSSES:
             raise ValueError(f"content={self.content!r} is not one of {CONTENT_LOSSES}")
+        if self.pixel_loss not in PIXEL_LOSSES:
+            raise ValueError(f"pixel_loss={self.pixel_loss!r} is not one of {PIXEL_LOSSES}")
         if self.perceptual not in PERCEPTUAL_BACKENDS:
             raise ValueError(f"perceptual={self.perceptual!r} is not one of {PERCEPTUAL_BACKENDS}")
         for name in ("batch_size", "checkpoint_every", "log_every", "eval_size"):
@@ -384,6 +393,35 @@ def _check_dataset(dataset: Dataset, cfg: GANTrainConfig, label: str) -> None:
                 f"{label}[0][{key!r}] has shape {shape}, but the model config expects {want}; "
                 "set GANTrainConfig.model.image_size/channels to match the data"
             )
+
+
+def pixel_loss(outputs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor],
+               kind: str = "mse") -> torch.Tensor:
+    """Pixel term of the generator loss, summed over the branches.
+
+    ``"mse"`` is the paper's ``Σ_branch MSE(G_k, T_k)`` over the batch. ``"log-mse"`` follows the
+    gradient of ``Σ_branch mean_i log MSE_i``, the per-image log-MSE: deblenders are scored by
+    the *mean of per-image PSNRs* (``-10 log10 MSE_i``), which the batch MSE weights by each
+    image's error, so a few large, badly-fit galaxies dominate it and faint, small ones (whose
+    PSNR counts as much) are neglected. It is computed as ``mean_i w_i MSE_i`` with detached
+    weights ``w_i = mean(MSE) / MSE_i``: the value and the gradient scale stay those of the MSE
+    (the adversarial weight keeps its meaning), the gradient's direction is log-MSE's.
+
+    Parameters
+    ----------
+    outputs, targets : sequence of torch.Tensor
+        One ``(B, C, H, W)`` output and target per branch, on the same scale.
+    kind : {"mse", "log-mse"}
+        Which pixel term.
+    """
+    if kind not in PIXEL_LOSSES:
+        raise ValueError(f"pixel loss {kind!r} is not one of {PIXEL_LOSSES}")
+    per_image = torch.stack([(o.float() - t.float()).pow(2).flatten(1).mean(1)
+                             for o, t in zip(outputs, targets)])  # (branches, B)
+    if kind == "log-mse":
+        weights = (per_image.mean() / per_image.clamp_min(_LOG_MSE_FLOOR)).detach()
+        per_image = weights * per_image
+    return per_image.mean(1).sum()
 
 
 def _config_diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -821,7 +859,7 @@ class GANTrainer:
             d1, d2 = (g1.view_as(g1), g2.view_as(g2)) if guiding else (g1, g2)
             if guiding and self.guide.config.apply_to == "total":
                 g1, g2 = d1, d2
-            pixel = F.mse_loss(g1.float(), a) + F.mse_loss(g2.float(), b)
+            pixel = pixel_loss((g1, g2), (a, b), cfg.pixel_loss)
             s1, s2 = D(d1), D(d2)
             adv = bce(s1, True) + bce(s2, True)
             content = pixel
