@@ -168,3 +168,19 @@ def test_audit_exits_2_on_an_unfinished_or_damaged_store_not_1(store, tmp_path):
     _refused(CliRunner().invoke(main, ["audit", str(path)]), f"chunk {c}", "forget_chunks")
     forget_chunks(path, [0])
     _refused(CliRunner().invoke(main, ["audit", str(path)]), "unfinished build")
+
+
+def test_generator_options_reach_the_run_config_and_bad_ones_are_refused(store, tmp_path):
+    from galaxai.config import read_config
+    from galaxai.train.gan import GANTrainConfig
+
+    run = tmp_path / "run"
+    result = _train(store, run, "--preset", "tiny", "--burn-in", "0", "--iterations", "1",
+                    "--shared-dilations", "2", "--pixel-loss", "log-mse")
+    assert result.exit_code == 0, result.output
+    cfg = read_config(GANTrainConfig, run / "config.toml")
+    assert cfg.model.shared_dilations == (2,) and cfg.pixel_loss == "log-mse"
+    usage = _train(store, tmp_path / "bad", "--preset", "tiny", "--shared-dilations", "1,x")
+    assert usage.exit_code == 2 and "--shared-dilations: '1,x' is not" in usage.stderr
+    _refused(_train(store, tmp_path / "bad", "--preset", "tiny", "--shared-dilations", "1,2"),
+             "shared_dilations", "(1, 2)")

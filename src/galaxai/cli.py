@@ -332,6 +332,9 @@ def _write_data_recipe(run_dir: Path, data_paths, weights, augment: str, padding
 @click.option("--skip-gate", is_flag=True, default=None,
               help="Gated output skip: each branch mixes a new value and the blend itself with a "
                    "per-pixel gate (DeblenderConfig.skip_gate; needs a preset with output_skip).")
+@click.option("--shared-dilations", default=None, metavar="D1,D2,...",
+              help="Dilation of each shared residual block of the generator, e.g. 1,2,4 for the "
+                   "'small' preset's three (DeblenderConfig.shared_dilations; default undilated).")
 @click.option("--pixel-loss", type=click.Choice(PIXEL_LOSSES), default=None,
               help="Pixel term of the generator loss: the paper's batch 'mse' (default) or the "
                    "per-image 'log-mse' that PSNR means score.")
@@ -351,7 +354,7 @@ def _write_data_recipe(run_dir: Path, data_paths, weights, augment: str, padding
 @click.pass_context
 def train(ctx, data_paths, weights, augment, init_from, eval_data, run_dir, preset, iterations,
           burn_in, lr, checkpoint_every, padding, stream_length, vgg19_weights, device, workers,
-          seed, g_filters, skip_gate, pixel_loss, extend, guide, guide_alpha, guide_from, nproc):
+          seed, g_filters, skip_gate, shared_dilations, pixel_loss, extend, guide, guide_alpha, guide_from, nproc):
     """Train (or resume) the Galaxy Deblender GAN with checkpoints, stats.jsonl and evaluation.
 
     Resuming a run keeps the options left out at the run's values (from its config.toml) and
@@ -377,7 +380,9 @@ def train(ctx, data_paths, weights, augment, init_from, eval_data, run_dir, pres
         from galaxai.guided import GuideConfig
 
         overrides["guide"] = GuideConfig(explainer=guide, alpha=guide_alpha, start=guide_from)
-    model = {k: v for k, v in {"skip_gate": skip_gate, "g_filters": g_filters}.items() if v}
+    model = {k: v for k, v in {"skip_gate": skip_gate, "g_filters": g_filters,
+                               "shared_dilations": _int_list(shared_dilations,
+                                                             "--shared-dilations")}.items() if v}
     if model:
         overrides["model"] = DeblenderConfig.preset(
             preset, **({"output_skip": True} if skip_gate else {}), **model)
@@ -402,6 +407,17 @@ def train(ctx, data_paths, weights, augment, init_from, eval_data, run_dir, pres
         click.echo(str(exc), err=True)
         ctx.exit(128 + signal.SIGTERM)
     click.echo(f"run {result.run_dir}: iteration {result.iteration}, metrics {result.metrics}")
+
+
+def _int_list(text: str | None, option: str) -> tuple[int, ...] | None:
+    """``"1,2,4"`` as ``(1, 2, 4)``; a clear error naming ``option`` otherwise."""
+    if text is None:
+        return None
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers, e.g. 1,2,4",
+                                 param_hint=option) from None
 
 
 def _relaunch(ctx: click.Context, nproc: int, run_dir: Path) -> None:

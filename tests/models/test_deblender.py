@@ -238,3 +238,36 @@ def test_skip_gate_starts_at_copy_the_blend_and_can_replace_pixels():
     torch.testing.assert_close(g1, torch.full_like(g1, math.tanh(0.5)), atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="skip_gate=True needs output_skip"):
         DeblenderConfig.preset("tiny", output_skip=False, skip_gate=True)
+
+
+def _reach(generator: nn.Module, size: int = 96) -> int:
+    """Largest |dx| of an input pixel whose value changes output A's centre pixel (by autograd)."""
+    generator.eval()
+    x = torch.rand(1, 3, size, size, requires_grad=True)
+    a, _ = generator(x)
+    a[0, :, size // 2, size // 2].sum().backward()
+    cols = torch.nonzero(x.grad.abs().sum(dim=(0, 1, 2)) > 0).flatten()
+    return int((cols - size // 2).abs().max())
+
+
+def test_shared_dilations_widen_the_receptive_field_at_the_same_parameter_count():
+    plain = DeblenderConfig.preset("small")
+    dilated = DeblenderConfig.preset("small", shared_dilations=(1, 2, 4))
+    g0, g1 = build_generator(plain), build_generator(dilated)
+    for g in (g0, g1):  # a non-zero last layer, so that gradients reach the input
+        for branch in g.branches:
+            nn.init.normal_(branch.conv.weight, std=0.01)
+    assert count_parameters(g0) == count_parameters(g1)
+    # by hand: heads 9x9 (4 + 4 px), tail 3x3 (1), two branch blocks (4), three shared blocks
+    # of two 3x3 convolutions dilated by d each (2d per side)
+    assert _reach(g0) == 4 + 4 + 1 + 4 + 2 * (1 + 1 + 1)
+    assert _reach(g1) == 4 + 4 + 1 + 4 + 2 * (1 + 2 + 4)
+    a, b = g1(torch.rand(2, 3, 80, 80))
+    assert a.shape == b.shape == (2, 3, 80, 80)
+
+
+def test_shared_dilations_are_validated():
+    with pytest.raises(ValueError, match="one dilation >= 1 per shared block"):
+        DeblenderConfig.preset("small", shared_dilations=(1, 2))
+    with pytest.raises(ValueError, match="one dilation >= 1 per shared block"):
+        DeblenderConfig.preset("small", shared_dilations=(0, 1, 2))

@@ -464,12 +464,22 @@ def _pinned_guide(old: GANTrainConfig, guide: GuideConfig | None) -> GuideConfig
     return dataclasses.replace(guide, start=guide.first_iteration(old.burn_in, old.iterations))
 
 
+#: Settings added after runs existed, left out of the config hash at these (default) values, so
+#: runs started before them keep their hash and resume: (path in ``asdict``, default).
+_LATER_SETTINGS = ((("guide",), None), (("pixel_loss",), "mse"),
+                   (("model", "shared_dilations"), ()))
+
+
 def config_digest(cfg: GANTrainConfig) -> str:
-    """The run's config hash; without guidance the ``guide`` key is left out, so runs started
-    before guidance existed keep their hash and resume."""
+    """The run's config hash; settings added later are left out at their defaults (guidance
+    off, MSE pixel loss, undilated trunk), so runs started before them keep their hash."""
     values = dataclasses.asdict(cfg)
-    if values.get("guide") is None:
-        values.pop("guide", None)
+    for path, default in _LATER_SETTINGS:
+        holder = values
+        for key in path[:-1]:
+            holder = holder[key]
+        if holder.get(path[-1]) == default:
+            holder.pop(path[-1])
     return config_hash(values)
 
 
