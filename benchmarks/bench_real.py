@@ -1,21 +1,24 @@
-"""Real-sky robustness: one deblender against SEP and copy-the-blend under different survey looks.
+"""Real-sky robustness: deblenders against SEP, photutils and copy-the-blend under survey looks.
 
 Takes a blend store of real galaxies (``galaxai data blend --source hdf --source cosmos ...``) and
 re-displays its targets with fixed looks (:mod:`galaxai.data.augment`): as stored, linear, sqrt,
 log and asinh stretches, a sum merge, and JPEG at quality 50. For each look it prints the pooled
-PSNR of every method on the same blends and the paired difference GAN − SEP (mean ± s.e.).
+PSNR of every method on the same blends and the paired differences GAN − SEP and GAN − photutils
+(mean ± s.e.).
 
 ``--normalise REF_STORE`` adds, for each GAN, a variant that first maps every blend's sky level
 and 99.5th percentile onto those of REF_STORE's blends (e.g. the simulated stamps the model was
 trained on) and maps the outputs back: the "normalisation step" alternative to augmentation.
 
-Usage: ``python benchmarks/bench_real.py [STORE [CHECKPOINT ...]] [--n N] [--normalise REF]`` (checkpoints: folders
+Usage: ``python benchmarks/bench_real.py [STORE [CHECKPOINT ...]] [--n N] [--normalise REF]
+[--looks "as stored,sum merge"]`` (checkpoints: folders
 or ``G.safetensors``; default the shipped model). Without a store, 128 blends of the HDF and
 COSMOS test galaxies are made in a temporary folder. About a minute per look for 400 blends on
 one core.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 from functools import partial
@@ -66,42 +69,53 @@ def relook(arrays: dict, sky_a: np.ndarray, sky_b: np.ndarray, look: Look
     return tuple(np.stack(x) for x in zip(*out))
 
 
-def main(store: str, checkpoints: list[str], n: int | None, reference: str | None = None) -> None:
+def main(store: str, checkpoints: list[str], n: int | None, reference: str | None = None,
+         looks: list[str] | None = None) -> None:
     arrays = BlendStore(store, split="test").to_arrays(n)
     gans = {f"GAN {'/'.join(Path(c).parts[-2:]) if c else 'shipped'}": partial(deblend, checkpoint=c)
             for c in checkpoints or [None]}
     if reference is not None:
         ref = BlendStore(reference, split="test").to_arrays()["blend"]
         gans.update({f"{name} +norm": normalised(fn, ref) for name, fn in list(gans.items())})
-    methods = {**gans, "sep": DEBLENDERS["sep"], "copy": DEBLENDERS["copy"]}
-    print(f"{store}: {len(arrays['blend'])} blends; pooled PSNR (dB); paired GAN − SEP ± s.e.")
+    peers = ("sep", "photutils")
+    methods = {**gans, **{p: DEBLENDERS[p] for p in peers}, "copy": DEBLENDERS["copy"]}
+    print(f"{store}: {len(arrays['blend'])} blends; pooled PSNR (dB); paired GAN − peer ± s.e.")
     sky_a = frame_sky(np.moveaxis(arrays["target_a"], 1, -1))[0]
     sky_b = frame_sky(np.moveaxis(arrays["target_b"], 1, -1))[0]
-    for name, look in LOOKS.items():
-        blend, ta, tb = relook(arrays, sky_a, sky_b, look)
+    for name in looks or list(LOOKS):
+        blend, ta, tb = relook(arrays, sky_a, sky_b, LOOKS[name])
         results = evaluate_methods(methods, blend, ta, tb)
         scores = "  ".join(f"{m}: {r.summary['psnr_pooled_mean']:.2f}" for m, r in results.items())
-        paired = paired_differences(results, "sep")
-        diffs = "  ".join(f"{row.method.split(' − ')[1]} − sep {-row.psnr_pooled_diff:+.2f} ± "
-                          f"{row.psnr_pooled_se:.2f}" for row in paired.itertuples()
-                          if row.method.split(" − ")[1] in gans)
-        print(f"  {name:12s} {scores}\n  {'':12s} {diffs}")
+        print(f"  {name:12s} {scores}")
+        for peer in peers:
+            paired = paired_differences(results, peer)
+            diffs = "  ".join(f"{row.method.split(' − ')[1]} − {peer} {-row.psnr_pooled_diff:+.2f}"
+                              f" ± {row.psnr_pooled_se:.2f}" for row in paired.itertuples()
+                              if row.method.split(" − ")[1] in gans)
+            print(f"  {'':12s} {diffs}")
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("store", nargs="?", help="real blend store (default: 128 test blends)")
+    parser.add_argument("checkpoints", nargs="*", help="checkpoint folders, G.safetensors or "
+                        "shipped names (default: the shipped model)")
+    parser.add_argument("--n", type=int, default=None, help="score only the first N blends")
+    parser.add_argument("--normalise", metavar="REF", default=None,
+                        help="add each GAN with sky/percentile normalisation onto REF's blends")
+    parser.add_argument("--looks", default=None, metavar="NAME,NAME",
+                        help=f"only these looks (of: {', '.join(LOOKS)})")
+    return parser.parse_args()
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    limit = None
-    if "--n" in args:
-        i = args.index("--n")
-        limit = int(args[i + 1])
-        del args[i:i + 2]
-    ref_store = None
-    if "--normalise" in args:
-        i = args.index("--normalise")
-        ref_store = args[i + 1]
-        del args[i:i + 2]
-    if args:
-        main(args[0], args[1:], limit, ref_store)
+    args = _arguments()
+    looks = args.looks.split(",") if args.looks else list(LOOKS)
+    unknown = sorted(set(looks) - set(LOOKS))
+    if unknown:
+        sys.exit(f"--looks: unknown look(s) {unknown}; choose from {list(LOOKS)}")
+    if args.store:
+        main(args.store, args.checkpoints, args.n, args.normalise, looks)
     else:
         from galaxai.data.real import RealFrames, cosmos_frames, hdf_frames, real_blends
         from galaxai.data.store import write_store
@@ -110,4 +124,4 @@ if __name__ == "__main__":
         with tempfile.TemporaryDirectory() as tmp:
             path = write_store(Path(tmp) / "real_test", real_blends(frames, 128, seed=77),
                                split="test")
-            main(str(path), [], limit)
+            main(str(path), [], args.n, looks=looks)
