@@ -176,10 +176,11 @@ def test_generator_options_reach_the_run_config_and_bad_ones_are_refused(store, 
 
     run = tmp_path / "run"
     result = _train(store, run, "--preset", "tiny", "--burn-in", "0", "--iterations", "1",
-                    "--shared-dilations", "2", "--pixel-loss", "log-mse")
+                    "--shared-dilations", "2", "--coord-channels", "--pixel-loss", "log-mse")
     assert result.exit_code == 0, result.output
     cfg = read_config(GANTrainConfig, run / "config.toml")
-    assert cfg.model.shared_dilations == (2,) and cfg.pixel_loss == "log-mse"
+    assert cfg.model.shared_dilations == (2,) and cfg.model.coord_channels
+    assert cfg.pixel_loss == "log-mse"
     usage = _train(store, tmp_path / "bad", "--preset", "tiny", "--shared-dilations", "1,x")
     assert usage.exit_code == 2 and "--shared-dilations: '1,x' is not" in usage.stderr
     _refused(_train(store, tmp_path / "bad", "--preset", "tiny", "--shared-dilations", "1,2"),

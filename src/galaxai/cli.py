@@ -335,6 +335,9 @@ def _write_data_recipe(run_dir: Path, data_paths, weights, augment: str, padding
 @click.option("--shared-dilations", default=None, metavar="D1,D2,...",
               help="Dilation of each shared residual block of the generator, e.g. 1,2,4 for the "
                    "'small' preset's three (DeblenderConfig.shared_dilations; default undilated).")
+@click.option("--coord-channels", is_flag=True, default=None,
+              help="Give the generator the offset of each pixel from the stamp centre as two more "
+                   "input planes (DeblenderConfig.coord_channels; A is the centred galaxy).")
 @click.option("--pixel-loss", type=click.Choice(PIXEL_LOSSES), default=None,
               help="Pixel term of the generator loss: the paper's batch 'mse' (default) or the "
                    "per-image 'log-mse' that PSNR means score.")
@@ -354,7 +357,7 @@ def _write_data_recipe(run_dir: Path, data_paths, weights, augment: str, padding
 @click.pass_context
 def train(ctx, data_paths, weights, augment, init_from, eval_data, run_dir, preset, iterations,
           burn_in, lr, checkpoint_every, padding, stream_length, vgg19_weights, device, workers,
-          seed, g_filters, skip_gate, shared_dilations, pixel_loss, extend, guide, guide_alpha, guide_from, nproc):
+          seed, g_filters, skip_gate, shared_dilations, coord_channels, pixel_loss, extend, guide, guide_alpha, guide_from, nproc):
     """Train (or resume) the Galaxy Deblender GAN with checkpoints, stats.jsonl and evaluation.
 
     Resuming a run keeps the options left out at the run's values (from its config.toml) and
@@ -381,6 +384,7 @@ def train(ctx, data_paths, weights, augment, init_from, eval_data, run_dir, pres
 
         overrides["guide"] = GuideConfig(explainer=guide, alpha=guide_alpha, start=guide_from)
     model = {k: v for k, v in {"skip_gate": skip_gate, "g_filters": g_filters,
+                               "coord_channels": coord_channels,
                                "shared_dilations": _int_list(shared_dilations,
                                                              "--shared-dilations")}.items() if v}
     if model:

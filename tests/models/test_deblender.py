@@ -271,3 +271,27 @@ def test_shared_dilations_are_validated():
         DeblenderConfig.preset("small", shared_dilations=(1, 2))
     with pytest.raises(ValueError, match="one dilation >= 1 per shared block"):
         DeblenderConfig.preset("small", shared_dilations=(0, 1, 2))
+
+
+def test_centre_offsets_are_the_pixel_offsets_from_the_centre_over_half_the_size():
+    from galaxai.models.deblender import CentreOffsets
+
+    x = torch.rand(2, 3, 4, 6)
+    out = CentreOffsets()(x)
+    assert out.shape == (2, 5, 4, 6) and torch.equal(out[:, :3], x)
+    # centre of a 6-wide row is between columns 2 and 3: offsets -2.5 … 2.5 over 3
+    assert torch.allclose(out[1, 3, 0], torch.tensor([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5]) / 3)
+    assert torch.allclose(out[0, 4, :, 0], torch.tensor([-1.5, -0.5, 0.5, 1.5]) / 2)
+
+
+def test_coord_channels_make_the_generator_know_where_the_centre_is():
+    cfg = DeblenderConfig.preset("tiny", coord_channels=True)
+    g = build_generator(cfg).eval()
+    assert g.head[0].in_channels == 5
+    x = torch.zeros(1, 3, 32, 32)
+    x[..., 4:8, 4:8] = 1.0  # one blob, seen centred and off-centre
+    a_off, _ = g(x)
+    a_centred, _ = g(torch.roll(x, (10, 10), dims=(2, 3)))
+    # a translation-equivariant network would give the rolled output; this one does not
+    assert not torch.allclose(torch.roll(a_off, (10, 10), dims=(2, 3))[..., 8:24, 8:24],
+                              a_centred[..., 8:24, 8:24], atol=1e-4)

@@ -409,3 +409,23 @@ def test_pixel_loss_is_a_recorded_setting_and_a_bad_name_is_refused(tmp_path, da
     result = train(train_ds, tmp_path / "run", cfg)
     assert read_config(GANTrainConfig, tmp_path / "run" / "config.toml").pixel_loss == "log-mse"
     assert np.isfinite(result.stats["loss_g_pixel"])
+
+
+def test_loading_into_a_generator_with_coord_channels_starts_as_the_source_network(tmp_path, data):
+    from galaxai.models.deblender import build_generator
+    from galaxai.train.gan import _load_matching
+
+    train_ds, _ = data
+    train(train_ds, tmp_path / "source", tiny(burn_in=0, iterations=2, checkpoint_every=2))
+    path = tmp_path / "source" / "checkpoints" / f"{2:09d}" / "G.safetensors"
+    old = build_generator(DeblenderConfig.preset("tiny", image_size=SIZE)).eval()
+    old.load_state_dict(read_safetensors(path)[0])
+    new = build_generator(DeblenderConfig.preset("tiny", image_size=SIZE, coord_channels=True))
+    _load_matching(new, path)
+    new.eval()
+    weight = new.head[0].weight
+    assert weight.shape[1] == 5 and not weight[:, 3:].any()
+    assert torch.equal(weight[:, :3], old.head[0].weight)
+    x = torch.rand(3, 3, SIZE, SIZE)
+    for o, n in zip(old(x), new(x)):
+        assert torch.allclose(o, n, atol=1e-6)

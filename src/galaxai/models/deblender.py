@@ -34,6 +34,7 @@ __all__ = [
     "BLOCK_ORDERS",
     "ResidualBlock",
     "GeneratorBranch",
+    "CentreOffsets",
     "DeblenderGenerator",
     "Discriminator",
     "build_generator",
@@ -90,6 +91,13 @@ class DeblenderConfig:
         receptive field instead of 4, at the same cost and parameter count, so a narrow generator
         can see a whole large galaxy (the ``small`` trunk sees 39 px; galaxies reach 30 px
         half-light radius).
+    coord_channels : bool
+        Not in the paper (``False`` there). The generator's head also reads two planes holding
+        each pixel's column and row offset from the stamp centre, scaled to [-1, 1] (CoordConv,
+        Liu et al. 2018, arXiv 1807.03247). Galaxy A is by definition the *centred* one, so whether
+        a bright pixel 20 px out is A's outskirts or B depends on where the centre is, which a
+        translation-equivariant network with a receptive field smaller than the stamp cannot
+        know. The blend's three channels are unchanged; D is unchanged.
     skip_gate : bool
         With ``output_skip``: each branch also predicts a per-pixel gate ``m = sigmoid(g)`` and
         outputs ``m · tanh(r) + (1 − m) · (2x − 1)``, so a pixel is the blend *exactly* where
@@ -113,6 +121,7 @@ class DeblenderConfig:
     bn_eps: float = 1e-3
     output_skip: bool = False
     shared_dilations: tuple[int, ...] = ()
+    coord_channels: bool = False
     skip_gate: bool = False
 
     PRESETS: ClassVar[tuple[str, ...]] = ("paper", "small", "tiny")
@@ -257,6 +266,18 @@ class GeneratorBranch(nn.Module):
         return self.act(r)
 
 
+class CentreOffsets(nn.Module):
+    """Append two planes to ``(B, C, H, W)`` images: each pixel's column and row offset from the
+    image centre divided by half the width and height (so in [-1, 1] at any size)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        b, _, h, w = x.shape
+        rows = (torch.arange(h, device=x.device, dtype=x.dtype) - (h - 1) / 2) / (h / 2)
+        cols = (torch.arange(w, device=x.device, dtype=x.dtype) - (w - 1) / 2) / (w / 2)
+        grid = torch.stack([cols.expand(h, w), rows[:, None].expand(h, w)])
+        return torch.cat([x, grid.expand(b, -1, -1, -1)], dim=1)
+
+
 class DeblenderGenerator(nn.Module):
     """Branched SRResNet generator without upsampling.
 
@@ -268,7 +289,12 @@ class DeblenderGenerator(nn.Module):
         super().__init__()
         self.config = cfg
         f = cfg.g_filters
-        self.head = nn.Sequential(_conv(cfg.channels, f, cfg.head_kernel), nn.PReLU(f, init=0.0))
+        # the head's input: the blend, plus centre offsets with coord_channels (no parameters, so
+        # state-dict keys are those of a network without them; only head.0's shape differs)
+        self.inputs = CentreOffsets() if cfg.coord_channels else nn.Identity()
+        extra = 2 if cfg.coord_channels else 0
+        self.head = nn.Sequential(_conv(cfg.channels + extra, f, cfg.head_kernel),
+                                  nn.PReLU(f, init=0.0))
         dilations = cfg.shared_dilations or (1,) * cfg.n_shared
         self.shared = nn.Sequential(*[ResidualBlock(f, cfg, d) for d in dilations])
         self.tail = nn.Sequential(_conv(f, f, 3), _bn(f, cfg))
@@ -279,7 +305,7 @@ class DeblenderGenerator(nn.Module):
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         """The shared trunk ``T = tail(shared(S)) + S`` with ``S`` the head output."""
-        skip = self.head(x)
+        skip = self.head(self.inputs(x))
         return self.trunk_out(self.tail(self.shared(skip)) + skip)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102

@@ -424,6 +424,21 @@ def pixel_loss(outputs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor],
     return per_image.mean(1).sum()
 
 
+def _only_more_inputs(source: torch.Tensor, own: torch.Tensor) -> bool:
+    """Whether ``own`` is a convolution weight like ``source`` but with more input channels."""
+    return (source.ndim == own.ndim == 4 and source.shape[0] == own.shape[0]
+            and source.shape[2:] == own.shape[2:] and source.shape[1] < own.shape[1])
+
+
+def _widened_inputs(source: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+    """``source``'s weights on the leading input channels and zeros on the extra ones: the
+    widened layer computes what ``source`` did until training gives the new inputs weight
+    (e.g. a generator gaining ``coord_channels`` starts as the network it was loaded from)."""
+    widened = torch.zeros_like(own)
+    widened[:, : source.shape[1]] = source
+    return widened
+
+
 def _config_diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:
     diff = []
     for key in sorted(set(a) | set(b)):
@@ -467,7 +482,7 @@ def _pinned_guide(old: GANTrainConfig, guide: GuideConfig | None) -> GuideConfig
 #: Settings added after runs existed, left out of the config hash at these (default) values, so
 #: runs started before them keep their hash and resume: (path in ``asdict``, default).
 _LATER_SETTINGS = ((("guide",), None), (("pixel_loss",), "mse"),
-                   (("model", "shared_dilations"), ()))
+                   (("model", "shared_dilations"), ()), (("model", "coord_channels"), False))
 
 
 def config_digest(cfg: GANTrainConfig) -> str:
@@ -554,13 +569,17 @@ def _load_matching(module: torch.nn.Module, path: Path) -> None:
     """Load the tensors of ``path`` whose names and shapes fit ``module``; warn about the rest.
 
     A network that differs only in some layers (e.g. a branch head with a gate channel) then
-    starts from every layer the two share, and the others keep their fresh initialisation.
+    starts from every layer the two share, and the others keep their fresh initialisation. A
+    convolution that only gained input channels (``coord_channels``) keeps the source's weights
+    on the old inputs and zeros on the new ones.
     """
     import warnings
 
     tensors, _ = read_safetensors(path)
     own = module.state_dict()
     fits = {k: v for k, v in tensors.items() if k in own and own[k].shape == v.shape}
+    fits.update({k: _widened_inputs(v, own[k]) for k, v in tensors.items()
+                 if k in own and k not in fits and _only_more_inputs(v, own[k])})
     if not fits:
         raise ValueError(f"init_from: no tensor of {path} fits this network; is it another "
                          "architecture?")
