@@ -173,3 +173,32 @@ def test_resume_file_is_never_unpickled(tmp_path):
     torch.save({"something": 1}, tmp_path / RESUME_FILE)
     with pytest.raises(ValueError, match="not a galaxai resume file"):
         load_resume(tmp_path)
+
+
+def test_export_records_every_fine_tuning_stage_of_its_lineage(tmp_path, monkeypatch):
+    def stage(run, iteration, init_from, recipe):
+        g, d = build_generator(CFG), build_discriminator(CFG)
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "data.json").write_text(json.dumps(recipe))
+        return save_checkpoint(tmp_path / run, iteration, g, d, config={"init_from": init_from},
+                               config_digest=run, data_hash="h", metrics={})
+
+    monkeypatch.chdir(tmp_path)  # init_from paths are relative to where the runs were started
+    first = stage("first", 5, "shipped", {"data": ["pool"]})
+    second = stage("second", 7, str(first.relative_to(tmp_path)), {"data": ["real"]})
+    last = stage("last", 9, str(second.relative_to(tmp_path)), {"data": ["both"]})
+    export_generator(last, tmp_path / "out" / "deblender_x")
+    sidecar = json.loads((tmp_path / "out" / "deblender_x.json").read_text())
+    assert sidecar["data_recipe"] == {"data": ["both"]}
+    stages = sidecar["lineage"]
+    assert [s["iteration"] for s in stages[:2]] == [7, 5]
+    assert [s["data_recipe"] for s in stages[:2]] == [{"data": ["real"]}, {"data": ["pool"]}]
+    # the walk ends at the shipped model, whose own sidecar was made from scratch
+    assert stages[2]["checkpoint"] == "shipped" and "init_from" not in stages[2]["config"]
+    assert len(stages) == 3
+    # a stage that cannot be read ends the lineage with the reason
+    lost = stage("lost", 3, "gone/checkpoints/000000001", {})
+    export_generator(lost, tmp_path / "out" / "deblender_y")
+    sidecar = json.loads((tmp_path / "out" / "deblender_y.json").read_text())
+    assert sidecar["lineage"][0]["checkpoint"] == "gone/checkpoints/000000001"
+    assert "does not exist" in sidecar["lineage"][0]["unresolved"]

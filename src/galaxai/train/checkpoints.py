@@ -50,6 +50,7 @@ __all__ = [
     "list_checkpoints",
     "latest_checkpoint",
     "read_checkpoint_info",
+    "lineage",
     "read_safetensors",
     "load_state",
     "load_generator",
@@ -352,11 +353,62 @@ def export_network(checkpoint: str | os.PathLike, dest: str | os.PathLike, netwo
     out = dest.with_suffix(".safetensors")
     atomic_write_safetensors(out, tensors, metadata)
     sidecar_out = {**info, "model_config": config_to_dict(cfg)}
-    recipe = Path(checkpoint).resolve().parents[1] / DATA_RECIPE
-    if Path(checkpoint).is_dir() and recipe.is_file():
-        sidecar_out["data_recipe"] = json.loads(recipe.read_text())
+    if Path(checkpoint).is_dir():
+        stages = lineage(checkpoint)
+        if stages[0]["data_recipe"] is not None:
+            sidecar_out["data_recipe"] = stages[0]["data_recipe"]
+        if len(stages) > 1:
+            sidecar_out["lineage"] = stages[1:]
     atomic_write_json(dest.with_suffix(".json"), sidecar_out)
     return out
+
+
+#: Most ``init_from`` stages :func:`lineage` follows (a guard against cycles).
+_MAX_STAGES = 16
+
+
+def _stage(source: str | os.PathLike) -> dict[str, Any]:
+    """One training stage: a checkpoint directory's (or the shipped ``small`` model's) iteration,
+    settings and data recipe, from its sidecar and its run's ``data.json``."""
+    if source == "shipped":
+        sidecar = Path(galaxai.__file__).resolve().parent / "weights" / "deblender_small.json"
+    else:
+        sidecar = Path(source) / _SIDECAR
+    if not sidecar.is_file():
+        raise FileNotFoundError(f"{sidecar} does not exist")
+    info = json.loads(sidecar.read_text())
+    recipe = info.get("data_recipe")
+    run_recipe = Path(source).resolve().parents[1] / DATA_RECIPE if source != "shipped" else None
+    if recipe is None and run_recipe is not None and run_recipe.is_file():
+        recipe = json.loads(run_recipe.read_text())
+    stage = {"checkpoint": str(source), "iteration": info.get("iteration"),
+             "config": info.get("config"), "data_recipe": recipe}
+    return {**stage, **({"lineage": info["lineage"]} if "lineage" in info else {})}
+
+
+def lineage(checkpoint: str | os.PathLike) -> list[dict[str, Any]]:
+    """The training stages behind a checkpoint directory, newest first.
+
+    Each stage holds its ``checkpoint``, ``iteration``, ``config`` (with the ``init_from`` it
+    started from) and ``data_recipe``. The next stage is the one its ``init_from`` names: a
+    checkpoint directory (a relative path is read from the current directory, where the run was
+    started) or ``"shipped"`` (the package's ``small`` sidecar). A stage whose sidecar holds a
+    ``lineage`` of its own (an exported model) ends the walk with it; one that cannot be read ends
+    it with ``{"checkpoint": ..., "unresolved": reason}``. :func:`export_network` writes the
+    stages before the exported one into the shipped sidecar, so a model fine-tuned in several
+    runs records how every run was made.
+    """
+    stages = [_stage(checkpoint)]
+    while len(stages) < _MAX_STAGES and "lineage" not in stages[-1]:
+        source = (stages[-1]["config"] or {}).get("init_from")
+        if source is None:
+            break
+        try:
+            stages.append(_stage(source))
+        except (FileNotFoundError, json.JSONDecodeError) as exc:
+            stages.append({"checkpoint": str(source), "unresolved": str(exc)})
+            break
+    return stages
 
 
 def export_generator(checkpoint: str | os.PathLike, dest: str | os.PathLike) -> Path:
