@@ -25,30 +25,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from galaxai.train.checkpoints import load_discriminator, load_generator
+from galaxai.train.checkpoints import (SHIPPED_WEIGHTS, load_discriminator, load_generator,
+                                       shipped_file, shipped_models)
 from galaxai.models.deblender import from_network, to_network
 
 __all__ = ["DEFAULT_WEIGHTS", "DEFAULT_DISCRIMINATOR", "StampSizeWarning", "deblend",
            "discriminate", "discriminator", "shipped_models"]
 
 #: The shipped default generator (written by a ``small`` training run, see the module docstring).
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "deblender_small.safetensors"
+DEFAULT_WEIGHTS = SHIPPED_WEIGHTS / "deblender_small.safetensors"
 #: The shipped discriminator trained beside it.
 DEFAULT_DISCRIMINATOR = DEFAULT_WEIGHTS.with_name("discriminator_small.safetensors")
 
 
-def shipped_models() -> list[str]:
-    """Names of the models shipped in the package: ``checkpoint=<name>`` selects one
-    (``"small"`` is the default; see the README for how each was trained and measured)."""
-    return sorted(p.stem.removeprefix("deblender_")
-                  for p in DEFAULT_WEIGHTS.parent.glob("deblender_*.safetensors"))
-
-
 def _shipped(checkpoint, network: str) -> Path | None:
     """The shipped file of ``network`` ("deblender" or "discriminator") named ``checkpoint``."""
-    if isinstance(checkpoint, str) and checkpoint in shipped_models() and not Path(checkpoint).exists():
-        return DEFAULT_WEIGHTS.parent / f"{network}_{checkpoint}.safetensors"
-    return None
+    return None if checkpoint == "shipped" else shipped_file(checkpoint, network)
 
 
 class StampSizeWarning(UserWarning):

@@ -304,7 +304,8 @@ def _write_data_recipe(run_dir: Path, data_paths, weights, augment: str, padding
               help="Random survey look per blend (stretch, sky, max/sum merge, JPEG): 'full' or "
                    "'mild'; pools only.")
 @click.option("--init-from", default=None,
-              help="Start a new run from a checkpoint directory's weights, or 'shipped'.")
+              help="Start a new run from a checkpoint directory's weights or a shipped model's "
+                   "(small, realsky, ...; 'shipped' is small).")
 @click.option("--eval-data", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="Held-out blend store (its test split is scored).")
 @click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=None,

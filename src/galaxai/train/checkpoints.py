@@ -51,6 +51,9 @@ __all__ = [
     "latest_checkpoint",
     "read_checkpoint_info",
     "lineage",
+    "SHIPPED_WEIGHTS",
+    "shipped_models",
+    "shipped_file",
     "read_safetensors",
     "load_state",
     "load_generator",
@@ -330,6 +333,29 @@ def load_discriminator(
     return model.to(device or "cpu").eval(), info
 
 
+#: Folder of the models shipped in the package (``deblender_<name>`` / ``discriminator_<name>``).
+SHIPPED_WEIGHTS = Path(galaxai.__file__).resolve().parent / "weights"
+
+
+def shipped_models() -> list[str]:
+    """Names of the models shipped in the package: ``checkpoint=<name>`` selects one
+    (``"small"`` is the default; see the README for how each was trained and measured)."""
+    return sorted(p.stem.removeprefix("deblender_")
+                  for p in SHIPPED_WEIGHTS.glob("deblender_*.safetensors"))
+
+
+def shipped_file(name: Any, network: str, suffix: str = ".safetensors") -> Path | None:
+    """The shipped file of ``network`` (``"deblender"`` or ``"discriminator"``) of the model
+    ``name`` (``"shipped"`` means the default ``small``), or ``None`` when ``name`` is no shipped
+    model or is an existing path (a local folder wins over a shipped name)."""
+    if not isinstance(name, str) or Path(name).exists():
+        return None
+    name = "small" if name == "shipped" else name
+    if name not in shipped_models():
+        return None
+    return SHIPPED_WEIGHTS / f"{network}_{name}{suffix}"
+
+
 #: File in a run directory describing the training data (written by ``galaxai train``); exports
 #: copy it into the shipped sidecar as ``data_recipe``.
 DATA_RECIPE = "data.json"
@@ -368,17 +394,15 @@ _MAX_STAGES = 16
 
 
 def _stage(source: str | os.PathLike) -> dict[str, Any]:
-    """One training stage: a checkpoint directory's (or the shipped ``small`` model's) iteration,
+    """One training stage: a checkpoint directory's (or a shipped model's) iteration,
     settings and data recipe, from its sidecar and its run's ``data.json``."""
-    if source == "shipped":
-        sidecar = Path(galaxai.__file__).resolve().parent / "weights" / "deblender_small.json"
-    else:
-        sidecar = Path(source) / _SIDECAR
+    shipped = shipped_file(source, "deblender", ".json")
+    sidecar = shipped or Path(source) / _SIDECAR
     if not sidecar.is_file():
         raise FileNotFoundError(f"{sidecar} does not exist")
     info = json.loads(sidecar.read_text())
     recipe = info.get("data_recipe")
-    run_recipe = Path(source).resolve().parents[1] / DATA_RECIPE if source != "shipped" else None
+    run_recipe = None if shipped else Path(source).resolve().parents[1] / DATA_RECIPE
     if recipe is None and run_recipe is not None and run_recipe.is_file():
         recipe = json.loads(run_recipe.read_text())
     stage = {"checkpoint": str(source), "iteration": info.get("iteration"),
@@ -392,7 +416,7 @@ def lineage(checkpoint: str | os.PathLike) -> list[dict[str, Any]]:
     Each stage holds its ``checkpoint``, ``iteration``, ``config`` (with the ``init_from`` it
     started from) and ``data_recipe``. The next stage is the one its ``init_from`` names: a
     checkpoint directory (a relative path is read from the current directory, where the run was
-    started) or ``"shipped"`` (the package's ``small`` sidecar). A stage whose sidecar holds a
+    started) or a shipped model's name (its sidecar; ``"shipped"`` is ``small``). A stage whose sidecar holds a
     ``lineage`` of its own (an exported model) ends the walk with it; one that cannot be read ends
     it with ``{"checkpoint": ..., "unresolved": reason}``. :func:`export_network` writes the
     stages before the exported one into the shipped sidecar, so a model fine-tuned in several

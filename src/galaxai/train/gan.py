@@ -79,6 +79,8 @@ from galaxai.train.checkpoints import (
     rewrite_stats,
     save_checkpoint,
     save_resume,
+    shipped_file,
+    shipped_models,
 )
 from galaxai.train.distributed import RankBatches, World, process_group, sync_batchnorm
 from galaxai.train.runlock import run_lock
@@ -156,7 +158,8 @@ class GANTrainConfig:
     init_from : str, optional
         Start a *new* run from these weights instead of a random initialisation (fine-tuning):
         a checkpoint directory holding ``G.safetensors`` (and ``D.safetensors``, else D starts
-        random), or ``"shipped"`` for the package's default generator and discriminator.
+        random), or a shipped model's name (``"small"``, ``"realsky"``, …; ``"shipped"`` is the
+        default ``small``) for its generator and discriminator.
         Recorded in ``config.toml`` like every setting; ignored when resuming.
     guide : GuideConfig, optional
         Explanation-guided generator steps (xAI-GAN); ``None`` trains without guidance. Part of
@@ -551,15 +554,16 @@ def evaluate(
 
 def _load_initial_weights(G: torch.nn.Module, D: torch.nn.Module, source: str) -> None:
     """Load ``GANTrainConfig.init_from`` weights into fresh networks (see its docstring)."""
-    if source == "shipped":
-        weights = Path(__file__).resolve().parents[1] / "weights"
-        g_file, d_file = weights / "deblender_small.safetensors", weights / "discriminator_small.safetensors"
+    shipped = shipped_file(source, "deblender")
+    if shipped is not None:
+        g_file, d_file = shipped, shipped_file(source, "discriminator")
     else:
         folder = Path(source)
         g_file, d_file = folder / "G.safetensors", folder / "D.safetensors"
     if not g_file.is_file():
         raise FileNotFoundError(f"init_from={source!r}: {g_file} does not exist; pass a checkpoint "
-                                "directory (run/checkpoints/000001000) or 'shipped'")
+                                "directory (run/checkpoints/000001000) or a shipped model's name "
+                                f"({', '.join(shipped_models())}; 'shipped' is 'small')")
     for module, path in ((G, g_file), (D, d_file)):
         if path.is_file():
             _load_matching(module, path)
