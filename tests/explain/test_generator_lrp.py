@@ -76,8 +76,8 @@ def test_conservation_is_tight_without_biases_and_skips():
     assert (gap > 1e-3 * biased.logits.abs()).all()
 
 
-def _deblender(output_skip: bool, zero_shifts: bool) -> nn.Module:
-    cfg = DeblenderConfig.preset("tiny", output_skip=output_skip)
+def _deblender(output_skip: bool, zero_shifts: bool, **model) -> nn.Module:
+    cfg = DeblenderConfig.preset("tiny", output_skip=output_skip, **model)
     g = build_generator(cfg, seed=4).double()
     gen = torch.Generator().manual_seed(5)
     for m in g.modules():
@@ -108,6 +108,26 @@ def test_deblender_with_output_skip_conserves_without_shifts(branch):
     with torch.no_grad():
         y = g(x)[0 if branch == "A" else 1]
     torch.testing.assert_close(res.logits, y.sum((1, 2, 3)))
+
+
+def test_centre_offset_planes_take_only_the_relevance_their_weights_give_them():
+    """A generator with ``coord_channels`` whose head gives the offset planes zero weight is the
+    plain generator: same maps. With weight on them, their share is absorbed (not conserved)."""
+    plain = _deblender(output_skip=True, zero_shifts=True)
+    coords = _deblender(output_skip=True, zero_shifts=True, coord_channels=True)
+    state = plain.state_dict()
+    widened = torch.zeros_like(coords.head[0].weight)
+    widened[:, :3] = state["head.0.weight"]
+    coords.load_state_dict({**state, "head.0.weight": widened})
+    x = torch.rand(2, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    want = generator_lrp(plain, x, branch="A", rule="zero")
+    got = generator_lrp(coords, x, branch="A", rule="zero")
+    torch.testing.assert_close(got.maps, want.maps)
+    with torch.no_grad():
+        coords.head[0].weight[:, 3:] = 0.3
+    res = generator_lrp(coords, x, branch="A", rule="zero")
+    gap = (res.maps.sum((1, 2, 3)) - res.logits).abs()
+    assert (gap > 1e-3 * res.logits.abs()).all()
 
 
 def test_deblender_shifts_absorb_relevance():

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from galaxai.models.deblender import CentreOffsets
+
 __all__ = [
     "UnsupportedLayerError",
     "ShiftedConv",
@@ -49,8 +51,11 @@ ROUTING = (
     nn.AlphaDropout, nn.FeatureAlphaDropout, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
     nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
     nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d,
+    CentreOffsets,
 )
-"""Leaves whose ordinary gradient routes relevance exactly (max pooling: winner-take-all)."""
+"""Leaves whose ordinary gradient routes relevance exactly (max pooling: winner-take-all;
+:class:`~galaxai.models.deblender.CentreOffsets` appends constant planes, whose share of the next
+layer's relevance is absorbed like a bias's)."""
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _TRANSPARENT = (nn.Flatten, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
