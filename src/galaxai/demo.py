@@ -27,7 +27,10 @@ from galaxai.models.deblender import to_network
 from galaxai.viz.render import blend_grid
 from galaxai.viz.report import Report
 
-__all__ = ["DemoSettings", "run_demo"]
+__all__ = ["DemoSettings", "run_demo", "REAL_SKY_MODEL"]
+
+#: The shipped model the real-galaxy section deblends and explains with (the best on real skies).
+REAL_SKY_MODEL = "realsky2"
 
 
 @dataclass(frozen=True)
@@ -159,13 +162,13 @@ def _closed_loop_run(run_dir: Path, s: DemoSettings, progress: bool) -> Path:
 
 
 def _real_section(report: Report, s: DemoSettings, work: Path) -> None:
-    """Blends of real isolated galaxies (test splits only), scored and explained with both
-    shipped models: the default ``small`` and the real-sky fine-tune ``realsky``."""
+    """Blends of real isolated galaxies (test splits only), scored and explained with the
+    default ``small`` and the best shipped real-sky model, :data:`REAL_SKY_MODEL`."""
     from functools import partial
 
-    from galaxai.api import DEFAULT_WEIGHTS, deblend
+    from galaxai.api import deblend
     from galaxai.data.real import RealFrames, cosmos_frames, hdf_frames, real_blends
-    from galaxai.train.checkpoints import load_discriminator
+    from galaxai.train.checkpoints import load_discriminator, shipped_file
     from galaxai.workflows import (deblenders_for, discriminator_verdicts, evaluation_section,
                                    explanation_section, pick_by_verdict)
 
@@ -177,21 +180,23 @@ def _real_section(report: Report, s: DemoSettings, work: Path) -> None:
         "image, left half only, rows ≥ 580, other sources replaced by sky noise; COSMOS HST "
         f"stamps as observed, tinted), blended {s.n_real_blends} times with the paper's recipe "
         "(sky-noise padding, max merge). No galaxy here was used in training. Two shipped GANs: "
-        "'realsky', the default fine-tuned on real galaxies with random survey looks, and the "
-        "default 'small' (simulated galaxies only).")
-    methods = {"GAN realsky": partial(deblend, checkpoint="realsky"),
+        f"'{REAL_SKY_MODEL}', fine-tuned on real galaxies with random survey looks (per-image "
+        "log-MSE, dilated trunk, centre-offset inputs; README: 'Real skies'), and the default "
+        "'small' (simulated galaxies only).")
+    methods = {f"GAN {REAL_SKY_MODEL}": partial(deblend, checkpoint=REAL_SKY_MODEL),
                **deblenders_for(None, batch_statistics_check=False)}
     evaluation_section(report, methods, batch.blend, batch.target_a, batch.target_b,
                        batch.catalogue, work / "evaluation",
                        title="8a. Deblending real blends: GANs vs SEP, photutils, copy, half")
-    D, _ = load_discriminator(DEFAULT_WEIGHTS.with_name("discriminator_realsky.safetensors"))
-    out_a, _ = deblend(batch.blend, checkpoint="realsky", channel_axis=1)
+    D, _ = load_discriminator(shipped_file(REAL_SKY_MODEL, "discriminator"))
+    out_a, _ = deblend(batch.blend, checkpoint=REAL_SKY_MODEL, channel_axis=1)
     real, generated = to_network(batch.target_a), to_network(np.asarray(out_a))
     verdicts, probs = discriminator_verdicts(D, real, generated)
     shown_real, shown_gen = pick_by_verdict(real, generated, probs, s.n_explain)
     explanation_section(report, D, shown_real, shown_gen, work / "explain", faithfulness=False,
-                        title="8b. Polarized-LRP on real galaxies (the realsky discriminator)")
-    report.add_table(verdicts, "The realsky discriminator on these real targets vs its GAN's "
+                        title=f"8b. Polarized-LRP on real galaxies (the {REAL_SKY_MODEL} "
+                              "discriminator)")
+    report.add_table(verdicts, f"The {REAL_SKY_MODEL} discriminator on these real targets vs its GAN's "
                                "outputs A.")
 
 
