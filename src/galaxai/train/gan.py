@@ -490,7 +490,8 @@ _LATER_SETTINGS = ((("guide",), None), (("pixel_loss",), "mse"),
 
 def config_digest(cfg: GANTrainConfig) -> str:
     """The run's config hash; settings added later are left out at their defaults (guidance
-    off, MSE pixel loss, undilated trunk), so runs started before them keep their hash."""
+    off, MSE pixel loss, undilated trunk, no centre offsets), so runs started before them keep
+    their hash."""
     values = dataclasses.asdict(cfg)
     for path, default in _LATER_SETTINGS:
         holder = values
