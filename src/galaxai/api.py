@@ -38,11 +38,6 @@ DEFAULT_WEIGHTS = SHIPPED_WEIGHTS / "deblender_small.safetensors"
 DEFAULT_DISCRIMINATOR = DEFAULT_WEIGHTS.with_name("discriminator_small.safetensors")
 
 
-def _shipped(checkpoint, network: str) -> Path | None:
-    """The shipped file of ``network`` ("deblender" or "discriminator") named ``checkpoint``."""
-    return None if checkpoint == "shipped" else shipped_file(checkpoint, network)
-
-
 class StampSizeWarning(UserWarning):
     """Stamps of another size than the model's were resampled (never silently)."""
 
@@ -100,7 +95,7 @@ def _generator(checkpoint: str | os.PathLike | None, device: torch.device) -> to
                 "<run_dir>/checkpoints/<iteration>, '<package>/weights/deblender_small')"
             )
         checkpoint = DEFAULT_WEIGHTS
-    path = _shipped(checkpoint, "deblender") or Path(checkpoint).expanduser().resolve()
+    path = shipped_file(checkpoint, "deblender") or Path(checkpoint).expanduser().resolve()
     if not path.exists():
         raise FileNotFoundError(
             f"checkpoint {path} does not exist; pass a checkpoint directory "
@@ -255,7 +250,7 @@ def discriminator(checkpoint: str | os.PathLike | None = None,
     :func:`galaxai.explain.polarized_lrp` take it as their model.
     """
     path = DEFAULT_DISCRIMINATOR if checkpoint is None else (
-        _shipped(checkpoint, "discriminator") or Path(checkpoint).expanduser().resolve())
+        shipped_file(checkpoint, "discriminator") or Path(checkpoint).expanduser().resolve())
     weights = path / "D.safetensors" if path.is_dir() else path
     if not weights.is_file():
         raise FileNotFoundError(f"discriminator weights {weights} do not exist; pass a checkpoint "

@@ -471,13 +471,12 @@ def checkpoints_of(runs: Sequence[str | Path], max_checkpoints: int = 3) -> dict
     evenly spaced, the last included), a checkpoint directory, or the name of a shipped model
     (``small``, ``realsky``). Raises ``FileNotFoundError`` naming an entry that is none of these.
     """
-    from galaxai.api import shipped_models
-    from galaxai.train.checkpoints import list_checkpoints
+    from galaxai.train.checkpoints import list_checkpoints, shipped_file, shipped_models
 
     found: dict[str, Path] = {}
     for run in runs:
         path = Path(run)
-        if str(run) in shipped_models() and not path.exists():
+        if shipped_file(str(run), "deblender") is not None:
             found[f"shipped {run}"] = Path(str(run))
         elif (path / "checkpoints").is_dir():
             refs = list_checkpoints(path)
@@ -495,14 +494,11 @@ def checkpoints_of(runs: Sequence[str | Path], max_checkpoints: int = 3) -> dict
 
 
 def _networks(path: Path):
-    from galaxai.api import DEFAULT_WEIGHTS, shipped_models
-    from galaxai.train.checkpoints import load_discriminator, load_generator
+    from galaxai.train.checkpoints import load_discriminator, load_generator, shipped_file
 
-    if str(path) in shipped_models() and not path.exists():
-        g = DEFAULT_WEIGHTS.with_name(f"deblender_{path}.safetensors")
-        d = DEFAULT_WEIGHTS.with_name(f"discriminator_{path}.safetensors")
-        return load_generator(g)[0], load_discriminator(d)[0]
-    return load_generator(path)[0], load_discriminator(path)[0]
+    g = shipped_file(str(path), "deblender") or path
+    d = shipped_file(str(path), "discriminator") or path
+    return load_generator(g)[0], load_discriminator(d)[0]
 
 
 def run_explain_eval(runs: Sequence[str | Path], blends: np.ndarray, targets: np.ndarray,

@@ -432,17 +432,15 @@ def test_loading_into_a_generator_with_coord_channels_starts_as_the_source_netwo
 
 
 def test_init_from_takes_a_shipped_models_name(tmp_path):
-    from galaxai.models.deblender import build_generator
-    from galaxai.train.checkpoints import read_safetensors, shipped_file
+    from galaxai.models.deblender import build_discriminator, build_generator
+    from galaxai.train.checkpoints import SHIPPED_WEIGHTS, read_safetensors
     from galaxai.train.gan import _load_initial_weights
-    from galaxai.models.deblender import build_discriminator
 
     cfg = DeblenderConfig.preset("small")
-    for name in ("realsky", "shipped"):
+    for name, model in (("realsky", "realsky"), ("shipped", "small"), ("small", "small")):
         G, D = build_generator(cfg, seed=3), build_discriminator(cfg, seed=4)
         _load_initial_weights(G, D, name)
-        want = read_safetensors(shipped_file(name, "deblender"))[0]
+        want = read_safetensors(SHIPPED_WEIGHTS / f"deblender_{model}.safetensors")[0]
         assert torch.equal(G.state_dict()["branches.1.conv.weight"], want["branches.1.conv.weight"])
-    assert shipped_file("shipped", "deblender").name == "deblender_small.safetensors"
     with pytest.raises(FileNotFoundError, match="realsky"):
         _load_initial_weights(G, D, str(tmp_path / "nowhere"))

@@ -28,11 +28,12 @@ def _networks(run: str, device: str):
     """Generator, discriminator (``None`` if the run has none) and a name, from RUN."""
     import torch
 
-    from galaxai.api import _generator, discriminator, shipped_models
+    from galaxai.api import _generator, discriminator
     from galaxai.cli import _checkpoint_of
+    from galaxai.train.checkpoints import shipped_file, shipped_models
 
     path = Path(run).expanduser()
-    if run in shipped_models() and not path.exists():
+    if shipped_file(run, "deblender") is not None:
         ckpt: str | Path = run
     elif path.exists():
         ckpt = _checkpoint_of(path)

@@ -54,6 +54,7 @@ __all__ = [
     "SHIPPED_WEIGHTS",
     "shipped_models",
     "shipped_file",
+    "init_source",
     "read_safetensors",
     "load_state",
     "load_generator",
@@ -346,14 +347,16 @@ def shipped_models() -> list[str]:
 
 def shipped_file(name: Any, network: str, suffix: str = ".safetensors") -> Path | None:
     """The shipped file of ``network`` (``"deblender"`` or ``"discriminator"``) of the model
-    ``name`` (``"shipped"`` means the default ``small``), or ``None`` when ``name`` is no shipped
-    model or is an existing path (a local folder wins over a shipped name)."""
-    if not isinstance(name, str) or Path(name).exists():
-        return None
-    name = "small" if name == "shipped" else name
-    if name not in shipped_models():
+    ``name``, or ``None`` when ``name`` is no shipped model or is an existing path (a local folder
+    wins over a shipped name)."""
+    if not isinstance(name, str) or name not in shipped_models() or Path(name).exists():
         return None
     return SHIPPED_WEIGHTS / f"{network}_{name}{suffix}"
+
+
+def init_source(init_from: str) -> str:
+    """``GANTrainConfig.init_from`` with its older alias resolved: ``"shipped"`` is ``"small"``."""
+    return "small" if init_from == "shipped" else init_from
 
 
 #: File in a run directory describing the training data (written by ``galaxai train``); exports
@@ -396,7 +399,7 @@ _MAX_STAGES = 16
 def _stage(source: str | os.PathLike) -> dict[str, Any]:
     """One training stage: a checkpoint directory's (or a shipped model's) iteration,
     settings and data recipe, from its sidecar and its run's ``data.json``."""
-    shipped = shipped_file(source, "deblender", ".json")
+    shipped = shipped_file(init_source(str(source)), "deblender", ".json")
     sidecar = shipped or Path(source) / _SIDECAR
     if not sidecar.is_file():
         raise FileNotFoundError(f"{sidecar} does not exist")

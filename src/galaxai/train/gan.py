@@ -79,6 +79,7 @@ from galaxai.train.checkpoints import (
     rewrite_stats,
     save_checkpoint,
     save_resume,
+    init_source,
     shipped_file,
     shipped_models,
 )
@@ -555,9 +556,9 @@ def evaluate(
 
 def _load_initial_weights(G: torch.nn.Module, D: torch.nn.Module, source: str) -> None:
     """Load ``GANTrainConfig.init_from`` weights into fresh networks (see its docstring)."""
-    shipped = shipped_file(source, "deblender")
+    shipped = shipped_file(init_source(source), "deblender")
     if shipped is not None:
-        g_file, d_file = shipped, shipped_file(source, "discriminator")
+        g_file, d_file = shipped, shipped_file(init_source(source), "discriminator")
     else:
         folder = Path(source)
         g_file, d_file = folder / "G.safetensors", folder / "D.safetensors"
