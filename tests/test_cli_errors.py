@@ -182,6 +182,7 @@ def test_generator_options_reach_the_run_config_and_bad_ones_are_refused(store, 
     assert cfg.model.shared_dilations == (2,) and cfg.model.coord_channels
     assert cfg.pixel_loss == "log-mse"
     usage = _train(store, tmp_path / "bad", "--preset", "tiny", "--shared-dilations", "1,x")
-    assert usage.exit_code == 2 and "--shared-dilations: '1,x' is not" in usage.stderr
+    assert usage.exit_code == 2
+    assert "'--shared-dilations': '1,x' is not a comma-separated list of dilations" in usage.stderr
     _refused(_train(store, tmp_path / "bad", "--preset", "tiny", "--shared-dilations", "1,2"),
              "shared_dilations", "(1, 2)")

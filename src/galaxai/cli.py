@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from galaxai._cli_options import comma_list
 from galaxai.choices import (ACTIVATIONS, ARCHITECTURES, AUGMENT_PRESETS, BAR_ALGORITHMS,
                              COMPARED_METHODS, GUIDE_EXPLAINERS, LAYOUTS, MERGES, PADDINGS,
                              PIXEL_LOSSES, PRESETS, SIM_MODES, SPLITS)
@@ -334,6 +335,7 @@ def _write_data_recipe(run_dir: Path, data_paths, weights, augment: str, padding
               help="Gated output skip: each branch mixes a new value and the blend itself with a "
                    "per-pixel gate (DeblenderConfig.skip_gate; needs a preset with output_skip).")
 @click.option("--shared-dilations", default=None, metavar="D1,D2,...",
+              callback=comma_list("dilations", int),
               help="Dilation of each shared residual block of the generator, e.g. 1,2,4 for the "
                    "'small' preset's three (DeblenderConfig.shared_dilations; default undilated).")
 @click.option("--coord-channels", is_flag=True, default=None,
@@ -386,8 +388,7 @@ def train(ctx, data_paths, weights, augment, init_from, eval_data, run_dir, pres
         overrides["guide"] = GuideConfig(explainer=guide, alpha=guide_alpha, start=guide_from)
     model = {k: v for k, v in {"skip_gate": skip_gate, "g_filters": g_filters,
                                "coord_channels": coord_channels,
-                               "shared_dilations": _int_list(shared_dilations,
-                                                             "--shared-dilations")}.items() if v}
+                               "shared_dilations": tuple(shared_dilations or ())}.items() if v}
     if model:
         overrides["model"] = DeblenderConfig.preset(
             preset, **({"output_skip": True} if skip_gate else {}), **model)
@@ -412,17 +413,6 @@ def train(ctx, data_paths, weights, augment, init_from, eval_data, run_dir, pres
         click.echo(str(exc), err=True)
         ctx.exit(128 + signal.SIGTERM)
     click.echo(f"run {result.run_dir}: iteration {result.iteration}, metrics {result.metrics}")
-
-
-def _int_list(text: str | None, option: str) -> tuple[int, ...] | None:
-    """``"1,2,4"`` as ``(1, 2, 4)``; a clear error naming ``option`` otherwise."""
-    if text is None:
-        return None
-    try:
-        return tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers, e.g. 1,2,4",
-                                 param_hint=option) from None
 
 
 def _relaunch(ctx: click.Context, nproc: int, run_dir: Path) -> None:

@@ -9,21 +9,10 @@ from pathlib import Path
 
 import click
 
+from galaxai._cli_options import comma_list
 from galaxai.choices import GUIDE_ARMS, GUIDE_TRAINERS, PRESETS
 
 __all__ = ["guided"]
-
-
-def _split(kind: str, convert):
-    def parse(ctx, param, value: str):
-        try:
-            items = [convert(v.strip()) for v in value.split(",") if v.strip()]
-        except ValueError:
-            raise click.BadParameter(f"{value!r} is not a comma-separated list of {kind}") from None
-        if not items:
-            raise click.BadParameter(f"give at least one {kind[:-1]}")
-        return items
-    return parse
 
 
 def _arm(name: str) -> str:
@@ -37,9 +26,9 @@ def _arm(name: str) -> str:
 @click.option("--trainer", type=click.Choice(GUIDE_TRAINERS), default="deblender",
               show_default=True, help="Which GAN trainer runs the arms.")
 @click.option("--arms", default="baseline,saliency,constant,shuffled", show_default=True,
-              callback=_split("arms", _arm),
+              callback=comma_list("arms", _arm),
               help=f"Comma-separated arms: {', '.join(GUIDE_ARMS)}; baseline is required.")
-@click.option("--seeds", default="0,1,2", show_default=True, callback=_split("seeds", int),
+@click.option("--seeds", default="0,1,2", show_default=True, callback=comma_list("seeds", int),
               help="Comma-separated seeds, the same for every arm.")
 @click.option("--preset", type=click.Choice(PRESETS), default="small", show_default=True)
 @click.option("--iters", "iterations", type=click.IntRange(min=1), required=True,
