@@ -556,9 +556,10 @@ def evaluate(
 
 def _load_initial_weights(G: torch.nn.Module, D: torch.nn.Module, source: str) -> None:
     """Load ``GANTrainConfig.init_from`` weights into fresh networks (see its docstring)."""
-    shipped = shipped_file(init_source(source), "deblender")
+    name = init_source(source)
+    shipped = shipped_file(name, "deblender")
     if shipped is not None:
-        g_file, d_file = shipped, shipped_file(init_source(source), "discriminator")
+        g_file, d_file = shipped, shipped_file(name, "discriminator")
     else:
         folder = Path(source)
         g_file, d_file = folder / "G.safetensors", folder / "D.safetensors"
