@@ -166,9 +166,8 @@ def _real_section(report: Report, s: DemoSettings, work: Path) -> None:
     default ``small`` and the best shipped real-sky model, :data:`REAL_SKY_MODEL`."""
     from functools import partial
 
-    from galaxai.api import deblend
+    from galaxai.api import deblend, discriminator
     from galaxai.data.real import RealFrames, cosmos_frames, hdf_frames, real_blends
-    from galaxai.train.checkpoints import load_discriminator, shipped_file
     from galaxai.workflows import (deblenders_for, discriminator_verdicts, evaluation_section,
                                    explanation_section, pick_by_verdict)
 
@@ -188,7 +187,7 @@ def _real_section(report: Report, s: DemoSettings, work: Path) -> None:
     evaluation_section(report, methods, batch.blend, batch.target_a, batch.target_b,
                        batch.catalogue, work / "evaluation",
                        title="8a. Deblending real blends: GANs vs SEP, photutils, copy, half")
-    D, _ = load_discriminator(shipped_file(REAL_SKY_MODEL, "discriminator"))
+    D = discriminator(REAL_SKY_MODEL, "cpu")
     out_a, _ = deblend(batch.blend, checkpoint=REAL_SKY_MODEL, channel_axis=1)
     real, generated = to_network(batch.target_a), to_network(np.asarray(out_a))
     verdicts, probs = discriminator_verdicts(D, real, generated)
