@@ -99,7 +99,7 @@ def test_batch_statistics_normalise_by_the_pass_and_leave_the_model_alone(checkp
 
     path, g = checkpoint
     x = _blends(n=6, seed=3)
-    stored = [b.clone() for b in api._generator(path, torch.device("cpu")).buffers()]
+    stored = [b.clone() for b in api.generator(path, "cpu").buffers()]
     a, b = deblend(x, checkpoint=path, device="cpu", batch_statistics=True, batch_size=3)
     # reference: a train-mode copy normalises each pass by its own batch statistics
     ref = copy.deepcopy(g).train()
@@ -109,5 +109,57 @@ def test_batch_statistics_normalise_by_the_pass_and_leave_the_model_alone(checkp
     np.testing.assert_allclose(a, ref_a, atol=1e-5)
     running, _ = deblend(x, checkpoint=path, device="cpu")
     assert np.abs(running - a).max() > 1e-3  # running statistics give different outputs
-    after = list(api._generator(path, torch.device("cpu")).buffers())
+    after = list(api.generator(path, "cpu").buffers())
     assert all(torch.equal(s, t) for s, t in zip(stored, after))
+
+
+def _dihedral_mean(fn, x):
+    """Mean of the eight rotated/mirrored runs of ``fn`` on channel-last ``x``, written with NumPy."""
+    total = None
+    for turns in range(4):
+        for mirror in (False, True):
+            y = np.rot90(x, turns, axes=(1, 2))
+            y = y[:, :, ::-1] if mirror else y
+            outs = fn(np.ascontiguousarray(y))
+            back = []
+            for o in outs:
+                o = o[:, :, ::-1] if mirror else o
+                back.append(np.rot90(o, -turns, axes=(1, 2)))
+            total = back if total is None else [t + b for t, b in zip(total, back)]
+    return [t / 8 for t in total]
+
+
+def test_self_ensemble_averages_the_eight_symmetries(checkpoint):
+    path, _ = checkpoint
+    x = _blends(3, seed=4)
+    plain = deblend(x, checkpoint=path)
+    a, b = deblend(x, checkpoint=path, self_ensemble=True)
+    # reference: the network's raw [-1, 1] outputs averaged, then mapped and clipped once
+    g = api.generator(path, "cpu")
+
+    def raw(y):
+        with torch.no_grad():
+            return [o.permute(0, 2, 3, 1).numpy() for o in g(torch.from_numpy(y).permute(0, 3, 1, 2))]
+
+    ref_a, ref_b = (np.clip((m + 1) / 2, 0, 1) for m in _dihedral_mean(raw, x))
+    np.testing.assert_allclose(a, ref_a, atol=1e-5)
+    np.testing.assert_allclose(b, ref_b, atol=1e-5)
+    assert np.abs(a - plain[0]).max() > 1e-3  # an untrained network is far from equivariant
+
+
+def test_self_ensemble_follows_the_sidecar_unless_told(checkpoint, tmp_path):
+    from galaxai.train.checkpoints import export_network, read_checkpoint_info
+
+    path, _ = checkpoint
+    x = _blends(2, seed=5)
+    on = export_network(path, tmp_path / "deblender_se", "G", inference={"self_ensemble": True})
+    assert read_checkpoint_info(on.with_suffix(".json"))["inference"] == {"self_ensemble": True}
+    off = export_network(path, tmp_path / "deblender_plain", "G")
+    assert "inference" not in read_checkpoint_info(off.with_suffix(".json"))
+    ensembled = deblend(x, checkpoint=path, self_ensemble=True)[0]
+    plain = deblend(x, checkpoint=path)[0]
+    np.testing.assert_array_equal(deblend(x, checkpoint=on)[0], ensembled)
+    np.testing.assert_array_equal(deblend(x, checkpoint=on, self_ensemble=False)[0], plain)
+    np.testing.assert_array_equal(deblend(x, checkpoint=off)[0], plain)
+    with pytest.raises(ValueError, match="generator"):
+        export_network(path, tmp_path / "discriminator_se", "D", inference={"self_ensemble": True})

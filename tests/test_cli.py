@@ -88,7 +88,13 @@ def test_real_pool_blend_store_and_mixed_augmented_training(runner, tmp_path):
     result = runner.invoke(main, ["export", str(run), "--dest", str(tmp_path / "shipped")])
     assert result.exit_code == 0, result.output
     sidecar = json.loads((tmp_path / "shipped" / "deblender_small.json").read_text())
-    assert sidecar["data_recipe"] == recipe
+    assert sidecar["data_recipe"] == recipe and "inference" not in sidecar
+    result = runner.invoke(main, ["export", str(run), "--dest", str(tmp_path / "shipped"),
+                                  "--name", "se", "--self-ensemble"])
+    assert result.exit_code == 0, result.output
+    sidecar = json.loads((tmp_path / "shipped" / "deblender_se.json").read_text())
+    assert sidecar["inference"] == {"self_ensemble": True}
+    assert "inference" not in json.loads((tmp_path / "shipped" / "discriminator_se.json").read_text())
     result = runner.invoke(main, ["train", "--data", str(real), "--data-weight", "1",
                                   "--data-weight", "2", "--preset", "tiny",
                                   "--run", str(tmp_path / "run2")])

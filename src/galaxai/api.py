@@ -28,9 +28,10 @@ import torch
 from galaxai.train.checkpoints import (SHIPPED_WEIGHTS, load_discriminator, load_generator,
                                        shipped_file, shipped_models)
 from galaxai.models.deblender import from_network, to_network
+from galaxai.models.self_ensemble import self_ensemble as run_self_ensemble
 
 __all__ = ["DEFAULT_WEIGHTS", "DEFAULT_DISCRIMINATOR", "StampSizeWarning", "deblend",
-           "discriminate", "discriminator", "shipped_models"]
+           "discriminate", "discriminator", "generator", "shipped_models"]
 
 #: The shipped default generator (written by a ``small`` training run, see the module docstring).
 DEFAULT_WEIGHTS = SHIPPED_WEIGHTS / "deblender_small.safetensors"
@@ -65,14 +66,15 @@ def _resize(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
 
 
 @lru_cache(maxsize=8)
-def _cached_network(kind: str, path: str, stamp: tuple[int, int], device: str) -> torch.nn.Module:
+def _cached_network(kind: str, path: str, stamp: tuple[int, int], device: str
+                    ) -> tuple[torch.nn.Module, dict[str, Any]]:
     del stamp  # part of the cache key only: a rewritten file is reloaded
     load = load_generator if kind == "G" else load_discriminator
-    return load(path, device=device)[0]
+    return load(path, device=device)
 
 
-def _network(kind: str, path: Path, device: torch.device) -> torch.nn.Module:
-    """The cached G or D of a checkpoint directory or weights file ``path``."""
+def _network(kind: str, path: Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The cached G or D of a checkpoint directory or weights file ``path``, and its sidecar."""
     weights = path / f"{kind}.safetensors" if path.is_dir() else path
     st = weights.stat() if weights.is_file() else None
     stamp = (st.st_mtime_ns, st.st_size) if st else (0, 0)
@@ -84,7 +86,8 @@ def _device(device: str | torch.device | None) -> torch.device:
         "cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _generator(checkpoint: str | os.PathLike | None, device: torch.device) -> torch.nn.Module:
+def _generator(checkpoint: str | os.PathLike | None, device: torch.device
+               ) -> tuple[torch.nn.Module, dict[str, Any]]:
     if checkpoint is None:
         if not DEFAULT_WEIGHTS.is_file():
             raise FileNotFoundError(
@@ -171,6 +174,7 @@ def deblend(
     batch_size: int = 64,
     batch_statistics: bool = False,
     channel_axis: int = -1,
+    self_ensemble: bool | None = None,
 ) -> tuple[Any, Any]:
     """Separate blended galaxy pairs into the centred galaxy and its neighbour.
 
@@ -195,6 +199,11 @@ def deblend(
     channel_axis : {-1, 1}
         Where the colour channels are: -1 (default) channel-last ``(N, H, W, 3)``, 1
         channel-first ``(N, 3, H, W)`` as in blend stores; outputs use the same layout.
+    self_ensemble : bool, optional
+        Average the outputs over the eight rotations and mirror images of each stamp
+        (:func:`galaxai.models.self_ensemble.self_ensemble`; eight forward passes). ``None``
+        (default) follows the model's sidecar (``"inference": {"self_ensemble": true}``, written
+        by ``galaxai export --self-ensemble``), else off.
 
     Returns
     -------
@@ -213,7 +222,9 @@ def deblend(
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     x, single, src_device = _as_batch(blends, channel_axis)
     dev = _device(device)
-    model = _generator(checkpoint, dev)
+    model, info = _generator(checkpoint, dev)
+    if self_ensemble is None:
+        self_ensemble = bool(info.get("inference", {}).get("self_ensemble", False))
     if batch_statistics:
         model = _without_running_stats(model)
     channels = model.config.channels
@@ -223,7 +234,9 @@ def deblend(
     outs_a, outs_b = [], []
     with torch.inference_mode():
         for chunk in x.split(batch_size):
-            g1, g2 = (from_network(g) for g in model(chunk.to(dev)))
+            outputs = (run_self_ensemble(model, chunk.to(dev)) if self_ensemble
+                       else model(chunk.to(dev)))
+            g1, g2 = (from_network(g) for g in outputs)
             if original is not None:
                 g1, g2 = _resize(g1, original), _resize(g2, original)
             outs_a.append(g1.clamp(0, 1).cpu())
@@ -242,6 +255,17 @@ def deblend(
     return a.to(src_device).clone(), b.to(src_device).clone()
 
 
+def generator(checkpoint: str | os.PathLike | None = None,
+              device: str | torch.device | None = None) -> torch.nn.Module:
+    """The generator network of ``checkpoint`` (as for :func:`deblend`), in eval mode.
+
+    Loaded once per process and device (cached); dissection and generator LRP take it as their
+    model. It runs one forward pass per call: :func:`deblend` adds the input checks, resampling
+    and the self-ensemble.
+    """
+    return _generator(checkpoint, _device(device))[0]
+
+
 def discriminator(checkpoint: str | os.PathLike | None = None,
                   device: str | torch.device | None = None) -> torch.nn.Module:
     """The discriminator network of ``checkpoint`` (as for :func:`discriminate`), in eval mode.
@@ -255,7 +279,7 @@ def discriminator(checkpoint: str | os.PathLike | None = None,
     if not weights.is_file():
         raise FileNotFoundError(f"discriminator weights {weights} do not exist; pass a checkpoint "
                                 "directory (run/checkpoints/000001000) or a D.safetensors file")
-    return _network("D", path, _device(device))
+    return _network("D", path, _device(device))[0]
 
 
 def discriminate(

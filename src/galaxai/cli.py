@@ -482,7 +482,10 @@ def batch_cmd(task, catalogue, stamps, out, engine, batch_size, actors, gpus_per
                    "('small', the default, or 'realsky').")
 @click.option("--threshold", type=click.FloatRange(min=0, min_open=True), default=3.0,
               show_default=True, help="SEP detection threshold (sigma) for whole FITS images.")
-def deblend_cmd(inputs, out, checkpoint, threshold):
+@click.option("--self-ensemble/--no-self-ensemble", default=None,
+              help="Average the GAN over the eight rotations and mirror images of each stamp "
+                   "(default: as the model's sidecar says; on for the shipped default).")
+def deblend_cmd(inputs, out, checkpoint, threshold, self_ensemble):
     """Deblend your own data: stamps (FITS cube or g/r/i files, PNG/JPEG, .npy) or whole FITS images.
 
     A FITS image larger than 160 px is searched for blended pairs (touching SEP footprints); a
@@ -496,7 +499,7 @@ def deblend_cmd(inputs, out, checkpoint, threshold):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", StampSizeWarning)
         job = deblend_files(list(inputs), out, checkpoint=checkpoint, progress=True,
-                            field_threshold=threshold)
+                            field_threshold=threshold, self_ensemble=self_ensemble)
     for w in caught:
         click.echo(f"warning: {w.message}", err=True)
     if job.report.skipped:
@@ -520,14 +523,18 @@ def deblend_cmd(inputs, out, checkpoint, threshold):
               help="Score only the first N held-out blends.")
 @click.option("--classical/--no-classical", default=True, show_default=True,
               help="Also run photutils, SEP (and scarlet2 if installed) and copy-the-blend.")
-def evaluate(data_path, checkpoint, out, n, classical):
+@click.option("--self-ensemble/--no-self-ensemble", default=None,
+              help="Average the GAN over the eight rotations and mirror images of each stamp "
+                   "(default: as the model's sidecar says; on for the shipped default).")
+def evaluate(data_path, checkpoint, out, n, classical, self_ensemble):
     """Score the deblender (and classical peers) on held-out blends: PSNR/SSIM, bins, panels."""
     from galaxai.viz.report import Report
     from galaxai.workflows import deblenders_for, evaluation_section
 
     stack, catalogue = _store_images(data_path, n)
     report = Report("galaxai evaluation", f"{data_path} · checkpoint {checkpoint or 'shipped small model'}")
-    table = evaluation_section(report, deblenders_for(checkpoint, classical=classical),
+    methods = deblenders_for(checkpoint, classical=classical, self_ensemble=self_ensemble)
+    table = evaluation_section(report, methods,
                                stack["blend"], stack["target_a"], stack["target_b"], catalogue, out,
                                title="Deblending scores")
     click.echo(table.to_string(float_format=lambda v: f"{v:.4g}"))
@@ -563,15 +570,20 @@ def audit(dataset, max_items):
               help="Folder receiving deblender_<name> and discriminator_<name> (.safetensors + "
                    ".json) [default: the weights folder of the installed galaxai package].")
 @click.option("--name", default="small", show_default=True)
-def export(checkpoint, dest, name):
-    """Ship a checkpoint (run directory = its latest) as the default deblender and discriminator."""
+@click.option("--self-ensemble", is_flag=True,
+              help="Record in the deblender's sidecar that it runs as a self-ensemble over the "
+                   "eight rotations and mirror images of each stamp (galaxai.deblend's default "
+                   "for this model).")
+def export(checkpoint, dest, name, self_ensemble):
+    """Ship a checkpoint (run directory = its latest) as a deblender and discriminator NAME."""
     from galaxai import api
     from galaxai.train.checkpoints import export_network
 
     checkpoint = _checkpoint_of(checkpoint)
     dest = dest if dest is not None else api.DEFAULT_WEIGHTS.parent
     for network, stem in (("G", "deblender"), ("D", "discriminator")):
-        out = export_network(checkpoint, dest / f"{stem}_{name}", network)
+        inference = {"self_ensemble": True} if self_ensemble and network == "G" else None
+        out = export_network(checkpoint, dest / f"{stem}_{name}", network, inference)
         click.echo(f"{network}: {out} ({out.stat().st_size / 1e6:.2f} MB)")
     click.echo(f"exported {checkpoint} to {dest.resolve()}")
 

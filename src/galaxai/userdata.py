@@ -211,7 +211,8 @@ def _write_outputs(out: Path, name: str, blend: np.ndarray, a: np.ndarray, b: np
 
 
 def deblend_files(inputs: list[str | Path], out: str | Path, *, checkpoint=None,
-                  progress: bool = False, field_threshold: float = 3.0) -> DeblendJob:
+                  progress: bool = False, field_threshold: float = 3.0,
+                  self_ensemble: bool | None = None) -> DeblendJob:
     """Deblend stamps and whole FITS images; write outputs and a catalogue into ``out``.
 
     A FITS file larger than 2 × 80 px on a side is treated as a whole image
@@ -222,6 +223,7 @@ def deblend_files(inputs: list[str | Path], out: str | Path, *, checkpoint=None,
     and ``separation_px`` (whole images; NaN for stamps), SEP's detected fluxes, ``flux_blend``,
     ``flux_a_out`` and ``flux_b_out`` (display units summed above the stamp's median sky, so
     before/after compare within one stamp), D's ``p_real_a``/``p_real_b`` and the file names.
+    ``self_ensemble`` is passed to :func:`galaxai.deblend` (``None``: the model's own setting).
     """
     import warnings
 
@@ -256,7 +258,7 @@ def deblend_files(inputs: list[str | Path], out: str | Path, *, checkpoint=None,
             continue
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", StampSizeWarning)
-            a, b = deblend(stamps, checkpoint=checkpoint)
+            a, b = deblend(stamps, checkpoint=checkpoint, self_ensemble=self_ensemble)
             p_a, p_b = discriminate(a, checkpoint=d_checkpoint), discriminate(b, checkpoint=d_checkpoint)
         for message in dict.fromkeys(str(w.message) for w in caught):
             warnings.warn(f"{path}: {message}", StampSizeWarning, stacklevel=2)

@@ -34,19 +34,21 @@ Deblender = Callable[[np.ndarray], tuple[Any, Any]]
 
 
 def deblenders_for(checkpoint: str | Path | None, *, classical: bool = True,
-                   batch_statistics_check: bool = True) -> dict[str, Deblender]:
+                   batch_statistics_check: bool = True,
+                   self_ensemble: bool | None = None) -> dict[str, Deblender]:
     """The GAN at ``checkpoint`` (``None``: the shipped model) plus, optionally, classical peers.
 
     ``batch_statistics_check`` adds the same GAN normalised with batch statistics (how the
-    original TensorFlow graph evaluated; the spec asks for it as a check).
+    original TensorFlow graph evaluated; the spec asks for it as a check). ``self_ensemble`` is
+    passed to :func:`galaxai.deblend` (``None``: the model's own setting).
     """
     from galaxai.api import deblend
     from galaxai.models.classical import DEBLENDERS
 
-    methods: dict[str, Deblender] = {"GAN (galaxai)": partial(deblend, checkpoint=checkpoint)}
+    gan = partial(deblend, checkpoint=checkpoint, self_ensemble=self_ensemble)
+    methods: dict[str, Deblender] = {"GAN (galaxai)": gan}
     if batch_statistics_check:
-        methods["GAN, batch-statistic BN (check)"] = partial(
-            deblend, checkpoint=checkpoint, batch_statistics=True)
+        methods["GAN, batch-statistic BN (check)"] = partial(gan, batch_statistics=True)
     if classical:
         methods.update({name: fn for name, fn in DEBLENDERS.items()})
     return methods

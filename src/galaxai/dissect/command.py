@@ -26,9 +26,7 @@ class _DefaultGroup(click.Group):
 
 def _networks(run: str, device: str):
     """Generator, discriminator (``None`` if the run has none) and a name, from RUN."""
-    import torch
-
-    from galaxai.api import _generator, discriminator
+    from galaxai import api
     from galaxai.cli import _checkpoint_of
     from galaxai.train.checkpoints import shipped_file, shipped_models
 
@@ -41,11 +39,11 @@ def _networks(run: str, device: str):
         raise click.BadParameter(f"{run!r} is neither a run folder, a checkpoint nor a shipped "
                                  f"model ({', '.join(shipped_models())})", param_hint="RUN")
     try:
-        generator = _generator(ckpt, torch.device(device))
+        generator = api.generator(ckpt, device)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
         raise click.ClickException(f"cannot load the generator of {run}: {exc}") from None
     try:
-        critic = discriminator(ckpt, device)
+        critic = api.discriminator(ckpt, device)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError):
         critic = None
     return generator, critic, str(ckpt)

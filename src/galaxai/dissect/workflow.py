@@ -441,7 +441,7 @@ def demo_section(report, work_dir: str | Path, *, quick: bool, seed: int, progre
     tiny (24 blends, 8 with ``quick``) and said so in the text; the full numbers come from
     ``galaxai dissect``.
     """
-    from galaxai.api import _generator
+    from galaxai import api
     from galaxai.data.blend import BlendConfig
     from galaxai.data.simulate import SimConfig
     from galaxai.data.store import build_store
@@ -451,7 +451,7 @@ def demo_section(report, work_dir: str | Path, *, quick: bool, seed: int, progre
     n = 8 if quick else 24
     store = build_store(work / "store", n, seed=seed, sim_config=SimConfig.preset("small"),
                         blend_config=BlendConfig.preset("small"), chunk=n, test_fraction=1.0)
-    generator = _generator("small", torch.device("cpu"))
+    generator = api.generator("small", "cpu")
     config = DissectConfig(n=n // 2, effect_n=n // 2, sizes=(1, 4) if quick else (1, 2, 4, 8),
                            n_random=2 if quick else 5, ace_epochs=0, concepts=("galaxy_B",),
                            artifacts=False, gallery_units=4, gallery_top=6, seed=seed)

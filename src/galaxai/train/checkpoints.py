@@ -364,15 +364,20 @@ def init_source(init_from: str) -> str:
 DATA_RECIPE = "data.json"
 
 
-def export_network(checkpoint: str | os.PathLike, dest: str | os.PathLike, network: str = "G") -> Path:
+def export_network(checkpoint: str | os.PathLike, dest: str | os.PathLike, network: str = "G",
+                   inference: Mapping[str, Any] | None = None) -> Path:
     """Copy a checkpoint's ``G`` or ``D`` to ``<dest>.safetensors`` plus its sidecar ``<dest>.json``.
 
-    This is how the shipped default models (``galaxai/weights/deblender_small`` and
-    ``discriminator_small``) are produced. The run's ``data.json`` (how its training data were
-    made), when present, goes into the sidecar as ``data_recipe``. Returns the weights' path.
+    This is how the shipped models (``galaxai/weights/deblender_<name>`` and
+    ``discriminator_<name>``) are produced. The run's ``data.json`` (how its training data were
+    made), when present, goes into the sidecar as ``data_recipe``. ``inference`` (generator
+    only) records how the model is meant to be run, e.g. ``{"self_ensemble": True}``, which
+    :func:`galaxai.deblend` follows by default. Returns the weights' path.
     """
     if network not in ("G", "D"):
         raise ValueError(f"network must be 'G' or 'D', got {network!r}")
+    if inference and network != "G":
+        raise ValueError("inference settings belong to the generator (network='G')")
     weights, sidecar = _resolve(checkpoint, network)
     tensors, metadata = read_safetensors(weights)
     cfg, info = _model_config(weights, sidecar)
@@ -382,6 +387,8 @@ def export_network(checkpoint: str | os.PathLike, dest: str | os.PathLike, netwo
     out = dest.with_suffix(".safetensors")
     atomic_write_safetensors(out, tensors, metadata)
     sidecar_out = {**info, "model_config": config_to_dict(cfg)}
+    if inference:
+        sidecar_out["inference"] = dict(inference)
     if Path(checkpoint).is_dir():
         stages = lineage(checkpoint)
         if stages[0]["data_recipe"] is not None:
