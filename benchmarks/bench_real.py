@@ -6,12 +6,16 @@ log and asinh stretches, a sum merge, and JPEG at quality 50. For each look it p
 PSNR of every method on the same blends and the paired differences GAN − SEP and GAN − photutils
 (mean ± s.e.).
 
+``--single-pass`` adds, for each GAN, the same network run once per blend
+(``self_ensemble=False``) beside its default (the shipped default runs as a self-ensemble over
+the stamp's eight symmetries): the gain of the self-ensemble and its cost in seconds per blend.
+
 ``--normalise REF_STORE`` adds, for each GAN, a variant that first maps every blend's sky level
 and 99.5th percentile onto those of REF_STORE's blends (e.g. the simulated stamps the model was
 trained on) and maps the outputs back: the "normalisation step" alternative to augmentation.
 
 Usage: ``python benchmarks/bench_real.py [STORE [CHECKPOINT ...]] [--n N] [--normalise REF]
-[--looks "as stored,sum merge"]`` (checkpoints: folders
+[--looks "as stored,sum merge"] [--single-pass]`` (checkpoints: folders
 or ``G.safetensors``; default the shipped model). Without a store, 128 blends of the HDF and
 COSMOS test galaxies are made in a temporary folder. About a minute per look for 400 blends on
 one core.
@@ -70,10 +74,13 @@ def relook(arrays: dict, sky_a: np.ndarray, sky_b: np.ndarray, look: Look
 
 
 def main(store: str, checkpoints: list[str], n: int | None, reference: str | None = None,
-         looks: list[str] | None = None) -> None:
+         looks: list[str] | None = None, single_pass: bool = False) -> None:
     arrays = BlendStore(store, split="test").to_arrays(n)
     gans = {f"GAN {'/'.join(Path(c).parts[-2:]) if c else 'shipped'}": partial(deblend, checkpoint=c)
             for c in checkpoints or [None]}
+    if single_pass:
+        gans.update({f"{name} one pass": partial(fn, self_ensemble=False)
+                     for name, fn in list(gans.items())})
     if reference is not None:
         ref = BlendStore(reference, split="test").to_arrays()["blend"]
         gans.update({f"{name} +norm": normalised(fn, ref) for name, fn in list(gans.items())})
@@ -87,6 +94,12 @@ def main(store: str, checkpoints: list[str], n: int | None, reference: str | Non
         results = evaluate_methods(methods, blend, ta, tb)
         scores = "  ".join(f"{m}: {r.summary['psnr_pooled_mean']:.2f}" for m, r in results.items())
         print(f"  {name:12s} {scores}")
+        if single_pass:
+            for gan in [g for g in gans if not g.endswith(" one pass")]:
+                one = results[f"{gan} one pass"].summary
+                both = results[gan].summary
+                print(f"  {'':12s} {gan} − one pass {both['psnr_pooled_mean'] - one['psnr_pooled_mean']:+.2f} dB"
+                      f" at {both['seconds_per_blend'] / one['seconds_per_blend']:.1f}× the seconds per blend")
         for peer in peers:
             paired = paired_differences(results, peer)
             diffs = "  ".join(f"{row.method.split(' − ')[1]} − {peer} {-row.psnr_pooled_diff:+.2f}"
@@ -103,6 +116,8 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=None, help="score only the first N blends")
     parser.add_argument("--normalise", metavar="REF", default=None,
                         help="add each GAN with sky/percentile normalisation onto REF's blends")
+    parser.add_argument("--single-pass", action="store_true",
+                        help="add each GAN run as one forward pass (self_ensemble=False)")
     parser.add_argument("--looks", default=None, metavar="NAME,NAME",
                         help=f"only these looks (of: {', '.join(LOOKS)})")
     return parser.parse_args()
@@ -115,7 +130,7 @@ if __name__ == "__main__":
     if unknown:
         sys.exit(f"--looks: unknown look(s) {unknown}; choose from {list(LOOKS)}")
     if args.store:
-        main(args.store, args.checkpoints, args.n, args.normalise, looks)
+        main(args.store, args.checkpoints, args.n, args.normalise, looks, args.single_pass)
     else:
         from galaxai.data.real import RealFrames, cosmos_frames, hdf_frames, real_blends
         from galaxai.data.store import write_store
@@ -124,4 +139,4 @@ if __name__ == "__main__":
         with tempfile.TemporaryDirectory() as tmp:
             path = write_store(Path(tmp) / "real_test", real_blends(frames, 128, seed=77),
                                split="test")
-            main(str(path), [], args.n, looks=looks)
+            main(str(path), [], args.n, looks=looks, single_pass=args.single_pass)
