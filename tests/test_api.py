@@ -90,7 +90,7 @@ def test_bad_arguments_and_missing_checkpoints(checkpoint, tmp_path, monkeypatch
     with pytest.raises(FileNotFoundError, match="does not exist"):
         deblend(_blends(1), checkpoint=tmp_path / "missing")
     monkeypatch.setattr(api, "DEFAULT_WEIGHTS", tmp_path / "weights" / "deblender_small.safetensors")
-    with pytest.raises(FileNotFoundError, match=r"default model.*GANTrainConfig\.preset\('small'\)"):
+    with pytest.raises(FileNotFoundError, match=r"default model.*galaxai export RUN --name"):
         deblend(_blends(1))
 
 

@@ -4,14 +4,12 @@
 other galaxy), both mapped from tanh's [−1, 1] to [0, 1] by (v+1)/2. The generator runs in eval
 mode (BatchNorm running statistics).
 
-With ``checkpoint=None`` the shipped default model ``galaxai/weights/deblender_small.safetensors``
-(with its sidecar ``deblender_small.json``) is used. It is produced by a ``small`` training run::
-
-    from galaxai.train.gan import GANTrainConfig, train
-    from galaxai.train.checkpoints import export_generator, latest_checkpoint
-    train(dataset, "runs/00001-small", GANTrainConfig.preset("small"))
-    export_generator(latest_checkpoint("runs/00001-small").path,
-                     "src/galaxai/weights/deblender_small")
+With ``checkpoint=None`` the shipped default model :data:`DEFAULT_MODEL` is used
+(``galaxai/weights/deblender_<name>.safetensors`` with its sidecar ``deblender_<name>.json``,
+which records its training runs and data under ``lineage`` and ``data_recipe`` and that it runs
+as a self-ensemble). It was trained on simulated and real galaxies and exported with
+``galaxai export RUN --name <name> --self-ensemble``; the README ("Real skies") gives the
+commands and its scores. The other shipped models are selected by name (:func:`shipped_models`).
 """
 from __future__ import annotations
 
@@ -25,18 +23,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from galaxai.choices import DEFAULT_MODEL
 from galaxai.train.checkpoints import (SHIPPED_WEIGHTS, load_discriminator, load_generator,
                                        shipped_file, shipped_models)
 from galaxai.models.deblender import from_network, to_network
 from galaxai.models.self_ensemble import self_ensemble as run_self_ensemble
 
-__all__ = ["DEFAULT_WEIGHTS", "DEFAULT_DISCRIMINATOR", "StampSizeWarning", "deblend",
+__all__ = ["DEFAULT_MODEL", "DEFAULT_WEIGHTS", "DEFAULT_DISCRIMINATOR", "StampSizeWarning", "deblend",
            "discriminate", "discriminator", "generator", "shipped_models"]
 
-#: The shipped default generator (written by a ``small`` training run, see the module docstring).
-DEFAULT_WEIGHTS = SHIPPED_WEIGHTS / "deblender_small.safetensors"
+#: The shipped default generator.
+DEFAULT_WEIGHTS = SHIPPED_WEIGHTS / f"deblender_{DEFAULT_MODEL}.safetensors"
 #: The shipped discriminator trained beside it.
-DEFAULT_DISCRIMINATOR = DEFAULT_WEIGHTS.with_name("discriminator_small.safetensors")
+DEFAULT_DISCRIMINATOR = SHIPPED_WEIGHTS / f"discriminator_{DEFAULT_MODEL}.safetensors"
 
 
 class StampSizeWarning(UserWarning):
@@ -91,11 +90,10 @@ def _generator(checkpoint: str | os.PathLike | None, device: torch.device
     if checkpoint is None:
         if not DEFAULT_WEIGHTS.is_file():
             raise FileNotFoundError(
-                f"the shipped default model {DEFAULT_WEIGHTS} is not present in this installation "
-                "(it is produced by a 'small' training run). Pass checkpoint=<a checkpoint "
-                "directory or G.safetensors>, or train one: galaxai.train.gan.train(dataset, run_dir, "
-                "GANTrainConfig.preset('small')) and then galaxai.train.checkpoints.export_generator("
-                "<run_dir>/checkpoints/<iteration>, '<package>/weights/deblender_small')"
+                f"the shipped default model {DEFAULT_WEIGHTS} is not present in this installation. "
+                "Pass checkpoint=<a checkpoint directory, a G.safetensors file or a shipped "
+                "model's name>, or train one (`galaxai train`, README 'Real skies') and ship it: "
+                f"`galaxai export RUN --name {DEFAULT_MODEL} --self-ensemble`"
             )
         checkpoint = DEFAULT_WEIGHTS
     path = shipped_file(checkpoint, "deblender") or Path(checkpoint).expanduser().resolve()
@@ -187,7 +185,7 @@ def deblend(
     checkpoint : path-like, optional
         A checkpoint directory (``run/checkpoints/000001000``), a ``G.safetensors`` file, or an
         exported ``<name>.safetensors`` with ``<name>.json`` beside it, or the name of a shipped
-        model (:func:`shipped_models`). ``None`` uses the shipped default model (``"small"``).
+        model (:func:`shipped_models`). ``None`` uses the shipped default, :data:`DEFAULT_MODEL`.
     device : str or torch.device, optional
         ``"cuda"`` when available, else ``"cpu"``.
     batch_size : int

@@ -4,13 +4,16 @@ The modules that implement each choice import their tuple from here, and the CLI
 ``click.Choice`` lists from the same names, so ``galaxai --help`` stays fast (no torch import)
 and a new choice is added in one place.
 """
-__all__ = ["PRESETS", "AUGMENT_PRESETS", "PIXEL_LOSSES", "PADDINGS", "MERGES", "SIM_MODES", "SPLITS", "COMPARED_METHODS",
+__all__ = ["DEFAULT_MODEL", "PRESETS", "AUGMENT_PRESETS", "PIXEL_LOSSES", "PADDINGS", "MERGES", "SIM_MODES", "SPLITS", "COMPARED_METHODS",
            "ARCHITECTURES", "ACTIVATIONS", "LAYOUTS", "BAR_ALGORITHMS", "ARTEFACTS",
            "GUIDE_EXPLAINERS", "GUIDE_NORMALISE", "GUIDE_APPLY_TO", "GUIDE_CONTROLS", "GUIDE_ARMS",
            "GUIDE_TRAINERS",
            "CYCLEGAN_MASK_SPACES", "CYCLEGAN_ARMS", "CYCLEGAN_POOLS", "CYCLEGAN_DIRECTIONS",
            "MAP_POLARITIES", "STRETCHES", "SEQUENTIAL_CMAPS", "DIVERGING_CMAPS"]
 
+#: The shipped model galaxai.deblend and the CLI use when no checkpoint is named
+#: (galaxai/weights/deblender_<name>; README, "Real skies").
+DEFAULT_MODEL: str = "realsky3"
 #: Config presets of every configurable part.
 PRESETS: tuple[str, ...] = ("paper", "small", "tiny")
 #: Strengths of the random survey look (galaxai.data.augment.DisplayAugment.preset).

@@ -15,8 +15,8 @@ import numpy as np
 
 from galaxai._cli_options import comma_list
 from galaxai.choices import (ACTIVATIONS, ARCHITECTURES, AUGMENT_PRESETS, BAR_ALGORITHMS,
-                             COMPARED_METHODS, GUIDE_EXPLAINERS, LAYOUTS, MERGES, PADDINGS,
-                             PIXEL_LOSSES, PRESETS, SIM_MODES, SPLITS)
+                             COMPARED_METHODS, DEFAULT_MODEL, GUIDE_EXPLAINERS, LAYOUTS, MERGES,
+                             PADDINGS, PIXEL_LOSSES, PRESETS, SIM_MODES, SPLITS)
 
 __all__ = ["main"]
 
@@ -451,7 +451,7 @@ def _relaunch(ctx: click.Context, nproc: int, run_dir: Path) -> None:
 @click.option("--address", default=None,
               help="Join this running Ray cluster (ray.init(address=...)); default: a local one.")
 @click.option("--checkpoint", default=None,
-              help="Checkpoint directory or shipped model name (default: the shipped 'small').")
+              help=f"Checkpoint directory or shipped model name (default: '{DEFAULT_MODEL}').")
 def batch_cmd(task, catalogue, stamps, out, engine, batch_size, actors, gpus_per_actor, address,
               checkpoint):
     """Deblend, explain or score every stamp of a survey catalogue, in batches (local or Ray)."""
@@ -479,7 +479,7 @@ def batch_cmd(task, catalogue, stamps, out, engine, batch_size, actors, gpus_per
               help="Folder for <name>_a.fits, <name>_b.fits, <name>.png and catalogue.parquet/.csv.")
 @click.option("--checkpoint", default=None,
               help="Checkpoint directory (G and D), G.safetensors, or a shipped model's name "
-                   "('small', the default, or 'realsky').")
+                   f"(default: '{DEFAULT_MODEL}').")
 @click.option("--threshold", type=click.FloatRange(min=0, min_open=True), default=3.0,
               show_default=True, help="SEP detection threshold (sigma) for whole FITS images.")
 @click.option("--self-ensemble/--no-self-ensemble", default=None,
@@ -515,8 +515,8 @@ def deblend_cmd(inputs, out, checkpoint, threshold, self_ensemble):
 @click.option("--data", "data_path", type=click.Path(exists=True, file_okay=False, path_type=Path),
               required=True, help="Blend store; its test split is scored (all rows if it has none).")
 @click.option("--checkpoint", default=None,
-              help="Checkpoint directory, G.safetensors or a shipped model's name (default: the "
-                   "shipped 'small' model; 'realsky' is the real-sky fine-tune).")
+              help="Checkpoint directory, G.safetensors or a shipped model's name (default: "
+                   f"'{DEFAULT_MODEL}').")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for tables, panels and report/index.html.")
 @click.option("--n", "n", type=click.IntRange(min=1), default=None,
@@ -532,7 +532,7 @@ def evaluate(data_path, checkpoint, out, n, classical, self_ensemble):
     from galaxai.workflows import deblenders_for, evaluation_section
 
     stack, catalogue = _store_images(data_path, n)
-    report = Report("galaxai evaluation", f"{data_path} · checkpoint {checkpoint or 'shipped small model'}")
+    report = Report("galaxai evaluation", f"{data_path} · checkpoint {checkpoint or DEFAULT_MODEL}")
     methods = deblenders_for(checkpoint, classical=classical, self_ensemble=self_ensemble)
     table = evaluation_section(report, methods,
                                stack["blend"], stack["target_a"], stack["target_b"], catalogue, out,

@@ -340,7 +340,8 @@ SHIPPED_WEIGHTS = Path(galaxai.__file__).resolve().parent / "weights"
 
 def shipped_models() -> list[str]:
     """Names of the models shipped in the package: ``checkpoint=<name>`` selects one
-    (``"small"`` is the default; see the README for how each was trained and measured)."""
+    (``galaxai.api.DEFAULT_MODEL`` is the default; the README says how each was trained and
+    measured)."""
     return sorted(p.stem.removeprefix("deblender_")
                   for p in SHIPPED_WEIGHTS.glob("deblender_*.safetensors"))
 
