@@ -163,3 +163,19 @@ def test_self_ensemble_follows_the_sidecar_unless_told(checkpoint, tmp_path):
     np.testing.assert_array_equal(deblend(x, checkpoint=off)[0], plain)
     with pytest.raises(ValueError, match="generator"):
         export_network(path, tmp_path / "discriminator_se", "D", inference={"self_ensemble": True})
+
+
+def test_evaluation_deblenders_pass_the_self_ensemble_choice_on(checkpoint):
+    from galaxai.workflows import deblenders_for
+
+    path, _ = checkpoint
+    x = _blends(2, seed=6)
+    methods = deblenders_for(path, classical=False, self_ensemble=True)
+    assert sorted(methods) == ["GAN (galaxai)", "GAN, batch-statistic BN (check)"]
+    np.testing.assert_array_equal(methods["GAN (galaxai)"](x)[0],
+                                  deblend(x, checkpoint=path, self_ensemble=True)[0])
+    np.testing.assert_array_equal(
+        methods["GAN, batch-statistic BN (check)"](x)[0],
+        deblend(x, checkpoint=path, self_ensemble=True, batch_statistics=True)[0])
+    one_pass = deblenders_for(path, classical=False, self_ensemble=False)["GAN (galaxai)"](x)[0]
+    np.testing.assert_array_equal(one_pass, deblend(x, checkpoint=path)[0])
