@@ -10,7 +10,8 @@ SECTIONS = ["Simulated galaxies", "Deblending: GAN vs classical", "discriminator
             "Training timeline", "Data audit", "zero-padded band", "Galaxy morphology",
             "size-only null", "Fig. 3 analogue", "Real galaxies: Hubble Deep Field",
             "Deblending real blends", "Polarized-LRP on real galaxies", "GAN realsky", "ROC AUC",
-            "Paired differences", "GAN Dissection and generator LRP", "Generator LRP",
+            "Paired differences", "own discriminator on the same real targets",
+            "GAN Dissection and generator LRP", "Generator LRP",
             "Saliency-guided training (xAI-GAN) against baseline", "xAI-CycleGAN translation",
             "translated simulations"]
 
