@@ -5,7 +5,14 @@ from typing import Any, Callable
 
 import click
 
-__all__ = ["comma_list"]
+__all__ = ["comma_list", "self_ensemble_option"]
+
+#: ``--self-ensemble/--no-self-ensemble`` of the commands that run the deblender (``None`` when
+#: left out: :func:`galaxai.deblend` then follows the model's sidecar).
+self_ensemble_option = click.option(
+    "--self-ensemble/--no-self-ensemble", default=None,
+    help="Average the GAN over the eight rotations and mirror images of each stamp "
+         "(default: as the model's sidecar says; on for the shipped default).")
 
 
 def comma_list(kind: str, convert: Callable[[str], Any]) -> Callable[..., list | None]:

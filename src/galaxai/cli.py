@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from galaxai._cli_options import comma_list
+from galaxai._cli_options import comma_list, self_ensemble_option
 from galaxai.choices import (ACTIVATIONS, ARCHITECTURES, AUGMENT_PRESETS, BAR_ALGORITHMS,
                              COMPARED_METHODS, DEFAULT_MODEL, GUIDE_EXPLAINERS, LAYOUTS, MERGES,
                              PADDINGS, PIXEL_LOSSES, PRESETS, SIM_MODES, SPLITS)
@@ -482,9 +482,7 @@ def batch_cmd(task, catalogue, stamps, out, engine, batch_size, actors, gpus_per
                    f"(default: '{DEFAULT_MODEL}').")
 @click.option("--threshold", type=click.FloatRange(min=0, min_open=True), default=3.0,
               show_default=True, help="SEP detection threshold (sigma) for whole FITS images.")
-@click.option("--self-ensemble/--no-self-ensemble", default=None,
-              help="Average the GAN over the eight rotations and mirror images of each stamp "
-                   "(default: as the model's sidecar says; on for the shipped default).")
+@self_ensemble_option
 def deblend_cmd(inputs, out, checkpoint, threshold, self_ensemble):
     """Deblend your own data: stamps (FITS cube or g/r/i files, PNG/JPEG, .npy) or whole FITS images.
 
@@ -523,9 +521,7 @@ def deblend_cmd(inputs, out, checkpoint, threshold, self_ensemble):
               help="Score only the first N held-out blends.")
 @click.option("--classical/--no-classical", default=True, show_default=True,
               help="Also run photutils, SEP (and scarlet2 if installed) and copy-the-blend.")
-@click.option("--self-ensemble/--no-self-ensemble", default=None,
-              help="Average the GAN over the eight rotations and mirror images of each stamp "
-                   "(default: as the model's sidecar says; on for the shipped default).")
+@self_ensemble_option
 def evaluate(data_path, checkpoint, out, n, classical, self_ensemble):
     """Score the deblender (and classical peers) on held-out blends: PSNR/SSIM, bins, panels."""
     from galaxai.viz.report import Report
